@@ -1,0 +1,89 @@
+# nginx-activity: build, run and test entry points.
+#
+#   make            build build/ngx_http_activity_module.so and build/activity-worker
+#   make run        install what is missing, build, start the local stack
+#   make stop       stop exactly what `make run` started
+#   make test       install what is missing, build, run every test (prove)
+#   make bench-track  tracking on/off throughput benchmark
+
+SHELL := /bin/bash
+
+NGX_SRC ?= /usr/share/nginx/src
+BUILD   := $(CURDIR)/build
+NGX_BUILD := $(BUILD)/nginx
+
+# Debian 12 packages: build, servers, and the test tools.
+APT_BUILD := build-essential pkg-config nginx nginx-dev libhiredis-dev \
+             libpq-dev libjansson-dev libjwt-dev redis-server postgresql
+APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl
+
+CC      ?= cc
+WARN    := -Wall -Wextra -Werror
+CFLAGS  ?= -O2 -g
+W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql \
+            -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
+W_LIBS  := -lhiredis -lpq -ljansson -ljwt
+
+MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config
+WORKER_SRCS := $(wildcard worker/*.c)
+WORKER_HDRS := $(wildcard worker/*.h)
+
+.PHONY: all deps deps-test module worker test run stop clean bench-track
+
+all: module worker
+
+module: $(BUILD)/ngx_http_activity_module.so
+worker: $(BUILD)/activity-worker
+
+# Install only the packages this machine lacks (root, or sudo).
+define apt_install
+	@missing=$$(for p in $(1); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	        | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	        --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_BUILD))
+
+deps-test: deps
+	$(call apt_install,$(APT_TEST))
+
+# The module is configured with Debian's own flags (--with-compat) so the
+# stock nginx accepts it; nothing is written under $(NGX_SRC).
+$(NGX_BUILD)/Makefile: config
+	@mkdir -p $(NGX_BUILD)
+	cd $(NGX_SRC) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    --add-dynamic-module=$(CURDIR) --builddir=$(NGX_BUILD) >$(NGX_BUILD)/configure.log \
+	    || { tail -20 $(NGX_BUILD)/configure.log; exit 1; }
+
+$(BUILD)/ngx_http_activity_module.so: $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(NGX_SRC) modules
+	cp $(NGX_BUILD)/ngx_http_activity_module.so $@
+
+$(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(W_CFLAGS) -o $@ $(WORKER_SRCS) $(W_LIBS)
+
+test: deps-test all
+	prove -r t/
+
+run: deps all
+	scripts/stack start
+
+stop:
+	scripts/stack stop
+
+bench-track: deps-test all
+	bench/track.sh
+
+clean:
+	rm -rf $(BUILD)
