@@ -1,0 +1,802 @@
+package ActivityTest;
+
+# A small test harness for nginx-activity, in the spirit of nginx-tests'
+# lib/Test/Nginx.pm: every test file gets its own temporary directory and
+# its own servers (nginx with the module, Redis, PostgreSQL, the worker) on
+# free loopback ports, talks to them, and ends by checking the logs.
+#
+#   use lib 't/lib';
+#   use ActivityTest qw(wait_for);
+#
+#   my $t = ActivityTest->new(needs => [qw(module redis)]);
+#   $t->write_conf(<<'EOF');
+#   %%GLOBALS%%
+#   http {
+#       %%GLOBALS_HTTP%%
+#       activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
+#       server {
+#           listen 127.0.0.1:%%PORT%%;
+#           location / { activity_track on; return 200; }
+#       }
+#   }
+#   EOF
+#   $t->redis_start;
+#   $t->nginx_start;
+#   is($t->http(GET => '/')->{status}, 200, 'answered');
+#   $t->done;
+#
+# Environment: TEST_KEEP=1 keeps the temporary directory; TEST_NGINX,
+# TEST_PG_BIN, TEST_REDIS_SERVER, TEST_ACTIVITY_MODULE and
+# TEST_ACTIVITY_WORKER override the binaries used.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use Digest::SHA qw(hmac_sha256);
+use Exporter qw(import);
+use File::Basename qw(basename dirname);
+use File::Path qw(make_path rmtree);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use JSON::PP ();
+use MIME::Base64 qw(encode_base64);
+use POSIX qw(WNOHANG strftime);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our @EXPORT_OK = qw(wait_for jwt_hs256 jwt_unsigned uuid iso_time
+    make_event to_json from_json);
+
+our $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../..');
+
+our %BIN = (
+    nginx  => $ENV{TEST_NGINX} || '/usr/sbin/nginx',
+    redis  => $ENV{TEST_REDIS_SERVER} || _which('redis-server')
+        || '/usr/bin/redis-server',
+    pg     => $ENV{TEST_PG_BIN} || '/usr/lib/postgresql/15/bin',
+    module => $ENV{TEST_ACTIVITY_MODULE}
+        || "$ROOT/build/ngx_http_activity_module.so",
+    worker => $ENV{TEST_ACTIVITY_WORKER} || "$ROOT/build/activity-worker",
+);
+
+my $JSON = JSON::PP->new->canonical->utf8;
+my @INSTANCES;
+my %PORTS_GIVEN;
+
+
+# --- construction -------------------------------------------------------
+
+# needs: which pieces the test file uses; a missing binary stops the whole
+# run (BAIL_OUT) with the reason, never a silent skip.
+sub new {
+    my ($class, %opts) = @_;
+
+    my $needs = $opts{needs} || [qw(nginx module redis pg worker)];
+    my %needs = map { $_ => 1 } @$needs;
+    $needs{nginx} = 1 if $needs{module};
+
+    _check_binaries(\%needs);
+
+    my $name = basename($0, '.t');
+    $name =~ s/[^A-Za-z0-9_-]/_/g;
+    my $base = $ENV{TEST_TMPDIR} || File::Spec->tmpdir;
+    my $dir = tempdir("activity-$name-XXXXXX", DIR => $base, CLEANUP => 0);
+    chmod 0755, $dir;
+
+    my $self = bless {
+        dir     => $dir,
+        ports   => {},
+        procs   => {},
+        workers => {},
+        queue   => 'activity:events',
+        conf    => undef,
+    }, $class;
+
+    push @INSTANCES, $self;
+
+    $SIG{INT} = $SIG{TERM} = sub { die "interrupted\n" };
+    $SIG{PIPE} = 'IGNORE';
+
+    return $self;
+}
+
+sub _which {
+    my ($cmd) = @_;
+    for my $d (split /:/, $ENV{PATH} || '') {
+        return "$d/$cmd" if -x "$d/$cmd";
+    }
+    return undef;
+}
+
+sub _check_binaries {
+    my ($needs) = @_;
+    my @missing;
+
+    push @missing, "nginx ($BIN{nginx})"
+        if $needs->{nginx} && !-x $BIN{nginx};
+    push @missing, "the module ($BIN{module}; run make)"
+        if $needs->{module} && !-f $BIN{module};
+    push @missing, "redis-server ($BIN{redis})"
+        if $needs->{redis} && !-x $BIN{redis};
+    push @missing, "the worker ($BIN{worker}; run make)"
+        if $needs->{worker} && !-x $BIN{worker};
+    if ($needs->{pg}) {
+        for my $b (qw(initdb pg_ctl createdb)) {
+            push @missing, "PostgreSQL $b ($BIN{pg}/$b)"
+                unless -x "$BIN{pg}/$b";
+        }
+        push @missing, 'the postgres user'
+            unless defined getpwnam('postgres');
+        push @missing, 'runuser' unless _which('runuser');
+    }
+    if ($needs->{wrk}) {
+        push @missing, 'wrk' unless _which('wrk');
+    }
+
+    BAIL_OUT("missing: " . join(', ', @missing)) if @missing;
+}
+
+sub dir { $_[0]{dir} }
+sub root { $ROOT }
+sub queue { $_[0]{queue} }
+
+# A free loopback port, the same one for the same name for the life of the
+# test file (so a server can be restarted on the port it had).
+sub port {
+    my ($self, $name) = @_;
+    $name //= 'http';
+
+    return $self->{ports}{$name} if $self->{ports}{$name};
+
+    for (1 .. 50) {
+        my $s = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+            Listen => 1, ReuseAddr => 0,
+        ) or croak "cannot bind a port: $!";
+        my $port = $s->sockport;
+        close $s;
+        next if $PORTS_GIVEN{$port}++;
+        return $self->{ports}{$name} = $port;
+    }
+    croak "no free port found";
+}
+
+
+# --- helpers ------------------------------------------------------------
+
+# Polls $code every $interval seconds until it returns a true value, which
+# is returned; false after $timeout seconds.
+sub wait_for (&;$$) {
+    my ($code, $timeout, $interval) = @_;
+    $timeout //= 10;
+    $interval //= 0.05;
+
+    my $end = time + $timeout;
+    while (1) {
+        my $v = $code->();
+        return $v if $v;
+        return $v if time > $end;
+        sleep $interval;
+    }
+}
+
+sub to_json { $JSON->encode($_[0]) }
+sub from_json { $JSON->decode($_[0]) }
+
+sub _b64url {
+    my $s = encode_base64($_[0], '');
+    $s =~ tr{+/}{-_};
+    $s =~ s/=+$//;
+    return $s;
+}
+
+# An HS256 JSON Web Token; %$header may override the header fields.
+sub jwt_hs256 {
+    my ($secret, $claims, $header) = @_;
+    my $h = { alg => 'HS256', typ => 'JWT', %{ $header || {} } };
+    my $input = _b64url($JSON->encode($h)) . '.'
+        . _b64url($JSON->encode($claims));
+    return $input . '.' . _b64url(hmac_sha256($input, $secret));
+}
+
+# A token with "alg":"none" and an empty signature.
+sub jwt_unsigned {
+    my ($claims) = @_;
+    return _b64url($JSON->encode({ alg => 'none', typ => 'JWT' })) . '.'
+        . _b64url($JSON->encode($claims)) . '.';
+}
+
+sub uuid {
+    my @b = map { int rand 256 } 1 .. 16;
+    $b[6] = ($b[6] & 0x0f) | 0x40;
+    $b[8] = ($b[8] & 0x3f) | 0x80;
+    my $h = unpack 'H*', pack 'C*', @b;
+    return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4),
+        substr($h, 16, 4), substr($h, 20, 12);
+}
+
+# ISO 8601 UTC with milliseconds, as in the event contract.
+sub iso_time {
+    my ($t) = @_;
+    $t //= time;
+    my $ms = int(($t - int $t) * 1000);
+    return strftime('%Y-%m-%dT%H:%M:%S', gmtime int $t)
+        . sprintf('.%03dZ', $ms);
+}
+
+# An event as the module would make it; any field can be overridden:
+# id, type, user, time (epoch seconds), ip, agent, endpoint, method,
+# status, duration, details.
+sub make_event {
+    my (%o) = @_;
+    return {
+        id        => $o{id} // uuid(),
+        eventType => $o{type} // 'API_CALL',
+        userId    => $o{user},
+        timestamp => iso_time($o{time}),
+        metadata  => {
+            ipAddress  => $o{ip} // '127.0.0.1',
+            userAgent  => $o{agent} // 'activity-test',
+            endpoint   => $o{endpoint} // '/test',
+            method     => $o{method} // 'GET',
+            status     => $o{status} // 200,
+            durationMs => $o{duration} // 0.5,
+            details    => $o{details} // {},
+        },
+    };
+}
+
+
+# --- processes ----------------------------------------------------------
+
+# Runs a command to completion; returns (exit status, combined output).
+sub run_cmd {
+    my ($self, @cmd) = @_;
+
+    my $pid = open(my $fh, '-|');
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or do { print "exec $cmd[0]: $!\n"; POSIX::_exit(127) };
+    }
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return ($? >> 8 || ($? & 127 ? 128 + ($? & 127) : 0), $out);
+}
+
+# Starts a child process with stdout and stderr appended to $log.
+sub _spawn {
+    my ($self, $name, $log, @cmd) = @_;
+
+    my $pid = fork;
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or do { print "exec $cmd[0]: $!\n"; POSIX::_exit(127) };
+    }
+    $self->{procs}{$name} = $pid;
+    return $pid;
+}
+
+sub _alive {
+    my ($self, $name) = @_;
+    my $pid = $self->{procs}{$name} or return 0;
+    my $r = waitpid($pid, WNOHANG);
+    if ($r == $pid) {
+        $self->{exit}{$name} = $?;
+        delete $self->{procs}{$name};
+        return 0;
+    }
+    return 1;
+}
+
+# Sends $sig, waits up to $timeout seconds, then escalates to KILL.
+# Returns the wait status ($?) of the process, undef if not running.
+sub _stop {
+    my ($self, $name, $sig, $timeout) = @_;
+    my $pid = $self->{procs}{$name};
+
+    unless ($pid) {
+        return delete $self->{exit}{$name};
+    }
+
+    kill $sig, $pid;
+    my $end = time + ($timeout // 10);
+    while (time < $end) {
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{procs}{$name};
+            delete $self->{exit}{$name};
+            return $?;
+        }
+        sleep 0.02;
+    }
+    diag("$name (pid $pid) ignored SIG$sig for ${timeout}s, killing");
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    delete $self->{procs}{$name};
+    return $?;
+}
+
+sub _port_open {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(
+        PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
+        Timeout => 1,
+    );
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+sub _slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+sub _tail {
+    my ($file, $n) = @_;
+    my @l = split /\n/, _slurp($file);
+    splice @l, 0, @l - $n if @l > $n;
+    return join "\n", @l;
+}
+
+
+# --- Redis --------------------------------------------------------------
+
+sub redis_port { $_[0]->port('redis') }
+
+sub redis_url { 'redis://127.0.0.1:' . $_[0]->redis_port }
+
+sub redis_start {
+    my ($self) = @_;
+    my $port = $self->redis_port;
+    my $d = "$self->{dir}/redis";
+    make_path($d);
+
+    croak "redis already running" if $self->_alive('redis');
+
+    $self->_spawn('redis', "$d/redis.log", $BIN{redis},
+        '--bind', '127.0.0.1', '--port', $port, '--save', '',
+        '--appendonly', 'no', '--daemonize', 'no',
+        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '');
+
+    my $dead;
+    my $ok = wait_for {
+        return $dead = 1 unless $self->_alive('redis');
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $port, Timeout => 1) or return 0;
+        print $s "PING\r\n";
+        my $l = <$s> // '';
+        return $l =~ /^\+PONG/;
+    } 10;
+    croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
+        if !$ok || $dead;
+    delete $self->{redis};
+    return $self;
+}
+
+sub redis_stop {
+    my ($self) = @_;
+    delete $self->{redis};
+    return $self->_stop('redis', 'TERM', 10);
+}
+
+sub redis_running { $_[0]->_alive('redis') }
+
+# A Redis client (the Redis module), reconnected after a restart.
+sub redis {
+    my ($self) = @_;
+    return $self->{redis} if $self->{redis} && eval { $self->{redis}->ping };
+    require Redis;
+    $self->{redis} = Redis->new(
+        server => '127.0.0.1:' . $self->redis_port,
+        reconnect => 2, every => 100_000, cnx_timeout => 2,
+    );
+    return $self->{redis};
+}
+
+# LPUSHes events (hashrefs or JSON strings) to the queue, as the module
+# does, 1000 a command.
+sub push_events {
+    my ($self, @events) = @_;
+    my $r = $self->redis;
+    my @json = map { ref $_ ? $JSON->encode($_) : $_ } @events;
+    while (my @chunk = splice @json, 0, 1000) {
+        $r->lpush($self->{queue}, @chunk);
+    }
+    return scalar @events;
+}
+
+# The events in the queue, oldest first, decoded.
+sub queued_events {
+    my ($self, $key) = @_;
+    my @raw = reverse $self->redis->lrange($key // $self->{queue}, 0, -1);
+    return map { my $e = eval { $JSON->decode($_) }; $e // { raw => $_ } }
+        @raw;
+}
+
+
+# --- PostgreSQL ---------------------------------------------------------
+
+sub pg_port { $_[0]->port('pg') }
+
+sub pg_url {
+    my ($self) = @_;
+    return 'postgresql://postgres@127.0.0.1:' . $self->pg_port . '/activity';
+}
+
+sub _as_postgres {
+    my ($self, @cmd) = @_;
+    return $self->run_cmd('runuser', '-u', 'postgres', '--', @cmd);
+}
+
+sub pg_start {
+    my ($self) = @_;
+    my $d = "$self->{dir}/pg";
+    my $port = $self->pg_port;
+    my ($uid, $gid) = (getpwnam 'postgres')[2, 3];
+
+    unless (-d "$d/data") {
+        make_path($d);
+        chown $uid, $gid, $d or croak "chown $d: $!";
+        my ($rc, $out) = $self->_as_postgres("$BIN{pg}/initdb",
+            '-D', "$d/data", '-U', 'postgres', '-A', 'trust', '-E', 'UTF8',
+            '--locale=C.UTF-8', '--no-sync');
+        croak "initdb failed:\n$out" if $rc;
+    }
+
+    my ($rc, $out) = $self->_as_postgres("$BIN{pg}/pg_ctl",
+        '-D', "$d/data", '-w', '-t', '60', '-l', "$d/postgresql.log",
+        '-o', "-c listen_addresses=127.0.0.1 -p $port -k $d"
+            . " -c fsync=off -c synchronous_commit=off"
+            . " -c full_page_writes=off -c timezone=UTC"
+            . " -c log_timezone=UTC -c max_connections=50",
+        'start');
+    croak "pg_ctl start failed:\n$out\n" . _tail("$d/postgresql.log", 20)
+        if $rc;
+    $self->{pg_running} = 1;
+
+    unless ($self->{pg_created}++) {
+        ($rc, $out) = $self->_as_postgres("$BIN{pg}/createdb",
+            '-h', '127.0.0.1', '-p', $port, '-U', 'postgres', 'activity');
+        croak "createdb failed:\n$out" if $rc;
+    }
+    return $self;
+}
+
+sub pg_stop {
+    my ($self) = @_;
+    return unless $self->{pg_running};
+    if ($self->{dbh}) {
+        eval { $self->{dbh}->disconnect };
+        delete $self->{dbh};
+    }
+    my ($rc, $out) = $self->_as_postgres("$BIN{pg}/pg_ctl",
+        '-D', "$self->{dir}/pg/data", '-m', 'fast', '-w', 'stop');
+    diag("pg_ctl stop: $out") if $rc;
+    $self->{pg_running} = 0;
+}
+
+# A DBI handle on the activity database (RaiseError on).
+sub dbh {
+    my ($self) = @_;
+    return $self->{dbh} if $self->{dbh} && $self->{dbh}->ping;
+    require DBI;
+    $self->{dbh} = DBI->connect(
+        'dbi:Pg:dbname=activity;host=127.0.0.1;port=' . $self->pg_port,
+        'postgres', '',
+        { RaiseError => 1, AutoCommit => 1, PrintError => 0,
+          pg_server_prepare => 0 },
+    );
+    $self->{dbh}->do("SET client_min_messages = warning");
+    $self->{dbh}->do("SET timezone = 'UTC'");
+    return $self->{dbh};
+}
+
+# The first column of the first row.
+sub sql_value {
+    my ($self, $sql, @bind) = @_;
+    my ($v) = $self->dbh->selectrow_array($sql, undef, @bind);
+    return $v;
+}
+
+# Every row, as hashrefs.
+sub sql_rows {
+    my ($self, $sql, @bind) = @_;
+    return $self->dbh->selectall_arrayref($sql, { Slice => {} }, @bind);
+}
+
+# Whether a table (e.g. a partition) exists.
+sub table_exists {
+    my ($self, $name) = @_;
+    return defined $self->sql_value('SELECT to_regclass(?)', $name) ? 1 : 0;
+}
+
+# The number of rows in activity_logs; 0 while the table does not exist.
+sub row_count {
+    my ($self, $where, @bind) = @_;
+    my $sql = 'SELECT count(*) FROM activity_logs';
+    $sql .= " WHERE $where" if defined $where;
+    return eval { $self->sql_value($sql, @bind) } // 0;
+}
+
+
+# --- worker -------------------------------------------------------------
+
+sub _worker_cmd {
+    my ($self, $id, @extra) = @_;
+    return ($BIN{worker},
+        '--redis', $self->redis_url,
+        '--pg', $self->pg_url,
+        '--queue', $self->{queue},
+        '--id', $id,
+        '--sql-dir', "$ROOT/sql",
+        @extra);
+}
+
+sub worker_log { "$_[0]{dir}/worker-" . ($_[1] // 'w1') . '.log' }
+
+# Runs the worker with --migrate; dies (with its output) unless it exits 0.
+sub worker_migrate {
+    my ($self, @extra) = @_;
+    local %ENV = _clean_env();
+    my ($rc, $out) = $self->run_cmd($self->_worker_cmd('migrate'),
+        '--migrate', @extra);
+    croak "activity-worker --migrate exited $rc:\n$out" if $rc;
+    return $out;
+}
+
+# Starts a worker in the background; id defaults to w1, args are extra
+# flags (e.g. '--batch', 100).
+sub worker_start {
+    my ($self, %o) = @_;
+    my $id = $o{id} // 'w1';
+    my $log = $self->worker_log($id);
+
+    croak "worker $id already running" if $self->_alive("worker:$id");
+
+    {
+        open my $fh, '>>', $log;
+        printf $fh "--- %s start %s\n", iso_time(),
+            join ' ', @{ $o{args} || [] };
+    }
+    local %ENV = _clean_env();
+    $self->_spawn("worker:$id", $log,
+        $self->_worker_cmd($id, @{ $o{args} || [] }));
+    $self->{workers}{$id} = $o{args} || [];
+    return $self;
+}
+
+# Stops a worker (SIGTERM by default); returns its wait status.
+sub worker_stop {
+    my ($self, %o) = @_;
+    my $id = $o{id} // 'w1';
+    return $self->_stop("worker:$id", $o{signal} // 'TERM',
+        $o{timeout} // 20);
+}
+
+sub worker_kill {
+    my ($self, %o) = @_;
+    return $self->worker_stop(%o, signal => 'KILL');
+}
+
+sub worker_restart {
+    my ($self, %o) = @_;
+    my $id = $o{id} // 'w1';
+    my $args = $o{args} // $self->{workers}{$id};
+    $self->worker_stop(id => $id, signal => $o{signal} // 'TERM');
+    return $self->worker_start(id => $id, args => $args);
+}
+
+sub worker_running {
+    my ($self, %o) = @_;
+    return $self->_alive('worker:' . ($o{id} // 'w1'));
+}
+
+sub _clean_env {
+    return map { $_ => $ENV{$_} } grep { !/^ACTIVITY_/ } keys %ENV;
+}
+
+
+# --- nginx --------------------------------------------------------------
+
+sub error_log { "$_[0]{dir}/error.log" }
+
+# Substitutes the %%NAME%% placeholders:
+#   %%GLOBALS%%       main context: load_module, pid, error_log, daemon off,
+#                     events { }
+#   %%GLOBALS_HTTP%%  http context: access_log off, every *_temp_path
+#   %%MODULE%%        absolute path of the module
+#   %%TESTDIR%%       the test's temporary directory
+#   %%PORT%%          the http port; %%PORT_name%% more free ports
+#   %%REDIS_PORT%%    Redis's port
+sub expand_conf {
+    my ($self, $text) = @_;
+    my $d = $self->{dir};
+
+    my $globals = <<"EOF";
+load_module $BIN{module};
+pid $d/nginx.pid;
+error_log $d/error.log info;
+daemon off;
+events { }
+EOF
+    my $http = join "\n", 'access_log off;',
+        map({ "${_}_temp_path $d/${_}_temp;" }
+            qw(client_body proxy fastcgi uwsgi scgi)), '';
+
+    $text =~ s/%%GLOBALS%%/$globals/g;
+    $text =~ s/%%GLOBALS_HTTP%%/$http/g;
+    $text =~ s/%%MODULE%%/$BIN{module}/g;
+    $text =~ s/%%TESTDIR%%/$d/g;
+    $text =~ s/%%REDIS_PORT%%/$self->redis_port/ge;
+    $text =~ s/%%PG_PORT%%/$self->pg_port/ge;
+    $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;
+    $text =~ s/%%PORT%%/$self->port('http')/ge;
+    return $text;
+}
+
+sub write_conf {
+    my ($self, $text, $file) = @_;
+    $file //= 'nginx.conf';
+    my $path = "$self->{dir}/$file";
+    open my $fh, '>', $path or croak "$path: $!";
+    print $fh $self->expand_conf($text);
+    close $fh;
+    $self->{conf} = $path if $file eq 'nginx.conf';
+    return $path;
+}
+
+# nginx -t on a configuration text (or nginx.conf when none is given);
+# returns (exit status, output, path of the file tested).
+sub nginx_test {
+    my ($self, $text) = @_;
+    my $file = 'nginx.conf';
+    if (defined $text) {
+        $file = sprintf 'test-%d.conf', ++$self->{ntest};
+        $self->write_conf($text, $file);
+    }
+    my $path = "$self->{dir}/$file";
+    my ($rc, $out) = $self->run_cmd($BIN{nginx}, '-t', '-q',
+        '-p', "$self->{dir}/", '-c', $path);
+    return ($rc, $out, $path);
+}
+
+sub nginx_start {
+    my ($self) = @_;
+    croak "write_conf first" unless $self->{conf};
+    croak "nginx already running" if $self->_alive('nginx');
+
+    $self->_spawn('nginx', "$self->{dir}/nginx.stderr", $BIN{nginx},
+        '-p', "$self->{dir}/", '-c', $self->{conf},
+        '-e', "$self->{dir}/error.log");
+
+    my $port = $self->port('http');
+    my $dead;
+    my $ok = wait_for {
+        return $dead = 1 unless $self->_alive('nginx');
+        return -s "$self->{dir}/nginx.pid" && _port_open($port);
+    } 10;
+    if (!$ok || $dead) {
+        croak "nginx did not start:\n"
+            . _tail("$self->{dir}/nginx.stderr", 10) . "\n"
+            . _tail($self->error_log, 20);
+    }
+    return $self;
+}
+
+sub nginx_stop {
+    my ($self, $sig) = @_;
+    return $self->_stop('nginx', $sig // 'QUIT', 15);
+}
+
+sub nginx_running { $_[0]->_alive('nginx') }
+
+sub base_url { 'http://127.0.0.1:' . $_[0]->port('http') }
+
+sub ua {
+    my ($self) = @_;
+    return $self->{ua} //= HTTP::Tiny->new(
+        agent => 'activity-test/1.0', timeout => 10, keep_alive => 1,
+        max_redirect => 0,
+    );
+}
+
+# An HTTP request to nginx: $t->http(GET => '/path', headers => {...},
+# content => '...'); returns HTTP::Tiny's response hash.
+sub http {
+    my ($self, $method, $path, %o) = @_;
+    my $ua = $o{ua} || $self->ua;
+    return $ua->request($method, $self->base_url . $path, {
+        headers => $o{headers} || {},
+        defined $o{content} ? (content => $o{content}) : (),
+    });
+}
+
+
+# --- the end ------------------------------------------------------------
+
+# Stops everything that is still running.
+sub stop_all {
+    my ($self) = @_;
+    $self->nginx_stop if $self->{procs}{nginx};
+    for my $name (grep { /^worker:/ } keys %{ $self->{procs} }) {
+        $self->_stop($name, 'TERM', 20);
+    }
+    $self->redis_stop if $self->{procs}{redis};
+    $self->pg_stop;
+}
+
+# The lines of nginx's error log (and of every log our processes wrote to
+# stderr) that must never appear: [alert], [crit], [emerg], sanitizers.
+sub bad_log_lines {
+    my ($self) = @_;
+    my @bad;
+    for my $f ($self->error_log, "$self->{dir}/nginx.stderr") {
+        push @bad, grep {
+            /\[(alert|crit|emerg)\]/ || /Sanitizer|runtime error:/
+        } split /\n/, _slurp($f);
+    }
+    for my $f (glob "$self->{dir}/worker-*.log") {
+        push @bad, grep { /Sanitizer|runtime error:/ } split /\n/, _slurp($f);
+    }
+    return @bad;
+}
+
+# Ends a test file: stops everything, checks the logs (one test), calls
+# done_testing, removes the temporary directory unless TEST_KEEP=1.
+sub done {
+    my ($self) = @_;
+    $self->stop_all;
+
+    my @bad = $self->bad_log_lines;
+    ok(!@bad, 'no alert, crit, emerg or sanitizer report in the logs')
+        or diag(join "\n", @bad[0 .. ($#bad > 19 ? 19 : $#bad)]);
+
+    $self->_report unless Test::More->builder->is_passing;
+    done_testing();
+    $self->{done} = 1;
+    $self->_cleanup;
+}
+
+sub _report {
+    my ($self) = @_;
+    my $d = $self->{dir};
+    for my $f ($self->error_log, glob("$d/worker-*.log"),
+        "$d/nginx.stderr", "$d/redis/redis.log")
+    {
+        next unless -s $f;
+        diag("--- tail of $f\n" . _tail($f, 15));
+    }
+}
+
+sub _cleanup {
+    my ($self) = @_;
+    return if $self->{cleaned}++;
+    $self->stop_all;
+    if ($ENV{TEST_KEEP}) {
+        diag("kept $self->{dir}");
+    } else {
+        rmtree($self->{dir});
+    }
+}
+
+END {
+    my $status = $?;
+    for my $t (@INSTANCES) {
+        next if $t->{cleaned};
+        $t->_report unless $t->{done};
+        eval { $t->_cleanup };
+    }
+    $? = $status;
+}
+
+1;
