@@ -1,0 +1,832 @@
+
+/*
+ * ngx_http_activity_module: directives, configuration merge, and the
+ * per-worker life cycle (init process / exit process).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_activity_module.h"
+#include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_track.h"
+
+
+#define NGX_HTTP_ACTIVITY_DEFAULT_BUFFER   (4 * 1024 * 1024)
+#define NGX_HTTP_ACTIVITY_MIN_BUFFER       (64 * 1024)
+#define NGX_HTTP_ACTIVITY_REDIS_PORT       6379
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                  mask;
+} ngx_http_activity_method_t;
+
+
+static void *ngx_http_activity_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_activity_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_activity_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_activity_init_process(ngx_cycle_t *cycle);
+static void ngx_http_activity_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_activity_parse_redis_url(ngx_conf_t *cf,
+    ngx_str_t *url, ngx_http_activity_redis_addr_t *addr);
+static char *ngx_http_activity_queue_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_activity_event(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_activity_parse_methods(ngx_conf_t *cf,
+    ngx_str_t *list, ngx_uint_t *mask);
+static ngx_int_t ngx_http_activity_parse_statuses(ngx_conf_t *cf,
+    ngx_str_t *list, ngx_array_t **statuses);
+static char *ngx_http_activity_meta(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_activity_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_activity_valid_type(ngx_str_t *type);
+
+
+static ngx_http_activity_method_t  ngx_http_activity_methods[] = {
+    { ngx_string("GET"),     NGX_HTTP_GET },
+    { ngx_string("HEAD"),    NGX_HTTP_HEAD },
+    { ngx_string("POST"),    NGX_HTTP_POST },
+    { ngx_string("PUT"),     NGX_HTTP_PUT },
+    { ngx_string("DELETE"),  NGX_HTTP_DELETE },
+    { ngx_string("PATCH"),   NGX_HTTP_PATCH },
+    { ngx_string("OPTIONS"), NGX_HTTP_OPTIONS },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_activity_commands[] = {
+
+    { ngx_string("activity_redis_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_redis_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_queue_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, buffer_size),
+      NULL },
+
+    { ngx_string("activity_track"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, track),
+      NULL },
+
+    { ngx_string("activity_event"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_activity_event,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("activity_meta"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_activity_meta,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_jwt_secret,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, jwt_secret),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_activity_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_activity_postconfiguration,   /* postconfiguration */
+
+    ngx_http_activity_create_main_conf,    /* create main configuration */
+    ngx_http_activity_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_activity_create_loc_conf,     /* create location configuration */
+    ngx_http_activity_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_activity_module = {
+    NGX_MODULE_V1,
+    &ngx_http_activity_module_ctx,         /* module context */
+    ngx_http_activity_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_activity_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_activity_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_activity_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_activity_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_activity_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->redis.url = { 0, NULL };
+     *     amcf->queue = { 0, NULL };
+     *     amcf->queue_state = NULL;
+     */
+
+    amcf->buffer_size = NGX_CONF_UNSET_SIZE;
+    amcf->enabled = 0;
+
+    return amcf;
+}
+
+
+static char *
+ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    ngx_str_t  url = ngx_string("redis://127.0.0.1:6379");
+
+    if (amcf->redis.url.data == NULL) {
+        if (ngx_http_activity_parse_redis_url(cf, &url, &amcf->redis)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (amcf->queue.data == NULL) {
+        ngx_str_set(&amcf->queue, "activity:events");
+    }
+
+    ngx_conf_init_size_value(amcf->buffer_size,
+                             NGX_HTTP_ACTIVITY_DEFAULT_BUFFER);
+
+    if (amcf->buffer_size < NGX_HTTP_ACTIVITY_MIN_BUFFER) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_buffer_size\" must be at least %uzk",
+                           (size_t) NGX_HTTP_ACTIVITY_MIN_BUFFER / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_activity_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_activity_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->jwt_secret = { 0, NULL };
+     */
+
+    conf->track = NGX_CONF_UNSET;
+    conf->rules = NGX_CONF_UNSET_PTR;
+    conf->user = NGX_CONF_UNSET_PTR;
+    conf->meta = NGX_CONF_UNSET_PTR;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_activity_loc_conf_t *prev = parent;
+    ngx_http_activity_loc_conf_t *conf = child;
+
+    ngx_http_activity_main_conf_t  *amcf;
+
+    ngx_conf_merge_value(conf->track, prev->track, 0);
+    ngx_conf_merge_ptr_value(conf->rules, prev->rules, NULL);
+    ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
+    ngx_conf_merge_ptr_value(conf->meta, prev->meta, NULL);
+    ngx_conf_merge_str_value(conf->jwt_secret, prev->jwt_secret, "");
+
+    if (conf->track || conf->rules) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_activity_module);
+        amcf->enabled = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt            *h;
+    ngx_http_core_main_conf_t      *cmcf;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
+
+    /* nothing tracked anywhere: cost nothing per request */
+
+    if (!amcf->enabled) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_activity_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_activity_main_conf_t  *amcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_activity_module);
+    if (amcf == NULL || !amcf->enabled) {
+        return NGX_OK;
+    }
+
+    amcf->queue_state = ngx_http_activity_queue_create(cycle, amcf);
+    if (amcf->queue_state == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_activity_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_activity_module);
+    if (amcf == NULL || amcf->queue_state == NULL) {
+        return;
+    }
+
+    ngx_http_activity_queue_destroy(amcf->queue_state);
+    amcf->queue_state = NULL;
+}
+
+
+static char *
+ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    ngx_str_t  *value;
+
+    if (amcf->redis.url.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    return ngx_http_activity_parse_redis_url(cf, &value[1], &amcf->redis);
+}
+
+
+/*
+ * redis://[[user]:password@]host[:port][/db] or unix:/path/to/socket;
+ * host names are resolved here, at configuration time, because hiredis
+ * resolves them blockingly when it connects.
+ */
+
+static char *
+ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
+    ngx_http_activity_redis_addr_t *addr)
+{
+    u_char     *p, *last, *at, *slash, *colon;
+    ngx_int_t   db;
+    ngx_url_t   u;
+
+    addr->url = *url;
+    addr->db = -1;
+
+    p = url->data;
+    last = url->data + url->len;
+
+    if (url->len > 5 && ngx_strncmp(p, "unix:", 5) == 0) {
+        if (url->len == 5 || p[5] != '/') {
+            goto invalid;
+        }
+
+        /* hiredis wants a C string */
+
+        addr->unix_path.len = url->len - 5;
+        addr->unix_path.data = ngx_pnalloc(cf->pool, url->len - 5 + 1);
+        if (addr->unix_path.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(addr->unix_path.data, p + 5, url->len - 5 + 1);
+
+        return NGX_CONF_OK;
+    }
+
+    if (url->len <= 8 || ngx_strncasecmp(p, (u_char *) "redis://", 8) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis url \"%V\" in \"activity_redis_url\""
+                           ": expected redis://host:port or unix:/path", url);
+        return NGX_CONF_ERROR;
+    }
+
+    p += 8;
+
+    slash = ngx_strlchr(p, last, '/');
+    if (slash == NULL) {
+        slash = last;
+    }
+
+    at = NULL;
+    for (last = slash; last > p; last--) {
+        if (last[-1] == '@') {
+            at = last - 1;
+            break;
+        }
+    }
+
+    if (at) {
+        colon = ngx_strlchr(p, at, ':');
+        if (colon == NULL) {
+            goto invalid;
+        }
+
+        addr->username.data = p;
+        addr->username.len = colon - p;
+        addr->password.data = colon + 1;
+        addr->password.len = at - colon - 1;
+        p = at + 1;
+    }
+
+    if (slash < url->data + url->len) {
+        db = ngx_atoi(slash + 1, url->data + url->len - slash - 1);
+        if (db == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid database number in redis url \"%V\" "
+                               "in \"activity_redis_url\"", url);
+            return NGX_CONF_ERROR;
+        }
+
+        addr->db = db;
+    }
+
+    if (p == slash) {
+        goto invalid;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = p;
+    u.url.len = slash - p;
+    u.default_port = NGX_HTTP_ACTIVITY_REDIS_PORT;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis url \"%V\" in \"activity_redis_url\""
+                           "%s%s", url, u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0 || u.family == AF_UNIX) {
+        goto invalid;
+    }
+
+    addr->port = u.port;
+
+    addr->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (addr->host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    addr->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                   addr->host.data, NGX_SOCKADDR_STRLEN, 0);
+    addr->host.data[addr->host.len] = '\0';
+
+    /* ngx_sock_ntop() brackets IPv6 addresses only when it prints a port */
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis url \"%V\" in \"activity_redis_url\"",
+                       url);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_activity_queue_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    ngx_str_t  *value;
+
+    if (amcf->queue.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty key in \"activity_queue\"");
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->queue = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * activity_event TYPE [method=M[,M...]] [status=S[|S...]] [if=$var];
+ */
+
+static char *
+ngx_http_activity_event(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
+    ngx_str_t                         *value, s;
+    ngx_uint_t                         i;
+    ngx_http_activity_rule_t          *rule;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (!ngx_http_activity_valid_type(&value[1])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid event type \"%V\" in \"activity_event\", "
+                           "expected [A-Z][A-Z0-9_]* of at most %d "
+                           "characters", &value[1],
+                           NGX_HTTP_ACTIVITY_TYPE_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    if (alcf->rules == NGX_CONF_UNSET_PTR) {
+        alcf->rules = ngx_array_create(cf->pool, 2,
+                                       sizeof(ngx_http_activity_rule_t));
+        if (alcf->rules == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    rule = ngx_array_push(alcf->rules);
+    if (rule == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(rule, sizeof(ngx_http_activity_rule_t));
+    rule->type = value[1];
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "method=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (ngx_http_activity_parse_methods(cf, &s, &rule->methods)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "status=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (ngx_http_activity_parse_statuses(cf, &s, &rule->statuses)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "if=", 3) == 0) {
+            s.data = value[i].data + 3;
+            s.len = value[i].len - 3;
+
+            if (s.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty \"if=\" in \"activity_event\"");
+                return NGX_CONF_ERROR;
+            }
+
+            rule->filter = ngx_palloc(cf->pool,
+                                      sizeof(ngx_http_complex_value_t));
+            if (rule->filter == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &s;
+            ccv.complex_value = rule->filter;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in \"activity_event\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_parse_methods(ngx_conf_t *cf, ngx_str_t *list,
+    ngx_uint_t *mask)
+{
+    u_char                      *p, *last, *end;
+    ngx_str_t                    name;
+    ngx_http_activity_method_t  *m;
+
+    p = list->data;
+    last = list->data + list->len;
+
+    do {
+        end = ngx_strlchr(p, last, ',');
+        if (end == NULL) {
+            end = last;
+        }
+
+        name.data = p;
+        name.len = end - p;
+
+        for (m = ngx_http_activity_methods; m->name.len; m++) {
+            if (m->name.len == name.len
+                && ngx_strncmp(m->name.data, name.data, name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (m->name.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid method \"%V\" in \"activity_event\"",
+                               &name);
+            return NGX_ERROR;
+        }
+
+        *mask |= m->mask;
+        p = end + 1;
+
+    } while (end < last);
+
+    return NGX_OK;
+}
+
+
+/*
+ * "2xx" matches 200-299, "201" matches 201; items are separated by "|"
+ * (or ",").
+ */
+
+static ngx_int_t
+ngx_http_activity_parse_statuses(ngx_conf_t *cf, ngx_str_t *list,
+    ngx_array_t **statuses)
+{
+    u_char                            *p, *last, *end;
+    ngx_int_t                          n;
+    ngx_str_t                          item;
+    ngx_http_activity_status_range_t  *range;
+
+    if (*statuses == NULL) {
+        *statuses = ngx_array_create(cf->pool, 2,
+                                     sizeof(ngx_http_activity_status_range_t));
+        if (*statuses == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = list->data;
+    last = list->data + list->len;
+
+    do {
+        for (end = p; end < last && *end != '|' && *end != ','; end++) {
+            /* void */
+        }
+
+        item.data = p;
+        item.len = end - p;
+
+        range = ngx_array_push(*statuses);
+        if (range == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (item.len != 3 || item.data[0] < '1' || item.data[0] > '5') {
+            goto invalid;
+        }
+
+        if ((item.data[1] | 0x20) == 'x' && (item.data[2] | 0x20) == 'x') {
+            range->low = (item.data[0] - '0') * 100;
+            range->high = range->low + 99;
+
+        } else {
+            n = ngx_atoi(item.data, 3);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            range->low = n;
+            range->high = n;
+        }
+
+        p = end + 1;
+
+    } while (end < last);
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid status \"%V\" in \"activity_event\", "
+                       "expected a code such as 201 or a class such as 2xx",
+                       &item);
+    return NGX_ERROR;
+}
+
+
+static char *
+ngx_http_activity_meta(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
+    u_char                            *p;
+    ngx_str_t                         *value;
+    ngx_http_activity_meta_t          *meta;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > NGX_HTTP_ACTIVITY_TYPE_MAX) {
+        goto invalid;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!(*p == '_' || *p == '-' || (*p >= '0' && *p <= '9')
+              || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')))
+        {
+            goto invalid;
+        }
+    }
+
+    if (alcf->meta == NGX_CONF_UNSET_PTR) {
+        alcf->meta = ngx_array_create(cf->pool, 2,
+                                      sizeof(ngx_http_activity_meta_t));
+        if (alcf->meta == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    meta = ngx_array_push(alcf->meta);
+    if (meta == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    meta->name = value[1];
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &meta->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid name \"%V\" in \"activity_meta\", expected "
+                       "letters, digits, \"_\" or \"-\"", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_activity_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty secret in \"activity_jwt_secret\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_conf_set_str_slot(cf, cmd, conf);
+}
+
+
+static ngx_int_t
+ngx_http_activity_valid_type(ngx_str_t *type)
+{
+    u_char  *p;
+
+    if (type->len == 0 || type->len > NGX_HTTP_ACTIVITY_TYPE_MAX
+        || type->data[0] < 'A' || type->data[0] > 'Z')
+    {
+        return 0;
+    }
+
+    for (p = type->data + 1; p < type->data + type->len; p++) {
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+              || *p == '_'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}

@@ -1,0 +1,340 @@
+
+/*
+ * The per-worker event queue.
+ *
+ * Events wait in one FIFO list until Redis acknowledges them.  "unsent"
+ * marks the first event not yet written; everything before it is in
+ * flight.  LPUSH replies arrive in order, so a reply always acknowledges
+ * the oldest events.  When the connection is lost, whatever was in flight
+ * is sent again after the reconnect: the worker stores an event id once,
+ * so a resent event is never a duplicate row.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_redis.h"
+
+
+/* arguments of one LPUSH; a flush may issue several, in one write */
+#define NGX_HTTP_ACTIVITY_LPUSH_MAX   512
+
+
+typedef struct ngx_http_activity_entry_s  ngx_http_activity_entry_t;
+
+struct ngx_http_activity_entry_s {
+    ngx_http_activity_entry_t   *next;
+    size_t                       len;
+    u_char                       data[1];
+};
+
+
+struct ngx_http_activity_queue_s {
+    ngx_http_activity_redis_t    redis;
+    ngx_str_t                    key;
+    ngx_log_t                   *log;
+
+    ngx_http_activity_entry_t   *head;      /* oldest unacknowledged */
+    ngx_http_activity_entry_t   *unsent;    /* first not yet written */
+    ngx_http_activity_entry_t  **last;
+    size_t                       bytes;     /* held, entries included */
+    size_t                       limit;
+    ngx_uint_t                   held;
+
+    ngx_uint_t                   dropped;   /* not yet reported */
+    ngx_uint_t                   dropped_total;
+    time_t                       drop_reported;
+
+    ngx_event_t                  flush;
+
+    const char                  *argv[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
+    size_t                       argvlen[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
+
+    unsigned                     broken:1;  /* ignore replies until down */
+};
+
+
+static void ngx_http_activity_queue_flush(ngx_event_t *ev);
+static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
+static void ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd);
+static void ngx_http_activity_queue_report_drops(
+    ngx_http_activity_queue_t *q);
+
+
+ngx_http_activity_queue_t *
+ngx_http_activity_queue_create(ngx_cycle_t *cycle,
+    ngx_http_activity_main_conf_t *amcf)
+{
+    ngx_http_activity_queue_t  *q;
+
+    q = ngx_pcalloc(cycle->pool, sizeof(ngx_http_activity_queue_t));
+    if (q == NULL) {
+        return NULL;
+    }
+
+    q->key = amcf->queue;
+    q->log = cycle->log;
+    q->limit = amcf->buffer_size;
+    q->last = &q->head;
+
+    q->flush.handler = ngx_http_activity_queue_flush;
+    q->flush.data = q;
+    q->flush.log = cycle->log;
+
+    ngx_http_activity_redis_init(&q->redis, &amcf->redis, cycle->log,
+                                 "event queue");
+
+    q->redis.on_ready = ngx_http_activity_queue_on_ready;
+    q->redis.on_down = ngx_http_activity_queue_on_down;
+    q->redis.data = q;
+
+    ngx_http_activity_redis_connect(&q->redis);
+
+    return q;
+}
+
+
+/*
+ * Called from the log phase: copies the event and returns at once.  All
+ * events of one event loop iteration leave in a single write.
+ */
+
+ngx_int_t
+ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
+    size_t len)
+{
+    size_t                      size;
+    ngx_http_activity_entry_t  *e;
+
+    size = offsetof(ngx_http_activity_entry_t, data) + len;
+
+    if (q->bytes + size > q->limit) {
+        q->dropped++;
+        q->dropped_total++;
+        ngx_http_activity_queue_report_drops(q);
+        return NGX_DECLINED;
+    }
+
+    e = ngx_alloc(size, q->log);
+    if (e == NULL) {
+        q->dropped++;
+        q->dropped_total++;
+        return NGX_ERROR;
+    }
+
+    e->next = NULL;
+    e->len = len;
+    ngx_memcpy(e->data, data, len);
+
+    *q->last = e;
+    q->last = &e->next;
+
+    if (q->unsent == NULL) {
+        q->unsent = e;
+    }
+
+    q->bytes += size;
+    q->held++;
+
+    if (!q->flush.posted) {
+        ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_activity_queue_destroy(ngx_http_activity_queue_t *q)
+{
+    ngx_http_activity_entry_t  *e, *next;
+
+    if (q->flush.posted) {
+        ngx_delete_posted_event(&q->flush);
+    }
+
+    /* a last chance for events of the final loop iteration */
+
+    ngx_http_activity_queue_flush(&q->flush);
+
+    if (q->unsent) {
+        ngx_log_error(NGX_LOG_WARN, q->log, 0,
+                      "activity: exiting with %ui event(s) not sent to redis",
+                      q->held);
+    }
+
+    ngx_http_activity_queue_report_drops(q);
+
+    ngx_http_activity_redis_close(&q->redis);
+
+    for (e = q->head; e; e = next) {
+        next = e->next;
+        ngx_free(e);
+    }
+
+    q->head = NULL;
+    q->unsent = NULL;
+    q->last = &q->head;
+    q->held = 0;
+    q->bytes = 0;
+}
+
+
+static void
+ngx_http_activity_queue_flush(ngx_event_t *ev)
+{
+    ngx_http_activity_queue_t  *q = ev->data;
+
+    int                         argc;
+    uintptr_t                   n;
+    ngx_http_activity_entry_t  *e;
+
+    if (!q->redis.ready || q->broken || q->unsent == NULL) {
+        return;
+    }
+
+    q->argv[0] = "LPUSH";
+    q->argvlen[0] = sizeof("LPUSH") - 1;
+    q->argv[1] = (const char *) q->key.data;
+    q->argvlen[1] = q->key.len;
+
+    while (q->unsent) {
+        argc = 2;
+
+        for (e = q->unsent;
+             e && argc < NGX_HTTP_ACTIVITY_LPUSH_MAX + 2;
+             e = e->next)
+        {
+            q->argv[argc] = (const char *) e->data;
+            q->argvlen[argc] = e->len;
+            argc++;
+        }
+
+        n = argc - 2;
+
+        /* hiredis copies the arguments into its output buffer */
+
+        if (redisAsyncCommandArgv(q->redis.ac, ngx_http_activity_queue_ack,
+                                  (void *) n, argc, q->argv, q->argvlen)
+            != REDIS_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "activity: cannot queue LPUSH of %ui event(s)",
+                          (ngx_uint_t) n);
+            break;
+        }
+
+        q->unsent = e;
+    }
+
+    ngx_http_activity_redis_send(&q->redis);
+}
+
+
+static void
+ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    uintptr_t                   n;
+    redisReply                 *reply = r;
+    ngx_http_activity_entry_t  *e;
+    ngx_http_activity_queue_t  *q;
+
+    q = rd->data;
+    n = (uintptr_t) privdata;
+
+    /* NULL: the connection is going away, the events will be resent */
+
+    if (reply == NULL || q->broken) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "activity: redis refused LPUSH to \"%V\": %s",
+                      &q->key, reply->str);
+
+        /*
+         * keep the events and start over on a new connection after a
+         * backoff: later replies on this one no longer line up
+         */
+
+        q->broken = 1;
+        ngx_http_activity_redis_drop(rd);
+        return;
+    }
+
+    while (n-- && q->head && q->head != q->unsent) {
+        e = q->head;
+        q->head = e->next;
+
+        q->bytes -= offsetof(ngx_http_activity_entry_t, data) + e->len;
+        q->held--;
+
+        ngx_free(e);
+    }
+
+    if (q->head == NULL) {
+        q->last = &q->head;
+    }
+}
+
+
+static void
+ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
+{
+    ngx_http_activity_queue_t  *q = rd->data;
+
+    q->broken = 0;
+    q->unsent = q->head;
+
+    if (q->held) {
+        ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
+                      "activity: sending %ui buffered event(s) to redis",
+                      q->held);
+    }
+
+    ngx_http_activity_queue_report_drops(q);
+
+    if (q->unsent && !q->flush.posted) {
+        ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd)
+{
+    ngx_http_activity_queue_t  *q = rd->data;
+
+    /* whatever was in flight goes again, in order, after the reconnect */
+
+    q->unsent = q->head;
+    q->broken = 0;
+}
+
+
+/* at most one line a second while events are being dropped */
+
+static void
+ngx_http_activity_queue_report_drops(ngx_http_activity_queue_t *q)
+{
+    if (q->dropped == 0 || q->drop_reported == ngx_time()) {
+        return;
+    }
+
+    q->drop_reported = ngx_time();
+
+    ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                  "activity: event buffer full (%uz bytes held), "
+                  "%ui event(s) dropped, %ui in all",
+                  q->bytes, q->dropped, q->dropped_total);
+
+    q->dropped = 0;
+}

@@ -1,0 +1,256 @@
+
+/*
+ * The log phase: decide which events a finished request yields, gather its
+ * facts, and hand the encoded events to the queue.  Never blocks and never
+ * changes the response: it runs after the response is sent.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_activity_module.h"
+#include "ngx_http_activity_event.h"
+#include "ngx_http_activity_jwt.h"
+#include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_track.h"
+
+
+#define NGX_HTTP_ACTIVITY_MAX_EVENTS   16
+
+
+static ngx_int_t ngx_http_activity_rule_matches(ngx_http_request_t *r,
+    ngx_http_activity_rule_t *rule, ngx_uint_t status);
+static ngx_int_t ngx_http_activity_facts(ngx_http_request_t *r,
+    ngx_http_activity_loc_conf_t *alcf, ngx_uint_t status,
+    ngx_http_activity_facts_t *f);
+static void ngx_http_activity_user(ngx_http_request_t *r,
+    ngx_http_activity_loc_conf_t *alcf, ngx_str_t *user);
+
+
+static ngx_str_t  ngx_http_activity_api_call = ngx_string("API_CALL");
+
+
+ngx_int_t
+ngx_http_activity_log_handler(ngx_http_request_t *r)
+{
+    u_char                         *json;
+    size_t                          len;
+    ngx_str_t                      *types[NGX_HTTP_ACTIVITY_MAX_EVENTS];
+    ngx_uint_t                      i, n, status;
+    ngx_http_activity_rule_t       *rules;
+    ngx_http_activity_facts_t       facts;
+    ngx_http_activity_event_t      *ev;
+    ngx_http_activity_loc_conf_t   *alcf;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    /* subrequests (mirror, log_subrequest) are not client requests */
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_activity_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_activity_module);
+
+    if (amcf->queue_state == NULL || (!alcf->track && alcf->rules == NULL)) {
+        return NGX_OK;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    n = 0;
+
+    if (alcf->track) {
+        types[n++] = &ngx_http_activity_api_call;
+    }
+
+    if (alcf->rules) {
+        rules = alcf->rules->elts;
+
+        for (i = 0; i < alcf->rules->nelts; i++) {
+            if (n < NGX_HTTP_ACTIVITY_MAX_EVENTS
+                && ngx_http_activity_rule_matches(r, &rules[i], status))
+            {
+                types[n++] = &rules[i].type;
+            }
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_activity_facts(r, alcf, status, &facts) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    ev = ngx_http_activity_event_create(&facts, r->connection->log);
+    if (ev == NULL) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < n; i++) {
+        json = ngx_http_activity_event_encode(ev, types[i], &len);
+        if (json == NULL) {
+            break;
+        }
+
+        (void) ngx_http_activity_queue_push(amcf->queue_state, json, len);
+
+        ngx_free(json);
+    }
+
+    ngx_http_activity_event_free(ev);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_rule_matches(ngx_http_request_t *r,
+    ngx_http_activity_rule_t *rule, ngx_uint_t status)
+{
+    ngx_str_t                          value;
+    ngx_uint_t                         i;
+    ngx_http_activity_status_range_t  *range;
+
+    if (rule->methods && !(rule->methods & r->method)) {
+        return 0;
+    }
+
+    if (rule->statuses) {
+        range = rule->statuses->elts;
+
+        for (i = 0; i < rule->statuses->nelts; i++) {
+            if (status >= range[i].low && status <= range[i].high) {
+                break;
+            }
+        }
+
+        if (i == rule->statuses->nelts) {
+            return 0;
+        }
+    }
+
+    if (rule->filter) {
+        if (ngx_http_complex_value(r, rule->filter, &value) != NGX_OK) {
+            return 0;
+        }
+
+        /* as access_log if=: empty or "0" is false */
+
+        if (value.len == 0 || (value.len == 1 && value.data[0] == '0')) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_activity_facts(ngx_http_request_t *r,
+    ngx_http_activity_loc_conf_t *alcf, ngx_uint_t status,
+    ngx_http_activity_facts_t *f)
+{
+    u_char                    *q;
+    ngx_uint_t                 i;
+    ngx_time_t                *tp;
+    ngx_keyval_t              *kv;
+    ngx_msec_int_t             ms;
+    ngx_http_activity_meta_t  *meta;
+
+    ngx_memzero(f, sizeof(ngx_http_activity_facts_t));
+
+    ngx_http_activity_user(r, alcf, &f->user);
+
+    f->sec = r->start_sec;
+    f->msec = r->start_msec;
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    f->duration = ngx_max(ms, 0);
+
+    f->ip = r->connection->addr_text;
+
+    if (r->headers_in.user_agent) {
+        f->user_agent = r->headers_in.user_agent->value;
+    }
+
+    /* the path the client asked for, without the query string */
+
+    f->endpoint = r->unparsed_uri;
+    q = ngx_strlchr(f->endpoint.data, f->endpoint.data + f->endpoint.len,
+                    '?');
+    if (q) {
+        f->endpoint.len = q - f->endpoint.data;
+    }
+
+    f->method = r->method_name;
+    f->status = status;
+
+    if (alcf->meta == NULL) {
+        return NGX_OK;
+    }
+
+    f->details = ngx_array_create(r->pool, alcf->meta->nelts,
+                                  sizeof(ngx_keyval_t));
+    if (f->details == NULL) {
+        return NGX_ERROR;
+    }
+
+    meta = alcf->meta->elts;
+
+    for (i = 0; i < alcf->meta->nelts; i++) {
+        kv = ngx_array_push(f->details);
+        if (kv == NULL) {
+            return NGX_ERROR;
+        }
+
+        kv->key = meta[i].name;
+
+        if (ngx_http_complex_value(r, &meta[i].value, &kv->value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * activity_user when set; else the "sub" of a bearer token that verifies;
+ * else the basic-auth user ($remote_user); else null.
+ */
+
+static void
+ngx_http_activity_user(ngx_http_request_t *r,
+    ngx_http_activity_loc_conf_t *alcf, ngx_str_t *user)
+{
+    ngx_str_t  value;
+
+    if (alcf->user) {
+        if (ngx_http_complex_value(r, alcf->user, &value) == NGX_OK
+            && value.len)
+        {
+            *user = value;
+        }
+
+        return;
+    }
+
+    if (ngx_http_activity_jwt_subject(r, &alcf->jwt_secret, user) == NGX_OK) {
+        return;
+    }
+
+    if (r->headers_in.user.len == 0 && r->headers_in.authorization) {
+        (void) ngx_http_auth_basic_user(r);
+    }
+
+    if (r->headers_in.user.len) {
+        *user = r->headers_in.user;
+    }
+}
