@@ -721,6 +721,20 @@ sub http {
     });
 }
 
+# Sends a raw request text (bytes, for what HTTP::Tiny refuses to send)
+# on a new connection; returns the raw response.
+sub http_raw {
+    my ($self, $request) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $self->port('http'), Timeout => 10)
+        or croak "connect: $!";
+    print $s $request;
+    local $/;
+    my $response = <$s> // '';
+    close $s;
+    return $response;
+}
+
 
 # --- the end ------------------------------------------------------------
 
