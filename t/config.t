@@ -1,0 +1,167 @@
+#!/usr/bin/perl
+
+# nginx -t: every malformed activity_* directive is refused with an
+# [emerg] that names the directive (and the bad value where there is one)
+# and points at its line; a valid configuration using every directive in
+# every context it allows passes.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use ActivityTest;
+
+my $t = ActivityTest->new(needs => [qw(module)]);
+
+# A configuration with %%HTTP%%, %%SERVER%% and %%LOCATION%% slots.
+my $skeleton = <<'EOF';
+%%GLOBALS%%
+http {
+    %%GLOBALS_HTTP%%
+    %%HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        %%SERVER%%
+        location / {
+            %%LOCATION%%
+            return 200;
+        }
+    }
+}
+EOF
+
+sub conf {
+    my (%slot) = @_;
+    my $c = $skeleton;
+    for my $s (qw(HTTP SERVER LOCATION)) {
+        my $v = $slot{ lc $s } // '';
+        $c =~ s/%%$s%%/$v/;
+    }
+    return $c;
+}
+
+my ($rc, $out) = $t->nginx_test(conf(
+    http => join("\n",
+        'activity_redis_url redis://:pass@127.0.0.1:6380/2;',
+        'activity_queue app:events;',
+        'activity_buffer_size 1m;',
+        'activity_track off;',
+        'activity_user $remote_user;',
+        'activity_meta host $host;',
+        'activity_jwt_secret "http-secret";'),
+    server => join("\n",
+        'activity_track on;',
+        'activity_user $http_x_user;',
+        'activity_meta server $server_name;',
+        'activity_jwt_secret server-secret;'),
+    location => join("\n",
+        'activity_track on;',
+        'activity_event USER_LOGIN method=POST status=2xx;',
+        'activity_event PRODUCT_UPDATED method=PUT,PATCH status=200|204;',
+        'activity_event ACCESS_DENIED status=4xx;',
+        'activity_event CUSTOM_EVENT_2 if=$arg_track;',
+        'activity_event X method=GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS'
+            . ' status=201|3xx|5xx if=$cookie_t;',
+        'activity_user $arg_user;',
+        'activity_meta ref $arg_ref;',
+        'activity_meta ua $http_user_agent;',
+        'activity_jwt_secret location-secret;'),
+));
+is($rc, 0, 'a valid configuration with every directive passes nginx -t')
+    or diag($out);
+
+($rc, $out) = $t->nginx_test(conf(http =>
+    'activity_redis_url unix:/run/redis/redis.sock;'));
+is($rc, 0, 'activity_redis_url unix:/path passes') or diag($out);
+
+($rc, $out) = $t->nginx_test(conf(http =>
+    'activity_redis_url redis://127.0.0.1:6379/0;'));
+is($rc, 0, 'activity_redis_url with a database passes') or diag($out);
+
+# [ name, slot, directive text, regexes the message must match ]
+my @bad = (
+    [ 'activity_track value', location => 'activity_track maybe;',
+        qr/activity_track/, qr/maybe/ ],
+    [ 'activity_event type', location => 'activity_event login;',
+        qr/activity_event/, qr/login/ ],
+    [ 'activity_event type with a dash', location =>
+        'activity_event USER-LOGIN;', qr/activity_event/, qr/USER-LOGIN/ ],
+    [ 'activity_event method', location =>
+        'activity_event USER_LOGIN method=FOO;', qr/activity_event/,
+        qr/FOO/ ],
+    [ 'activity_event empty method list', location =>
+        'activity_event USER_LOGIN method=;', qr/activity_event/,
+        qr/method/ ],
+    [ 'activity_event status', location =>
+        'activity_event USER_LOGIN status=2yx;', qr/activity_event/,
+        qr/2yx/ ],
+    [ 'activity_event unknown parameter', location =>
+        'activity_event USER_LOGIN colour=red;', qr/activity_event/,
+        qr/colour/ ],
+    [ 'activity_event if= empty', location =>
+        'activity_event USER_LOGIN if=;', qr/activity_event/, qr/if=/ ],
+    [ 'activity_event if= bad variable name', location =>
+        'activity_event USER_LOGIN if=$;', qr/variable/ ],
+    # nginx itself reports unknown variables after parsing, without a line
+    [ 'activity_event if= unknown variable', location =>
+        'activity_event USER_LOGIN if=$no_such_variable_here;',
+        'noline', qr/unknown.*no_such_variable_here/ ],
+    [ 'activity_event without a type', location => 'activity_event;',
+        qr/activity_event/ ],
+    [ 'activity_event in server', server => 'activity_event USER_LOGIN;',
+        qr/activity_event/ ],
+    [ 'activity_event in http', http => 'activity_event USER_LOGIN;',
+        qr/activity_event/ ],
+    [ 'activity_redis_url scheme', http =>
+        'activity_redis_url http://127.0.0.1:6379;',
+        qr/activity_redis_url/, qr{http://} ],
+    [ 'activity_redis_url port', http =>
+        'activity_redis_url redis://127.0.0.1:99999;',
+        qr/activity_redis_url/, qr/99999/ ],
+    [ 'activity_redis_url db', http =>
+        'activity_redis_url redis://127.0.0.1:6379/x;',
+        qr/activity_redis_url/, qr{6379/x} ],
+    [ 'activity_redis_url in location', location =>
+        'activity_redis_url redis://127.0.0.1:6379;',
+        qr/activity_redis_url/ ],
+    [ 'activity_buffer_size', http => 'activity_buffer_size 4q;',
+        qr/activity_buffer_size/ ],
+    [ 'activity_meta name', location => 'activity_meta "" $arg_x;',
+        qr/activity_meta/ ],
+    [ 'activity_meta without a value', location => 'activity_meta ref;',
+        qr/activity_meta/ ],
+    [ 'activity_jwt_secret empty', location => 'activity_jwt_secret "";',
+        qr/activity_jwt_secret/ ],
+    [ 'activity_user without a value', location => 'activity_user;',
+        qr/activity_user/ ],
+    [ 'activity_queue empty', http => 'activity_queue "";',
+        qr/activity_queue/ ],
+);
+
+for my $case (@bad) {
+    my ($name, $slot, $text, @re) = @$case;
+    my $noline = $re[0] eq 'noline' && shift @re;
+    my ($rc, $out, $file) = $t->nginx_test(conf($slot => $text));
+
+    my $line = 0;
+    open my $fh, '<', $file or die "$file: $!";
+    while (<$fh>) {
+        if (index($_, $text) >= 0) { $line = $.; last }
+    }
+    close $fh;
+
+    isnt($rc, 0, "$name: nginx -t fails");
+    my ($emerg) = grep { /\[emerg\]/ } split /\n/, $out;
+    $emerg //= '';
+    like($emerg, qr/\Q$file\E:$line\b/, "$name: [emerg] at line $line")
+        or diag($out)
+        unless $noline;
+    for my $re (@re) {
+        like($emerg, $re, "$name: message names $re");
+    }
+}
+
+$t->done;
