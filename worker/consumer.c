@@ -1,0 +1,674 @@
+/*
+ * activity-worker: the reliable queue consumer.
+ *
+ * The Redis "reliable queue" pattern. The module LPUSHes, so the oldest
+ * event is at the right end of the queue:
+ *
+ *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
+ *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, fill the batch
+ *   ... store the batch in PostgreSQL, COMMIT ...
+ *   MULTI; LPUSH dead <letters>; DEL processing:<id>; EXEC
+ *
+ * An event leaves Redis only after the transaction holding it committed,
+ * so a crash at any point loses nothing: the next start finds the batch
+ * in the processing list and stores it again, which the writer makes
+ * idempotent. The processing list, not memory, is the truth: after any
+ * Redis error the batch is re-read from it.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "consumer.h"
+#include "dlq.h"
+#include "event.h"
+#include "log.h"
+#include "pgwriter.h"
+#include "signals.h"
+#include "timeutil.h"
+
+
+/* BLMOVE waits at most this long, so a stop request is seen in time */
+#define CONSUMER_BLOCK_MS         1000
+
+/* socket timeout: above the longest BLMOVE (a shorter one kills it) */
+#define CONSUMER_SOCKET_MS        (CONSUMER_BLOCK_MS + 4000)
+
+#define CONSUMER_STORE_RETRY_MS   2000
+#define CONSUMER_BACKOFF_MIN_MS   250
+#define CONSUMER_BACKOFF_MAX_MS   5000
+#define CONSUMER_SUMMARY_MS       (60 * 1000)
+
+/* first pipelined LMOVE round; doubles while the queue keeps giving */
+#define CONSUMER_CHUNK_MIN        16
+#define CONSUMER_CHUNK_MAX        1024
+
+
+typedef enum {
+    PROCESS_DONE = 0,
+    PROCESS_REDIS_LOST,
+    PROCESS_STOPPED
+} process_result_e;
+
+
+typedef struct {
+    char    *data;
+    size_t   len;
+} item_t;
+
+
+typedef struct {
+    const settings_t      *settings;
+    const redis_target_t  *target;
+    db_t                  *db;
+    partitions_t          *parts;
+
+    redisContext          *rc;
+    char                  *proc_key;
+    int                    redis_down;     /* an outage is being logged */
+    int64_t                backoff_ms;
+
+    item_t                *items;          /* oldest first */
+    size_t                 n;
+    size_t                 cap;
+
+    int64_t                summary_at;
+    long                   sum_batches;
+    long                   sum_events;
+    long                   sum_inserted;
+    long                   sum_dead;
+} consumer_t;
+
+
+static int consumer_connect(consumer_t *c);
+static void consumer_redis_lost(consumer_t *c, const char *err);
+static int consumer_recover(consumer_t *c, char *err, size_t errlen);
+static int consumer_collect(consumer_t *c, char *err, size_t errlen);
+static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
+    size_t errlen);
+static int consumer_lmove_chunk(consumer_t *c, size_t want, int *drained,
+    char *err, size_t errlen);
+static process_result_e consumer_process(consumer_t *c);
+static int consumer_retire(consumer_t *c, char **letters, size_t nletters,
+    char *err, size_t errlen);
+static int consumer_push(consumer_t *c, const char *data, size_t len);
+static void consumer_items_clear(consumer_t *c);
+static void consumer_summary(consumer_t *c, int force);
+
+
+int
+consumer_run(const settings_t *settings, const redis_target_t *target,
+    db_t *db, partitions_t *parts)
+{
+    process_result_e  pr;
+    consumer_t        c;
+    char              err[512];
+    int               need_recover, rc;
+
+    memset(&c, 0, sizeof(c));
+    c.settings = settings;
+    c.target = target;
+    c.db = db;
+    c.parts = parts;
+    c.backoff_ms = CONSUMER_BACKOFF_MIN_MS;
+    c.summary_at = time_mono_ms() + CONSUMER_SUMMARY_MS;
+
+    if (asprintf(&c.proc_key, "activity:processing:%s",
+                 settings->worker_id) < 0)
+    {
+        log_error("out of memory", NULL);
+        return 1;
+    }
+
+    need_recover = 1;
+
+    while (!signals_stop_requested()) {
+        partitions_tick(parts);
+        consumer_summary(&c, 0);
+
+        if (c.rc == NULL && consumer_connect(&c) != 0) {
+            (void) time_sleep_ms(c.backoff_ms);
+            c.backoff_ms = c.backoff_ms * 2 > CONSUMER_BACKOFF_MAX_MS
+                           ? CONSUMER_BACKOFF_MAX_MS : c.backoff_ms * 2;
+            continue;
+        }
+
+        err[0] = '\0';
+
+        /* after a start or any Redis error, the processing list is truth */
+        rc = need_recover ? consumer_recover(&c, err, sizeof(err))
+                          : consumer_collect(&c, err, sizeof(err));
+
+        if (rc != 0) {
+            consumer_items_clear(&c);
+            consumer_redis_lost(&c, err);
+            need_recover = 1;
+            continue;
+        }
+
+        need_recover = 0;
+
+        if (c.n == 0) {
+            continue;
+        }
+
+        pr = consumer_process(&c);
+        consumer_items_clear(&c);
+
+        if (pr == PROCESS_REDIS_LOST) {
+            need_recover = 1;
+        } else if (pr == PROCESS_STOPPED) {
+            break;
+        }
+    }
+
+    consumer_summary(&c, 1);
+
+    if (c.rc != NULL) {
+        redisFree(c.rc);
+    }
+
+    free(c.items);
+    free(c.proc_key);
+    return 0;
+}
+
+
+static int
+consumer_connect(consumer_t *c)
+{
+    char  where[300], err[512], qw[320], qe[600];
+
+    c->rc = redis_open(c->target, CONSUMER_SOCKET_MS, err, sizeof(err));
+
+    if (c->rc == NULL) {
+        if (!c->redis_down) {
+            redis_target_describe(c->target, where, sizeof(where));
+            log_error("redis unavailable", "redis=%s err=%s",
+                      log_quote(qw, sizeof(qw), where),
+                      log_quote(qe, sizeof(qe), err));
+            c->redis_down = 1;
+        }
+        return -1;
+    }
+
+    log_info("redis connected", "redis=%s queue=%s processing=%s",
+             redis_target_describe(c->target, where, sizeof(where)),
+             c->settings->queue, c->proc_key);
+
+    c->redis_down = 0;
+    c->backoff_ms = CONSUMER_BACKOFF_MIN_MS;
+    return 0;
+}
+
+
+static void
+consumer_redis_lost(consumer_t *c, const char *err)
+{
+    char  q[600];
+
+    if (!c->redis_down) {
+        log_error("redis unavailable", "err=%s",
+                  log_quote(q, sizeof(q), err));
+        c->redis_down = 1;
+    }
+
+    if (c->rc != NULL) {
+        redisFree(c->rc);
+        c->rc = NULL;
+    }
+}
+
+
+/* Read what a previous life left in the processing list (newest first). */
+static int
+consumer_recover(consumer_t *c, char *err, size_t errlen)
+{
+    redisReply  *r;
+    size_t       i;
+
+    r = redisCommand(c->rc, "LRANGE %s 0 -1", c->proc_key);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0
+        || r->type != REDIS_REPLY_ARRAY)
+    {
+        if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "LRANGE: unexpected reply type %d",
+                     r->type);
+        }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+
+    for (i = r->elements; i > 0; i--) {
+        if (r->element[i - 1]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        if (consumer_push(c, r->element[i - 1]->str,
+                          r->element[i - 1]->len) != 0)
+        {
+            freeReplyObject(r);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+
+    freeReplyObject(r);
+
+    if (c->n > 0) {
+        log_info("recovering processing list", "processing=%s events=%zu",
+                 c->proc_key, c->n);
+    }
+
+    return 0;
+}
+
+
+/*
+ * Fill a batch: wait up to CONSUMER_BLOCK_MS for a first event, then
+ * take what is queued, then keep waiting for more until --flush-ms after
+ * the first event or the batch is full. Returns 0 (c->n may be 0), or -1
+ * on a Redis error.
+ */
+static int
+consumer_collect(consumer_t *c, char *err, size_t errlen)
+{
+    size_t   batch, chunk, want;
+    int64_t  deadline, left;
+    int      got, drained;
+
+    batch = (size_t) c->settings->batch;
+
+    if (consumer_blmove(c, CONSUMER_BLOCK_MS, &got, err, errlen) != 0) {
+        return -1;
+    }
+
+    if (!got) {
+        return 0;
+    }
+
+    deadline = time_mono_ms() + c->settings->flush_ms;
+    chunk = CONSUMER_CHUNK_MIN;
+
+    while (c->n < batch && !signals_stop_requested()) {
+        want = batch - c->n < chunk ? batch - c->n : chunk;
+
+        if (consumer_lmove_chunk(c, want, &drained, err, errlen) != 0) {
+            return -1;
+        }
+
+        if (!drained) {
+            /* the queue keeps giving: ask for more per round trip */
+            chunk = chunk * 2 > CONSUMER_CHUNK_MAX ? CONSUMER_CHUNK_MAX
+                                                   : chunk * 2;
+            continue;
+        }
+
+        /* the queue is empty: wait for stragglers until the deadline */
+        left = deadline - time_mono_ms();
+        if (left <= 0) {
+            break;
+        }
+
+        if (consumer_blmove(c, left < CONSUMER_BLOCK_MS
+                               ? left : CONSUMER_BLOCK_MS,
+                            &got, err, errlen) != 0)
+        {
+            return -1;
+        }
+
+        chunk = CONSUMER_CHUNK_MIN;
+    }
+
+    return 0;
+}
+
+
+/* One BLMOVE of at most ms milliseconds; *got says whether it moved one. */
+static int
+consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
+    size_t errlen)
+{
+    redisReply  *r;
+    char         timeout[32];
+    int          rc;
+
+    *got = 0;
+
+    /* Redis >= 6.2 takes fractional seconds */
+    snprintf(timeout, sizeof(timeout), "%.3f", (double) ms / 1000.0);
+
+    r = redisCommand(c->rc, "BLMOVE %s %s RIGHT LEFT %s",
+                     c->settings->queue, c->proc_key, timeout);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0) {
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+
+    rc = 0;
+
+    if (r->type == REDIS_REPLY_STRING) {
+        if (consumer_push(c, r->str, r->len) != 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        } else {
+            *got = 1;
+        }
+    } else if (r->type != REDIS_REPLY_NIL) {
+        snprintf(err, errlen, "BLMOVE: unexpected reply type %d", r->type);
+        rc = -1;
+    }
+
+    freeReplyObject(r);
+    return rc;
+}
+
+
+/*
+ * Pipeline want LMOVEs and read every reply: each non-nil one is an
+ * event now in the processing list and must join the batch (a producer
+ * may refill the queue between two nils). *drained: some LMOVE found the
+ * queue empty.
+ */
+static int
+consumer_lmove_chunk(consumer_t *c, size_t want, int *drained, char *err,
+    size_t errlen)
+{
+    redisReply  *r;
+    const char  *argv[5];
+    size_t       argvlen[5], i;
+    int          rc;
+
+    *drained = 0;
+
+    argv[0] = "LMOVE";
+    argv[1] = c->settings->queue;
+    argv[2] = c->proc_key;
+    argv[3] = "RIGHT";
+    argv[4] = "LEFT";
+
+    for (i = 0; i < 5; i++) {
+        argvlen[i] = strlen(argv[i]);
+    }
+
+    for (i = 0; i < want; i++) {
+        if (redisAppendCommandArgv(c->rc, 5, argv, argvlen) != REDIS_OK) {
+            snprintf(err, errlen, "%s", c->rc->errstr);
+            return -1;
+        }
+    }
+
+    rc = 0;
+
+    for (i = 0; i < want; i++) {
+        r = NULL;
+        if (redisGetReply(c->rc, (void **) &r) != REDIS_OK
+            || redis_reply_check(c->rc, r, err, errlen) != 0)
+        {
+            if (r == NULL) {
+                snprintf(err, errlen, "%s", c->rc->errstr);
+            } else {
+                freeReplyObject(r);
+            }
+            /* the context is dropped; the processing list is re-read */
+            return -1;
+        }
+
+        if (r->type == REDIS_REPLY_STRING) {
+            if (rc == 0 && consumer_push(c, r->str, r->len) != 0) {
+                snprintf(err, errlen, "out of memory");
+                rc = -1;
+            }
+        } else {
+            *drained = 1;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Parse the batch, store the good events, then retire the batch from
+ * Redis together with the dead letters of the bad ones.
+ */
+static process_result_e
+consumer_process(consumer_t *c)
+{
+    process_result_e   result;
+    event_t           *events;
+    size_t             i, nvalid, ndead;
+    int64_t            t0;
+    long               inserted;
+    char             **letters, err[1024], q[1100], q2[300];
+    int                attempt;
+
+    events = calloc(c->n, sizeof(event_t));
+    letters = calloc(c->n, sizeof(char *));
+    nvalid = ndead = 0;
+    inserted = 0;
+    result = PROCESS_REDIS_LOST;
+
+    if (events == NULL || letters == NULL) {
+        log_error("out of memory", "events=%zu", c->n);
+        goto done;
+    }
+
+    for (i = 0; i < c->n; i++) {
+        if (event_parse(&events[nvalid], c->items[i].data, c->items[i].len,
+                        err, sizeof(err)) == 0)
+        {
+            nvalid++;
+            continue;
+        }
+
+        letters[ndead] = dlq_letter(c->items[i].data, c->items[i].len, err,
+                                    1);
+        if (letters[ndead] == NULL) {
+            log_error("out of memory", "events=%zu", c->n);
+            goto done;
+        }
+        ndead++;
+
+        log_warn("event dead-lettered", "err=%s event=%s",
+                 log_quote(q, sizeof(q), err),
+                 log_quote(q2, sizeof(q2), c->items[i].data));
+    }
+
+    t0 = time_mono_us();
+
+    for (attempt = 1; nvalid > 0; attempt++) {
+        if (pgw_store(c->db, events, nvalid, &inserted, err,
+                      sizeof(err)) == 0)
+        {
+            if (attempt > 1) {
+                log_info("batch stored after retry",
+                         "events=%zu inserted=%ld attempts=%d",
+                         nvalid, inserted, attempt);
+            }
+            break;
+        }
+
+        /* once per outage; the retries in between stay quiet */
+        if (attempt == 1) {
+            log_error("batch store failed",
+                      "events=%zu retry_ms=%d err=%s", nvalid,
+                      CONSUMER_STORE_RETRY_MS,
+                      log_quote(q, sizeof(q), err));
+        }
+
+        /* the batch stays in the processing list: safe to leave */
+        if (time_sleep_ms(CONSUMER_STORE_RETRY_MS) != 0) {
+            log_warn("stopping with batch unstored",
+                     "events=%zu processing=%s", c->n, c->proc_key);
+            result = PROCESS_STOPPED;
+            goto done;
+        }
+    }
+
+    if (consumer_retire(c, letters, ndead, err, sizeof(err)) != 0) {
+        consumer_redis_lost(c, err);
+        goto done;
+    }
+
+    result = PROCESS_DONE;
+
+    log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
+              c->n, inserted, ndead,
+              (double) (time_mono_us() - t0) / 1000.0);
+
+    c->sum_batches++;
+    c->sum_events += (long) c->n;
+    c->sum_inserted += inserted;
+    c->sum_dead += (long) ndead;
+
+done:
+
+    for (i = 0; events != NULL && i < nvalid; i++) {
+        event_free(&events[i]);
+    }
+
+    for (i = 0; letters != NULL && i < ndead; i++) {
+        free(letters[i]);
+    }
+
+    free(events);
+    free(letters);
+    return result;
+}
+
+
+/*
+ * MULTI; LPUSH dead letter...; DEL processing; EXEC. One transaction, so
+ * a letter is pushed exactly when its batch leaves the processing list:
+ * a crash before EXEC replays the batch and pushes it then, never twice.
+ */
+static int
+consumer_retire(consumer_t *c, char **letters, size_t nletters, char *err,
+    size_t errlen)
+{
+    redisReply  *r;
+    size_t       i, replies;
+    int          rc;
+
+    if (redisAppendCommand(c->rc, "MULTI") != REDIS_OK) {
+        snprintf(err, errlen, "%s", c->rc->errstr);
+        return -1;
+    }
+
+    for (i = 0; i < nletters; i++) {
+        if (dlq_append_push(c->rc, c->settings->dead_key, letters[i]) != 0) {
+            snprintf(err, errlen, "%s", c->rc->errstr);
+            return -1;
+        }
+    }
+
+    if (redisAppendCommand(c->rc, "DEL %s", c->proc_key) != REDIS_OK
+        || redisAppendCommand(c->rc, "EXEC") != REDIS_OK)
+    {
+        snprintf(err, errlen, "%s", c->rc->errstr);
+        return -1;
+    }
+
+    /* MULTI, each queued command, EXEC: all must be read */
+    replies = nletters + 3;
+    rc = 0;
+
+    for (i = 0; i < replies; i++) {
+        r = NULL;
+        if (redisGetReply(c->rc, (void **) &r) != REDIS_OK) {
+            snprintf(err, errlen, "%s", c->rc->errstr);
+            return -1;
+        }
+
+        if (rc == 0 && redis_reply_check(c->rc, r, err, errlen) != 0) {
+            rc = -1;
+        }
+
+        /* EXEC answers nil when the transaction was discarded */
+        if (rc == 0 && i == replies - 1 && r->type != REDIS_REPLY_ARRAY) {
+            snprintf(err, errlen, "EXEC did not run the transaction");
+            rc = -1;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return rc;
+}
+
+
+static int
+consumer_push(consumer_t *c, const char *data, size_t len)
+{
+    item_t  *grown;
+    char    *copy;
+
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        grown = realloc(c->items, c->cap * sizeof(item_t));
+        if (grown == NULL) {
+            return -1;
+        }
+        c->items = grown;
+    }
+
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+
+    c->items[c->n].data = copy;
+    c->items[c->n].len = len;
+    c->n++;
+    return 0;
+}
+
+
+static void
+consumer_items_clear(consumer_t *c)
+{
+    size_t  i;
+
+    for (i = 0; i < c->n; i++) {
+        free(c->items[i].data);
+    }
+
+    c->n = 0;
+}
+
+
+/* Every minute with traffic, and at exit: one info line. */
+static void
+consumer_summary(consumer_t *c, int force)
+{
+    int64_t  now;
+
+    now = time_mono_ms();
+
+    if (!force && now < c->summary_at) {
+        return;
+    }
+
+    c->summary_at = now + CONSUMER_SUMMARY_MS;
+
+    if (c->sum_batches == 0 && !force) {
+        return;
+    }
+
+    log_info("summary", "batches=%ld events=%ld inserted=%ld dead=%ld",
+             c->sum_batches, c->sum_events, c->sum_inserted, c->sum_dead);
+
+    c->sum_batches = c->sum_events = c->sum_inserted = c->sum_dead = 0;
+}

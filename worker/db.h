@@ -1,0 +1,55 @@
+/*
+ * activity-worker: the PostgreSQL connection.
+ */
+
+#ifndef ACTIVITY_DB_H
+#define ACTIVITY_DB_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+
+typedef struct db_s  db_t;
+
+
+/* Remember the conninfo; connects lazily. NULL when out of memory. */
+db_t *db_new(const char *conninfo);
+
+void db_free(db_t *db);
+
+/*
+ * Return a healthy connection, (re)connecting when there is none or it
+ * went bad; NULL when PostgreSQL cannot be reached now. The first failure
+ * of an outage and the recovery are logged, the retries in between are
+ * not, so a long outage does not flood the log.
+ */
+PGconn *db_get(db_t *db);
+
+/*
+ * As db_get(), but wait (retrying with backoff) until connected or a stop
+ * is requested; NULL only on stop.
+ */
+PGconn *db_wait(db_t *db);
+
+/*
+ * Call after a failed query: drops the connection if libpq says it is
+ * broken, so the next db_get() reconnects.
+ */
+void db_check(db_t *db);
+
+/* "host=... port=... dbname=... user=..." for logs: never the password. */
+const char *db_describe(db_t *db);
+
+/*
+ * Run one parameterless command and check its status is the expected
+ * one. Returns 0, or -1 with the server's message in err.
+ */
+int db_exec(PGconn *conn, const char *sql, ExecStatusType expect,
+    char *err, size_t errlen);
+
+/* Copy a result's error message (or the connection's) into err. */
+void db_error(PGconn *conn, PGresult *res, char *err, size_t errlen);
+
+
+#endif /* ACTIVITY_DB_H */

@@ -1,0 +1,30 @@
+/*
+ * activity-worker: dead letters.
+ */
+
+#ifndef ACTIVITY_DLQ_H
+#define ACTIVITY_DLQ_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+
+/*
+ * Build {"event":<text>,"error":<reason>,"attempts":N,"failedAt":<now>}
+ * for an event that cannot be stored. text is kept verbatim as a JSON
+ * string (bytes that are not UTF-8 become U+FFFD so the letter itself is
+ * always valid JSON). Returns a malloc'd string, NULL when out of memory.
+ */
+char *dlq_letter(const char *text, size_t len, const char *reason,
+    int attempts);
+
+/*
+ * Append "LPUSH key letter" to c's pipeline (the caller wraps it in
+ * MULTI/EXEC with the processing list's DEL, so a letter is pushed
+ * exactly when its batch is retired). Returns 0 or -1.
+ */
+int dlq_append_push(redisContext *c, const char *key, const char *letter);
+
+
+#endif /* ACTIVITY_DLQ_H */

@@ -1,0 +1,336 @@
+/*
+ * activity-worker: one event from the queue, parsed and validated.
+ *
+ * The split of duties: an event lacking what makes it an event (id, type,
+ * time) is refused and dead-lettered; optional metadata that is malformed
+ * is dropped to NULL and the event kept, because losing a request's record
+ * over a garbled User-Agent would be worse than the missing field.
+ */
+
+#include <ctype.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+
+
+static const char *event_opt_string(json_t *obj, const char *key);
+static int event_digits(const char *s, int n, int *value);
+static int event_days_in_month(int year, int month);
+
+
+int
+event_parse(event_t *ev, const char *text, size_t len, char *err,
+    size_t errlen)
+{
+    json_error_t   jerr;
+    json_t        *v, *meta;
+    json_int_t     st;
+    const char    *s;
+    unsigned char  addr[sizeof(struct in6_addr)];
+    size_t         i;
+    float          f;
+
+    memset(ev, 0, sizeof(*ev));
+    ev->text = text;
+
+    /* JSON_REJECT_DUPLICATES: {"id":a,"id":b} has no single meaning */
+    ev->root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (ev->root == NULL) {
+        snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+        return -1;
+    }
+
+    if (!json_is_object(ev->root)) {
+        snprintf(err, errlen, "event is not a JSON object");
+        goto failed;
+    }
+
+    s = json_string_value(json_object_get(ev->root, "id"));
+    if (s == NULL) {
+        snprintf(err, errlen, "missing id");
+        goto failed;
+    }
+    if (!event_valid_uuid(s)) {
+        snprintf(err, errlen, "invalid id: not a UUID");
+        goto failed;
+    }
+    for (i = 0; i < 36; i++) {
+        ev->id[i] = (char) tolower((unsigned char) s[i]);
+    }
+    ev->id[36] = '\0';
+
+    ev->type = json_string_value(json_object_get(ev->root, "eventType"));
+    if (ev->type == NULL) {
+        snprintf(err, errlen, "missing eventType");
+        goto failed;
+    }
+    if (!event_valid_type(ev->type)) {
+        snprintf(err, errlen, "invalid eventType: want [A-Z][A-Z0-9_]*,"
+                 " at most %d characters", EVENT_TYPE_MAX);
+        goto failed;
+    }
+
+    ev->timestamp = json_string_value(json_object_get(ev->root,
+                                                      "timestamp"));
+    if (ev->timestamp == NULL) {
+        snprintf(err, errlen, "missing timestamp");
+        goto failed;
+    }
+    if (!event_valid_timestamp(ev->timestamp)) {
+        snprintf(err, errlen, "invalid timestamp: want ISO-8601 such as"
+                 " 2026-11-27T12:00:00.123Z");
+        goto failed;
+    }
+
+    /* userId: a string or null; a number is kept as its decimal text */
+    v = json_object_get(ev->root, "userId");
+    if (json_is_string(v)) {
+        ev->user_id = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        snprintf(ev->user_buf, sizeof(ev->user_buf), "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(v));
+        ev->user_id = ev->user_buf;
+    }
+
+    meta = json_object_get(ev->root, "metadata");
+    if (!json_is_object(meta)) {
+        meta = NULL;
+    }
+
+    if (meta != NULL) {
+        s = event_opt_string(meta, "ipAddress");
+        if (s != NULL) {
+            /* store inet_ntop's form: the one PostgreSQL surely accepts */
+            if (inet_pton(AF_INET, s, addr) == 1) {
+                ev->has_ip = inet_ntop(AF_INET, addr, ev->ip,
+                                       sizeof(ev->ip)) != NULL;
+            } else if (inet_pton(AF_INET6, s, addr) == 1) {
+                ev->has_ip = inet_ntop(AF_INET6, addr, ev->ip,
+                                       sizeof(ev->ip)) != NULL;
+            }
+        }
+
+        ev->user_agent = event_opt_string(meta, "userAgent");
+        ev->endpoint = event_opt_string(meta, "endpoint");
+        ev->method = event_opt_string(meta, "method");
+
+        v = json_object_get(meta, "status");
+        if (json_is_integer(v)) {
+            st = json_integer_value(v);
+            if (st >= 0 && st <= 32767) {
+                ev->status = (int) st;
+                ev->has_status = 1;
+            }
+        }
+
+        /*
+         * duration_ms is real (float4): a double beyond its range makes
+         * PostgreSQL refuse the row, and one that would round to zero
+         * raises "underflow". Clamp such values here instead.
+         */
+        v = json_object_get(meta, "durationMs");
+        if (json_is_number(v)) {
+            f = (float) json_number_value(v);
+            if (isfinite(f)) {
+                if (fabsf(f) < FLT_MIN) {
+                    f = 0.0f;
+                }
+                ev->duration_ms = f;
+                ev->has_duration = 1;
+            }
+        }
+    }
+
+    /*
+     * metadata.details is not re-encoded here: jansson would print 0.1 as
+     * 0.10000000000000001. PostgreSQL takes it from the original text,
+     * which jansson has just accepted and so holds nothing jsonb refuses
+     * (invalid UTF-8, \u0000, lone surrogates, numbers out of range).
+     */
+    return 0;
+
+failed:
+
+    json_decref(ev->root);
+    ev->root = NULL;
+    return -1;
+}
+
+
+void
+event_free(event_t *ev)
+{
+    if (ev->root != NULL) {
+        json_decref(ev->root);
+        ev->root = NULL;
+    }
+}
+
+
+/* 8-4-4-4-12 hex digits, either case */
+int
+event_valid_uuid(const char *s)
+{
+    size_t  i;
+
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') {
+                return 0;
+            }
+        } else if (!isxdigit((unsigned char) s[i])) {
+            return 0;
+        }
+    }
+
+    return s[36] == '\0';
+}
+
+
+/* [A-Z][A-Z0-9_]*, 1..EVENT_TYPE_MAX characters */
+int
+event_valid_type(const char *s)
+{
+    size_t  i;
+
+    if (s[0] < 'A' || s[0] > 'Z') {
+        return 0;
+    }
+
+    for (i = 1; s[i] != '\0'; i++) {
+        if (i >= EVENT_TYPE_MAX) {
+            return 0;
+        }
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')
+              || s[i] == '_'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * A strict subset of what PostgreSQL's timestamptz input takes:
+ *
+ *   YYYY-MM-DD[Tt ]HH:MM[:SS[.f{1,9}]][Z|z|(+|-)HH[[:]MM]]
+ *
+ * with real calendar checks (2026-02-30 is refused here rather than by
+ * the COPY). No offset means UTC: the session runs in UTC. Seconds stop
+ * at 59; year 0000 does not exist in PostgreSQL's calendar.
+ */
+int
+event_valid_timestamp(const char *s)
+{
+    int  year, mon, day, hh, mm, ss, oh, om, n;
+
+    if (!event_digits(s, 4, &year) || s[4] != '-'
+        || !event_digits(s + 5, 2, &mon) || s[7] != '-'
+        || !event_digits(s + 8, 2, &day)
+        || (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
+        || !event_digits(s + 11, 2, &hh) || s[13] != ':'
+        || !event_digits(s + 14, 2, &mm))
+    {
+        return 0;
+    }
+
+    if (year < 1 || mon < 1 || mon > 12 || day < 1
+        || day > event_days_in_month(year, mon) || hh > 23 || mm > 59)
+    {
+        return 0;
+    }
+
+    s += 16;
+
+    if (*s == ':') {
+        if (!event_digits(s + 1, 2, &ss) || ss > 59) {
+            return 0;
+        }
+        s += 3;
+
+        if (*s == '.') {
+            for (n = 0; isdigit((unsigned char) s[1 + n]); n++) {
+                /* count */
+            }
+            if (n < 1 || n > 9) {
+                return 0;
+            }
+            s += 1 + n;
+        }
+    }
+
+    if (*s == '\0') {
+        return 1;
+    }
+
+    if ((*s == 'Z' || *s == 'z') && s[1] == '\0') {
+        return 1;
+    }
+
+    if (*s != '+' && *s != '-') {
+        return 0;
+    }
+
+    if (!event_digits(s + 1, 2, &oh) || oh > 15) {
+        return 0;
+    }
+    s += 3;
+
+    if (*s == ':') {
+        s++;
+    }
+
+    if (*s == '\0') {
+        return 1;
+    }
+
+    return event_digits(s, 2, &om) && om <= 59 && s[2] == '\0';
+}
+
+
+/* A string member, or NULL when absent, null or of another type. */
+static const char *
+event_opt_string(json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+
+static int
+event_digits(const char *s, int n, int *value)
+{
+    int  i;
+
+    *value = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+        *value = *value * 10 + (s[i] - '0');
+    }
+
+    return 1;
+}
+
+
+static int
+event_days_in_month(int year, int month)
+{
+    static const int  days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
+                                 30, 31 };
+
+    if (month == 2
+        && ((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
+    {
+        return 29;
+    }
+
+    return days[month - 1];
+}

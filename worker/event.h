@@ -1,0 +1,61 @@
+/*
+ * activity-worker: one event from the queue, parsed and validated.
+ */
+
+#ifndef ACTIVITY_EVENT_H
+#define ACTIVITY_EVENT_H
+
+#include <stddef.h>
+
+#include <arpa/inet.h>
+#include <jansson.h>
+
+
+#define EVENT_TYPE_MAX  64
+
+
+/*
+ * Field pointers borrow from root (or from the small buffers here); all
+ * of them stay valid until event_free(). A NULL pointer / has_* == 0
+ * means SQL NULL.
+ */
+typedef struct {
+    json_t      *root;
+    char         id[37];                    /* lower-case UUID */
+    const char  *type;
+    const char  *user_id;
+    const char  *timestamp;
+    const char  *user_agent;
+    const char  *endpoint;
+    const char  *method;
+    const char  *text;                      /* the event as queued */
+    double       duration_ms;
+    int          status;
+    int          has_status;
+    int          has_duration;
+    int          has_ip;
+    char         ip[INET6_ADDRSTRLEN];      /* canonical text form */
+    char         user_buf[24];              /* a numeric userId as text */
+} event_t;
+
+
+/*
+ * Parse the queue's JSON text. Returns 0 with ev filled, or -1 with a
+ * short reason in err (ev then needs no event_free()). Everything that
+ * PostgreSQL would reject is refused here, so one bad event can only
+ * ever be dead-lettered, never fail the COPY of a whole batch.
+ * text must stay valid until event_free(): metadata.details is taken
+ * from it by PostgreSQL (see pgwriter.c).
+ */
+int event_parse(event_t *ev, const char *text, size_t len, char *err,
+    size_t errlen);
+
+void event_free(event_t *ev);
+
+/* Exposed for tests: the checks event_parse() applies. */
+int event_valid_uuid(const char *s);
+int event_valid_type(const char *s);
+int event_valid_timestamp(const char *s);
+
+
+#endif /* ACTIVITY_EVENT_H */

@@ -1,0 +1,122 @@
+/*
+ * activity-worker: moves activity events from a Redis list into
+ * date-partitioned PostgreSQL.
+ *
+ * main() only wires the parts together:
+ *
+ *   settings -> signals -> PostgreSQL -> migrations (--migrate: apply
+ *   and exit; otherwise refuse to run on a stale schema) -> partition
+ *   maintenance -> the consumer loop until SIGTERM.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "consumer.h"
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+#include "partitions.h"
+#include "redisconn.h"
+#include "settings.h"
+#include "signals.h"
+
+
+static void main_validate(const settings_t *s, redis_target_t *target);
+
+
+int
+main(int argc, char **argv)
+{
+    redis_target_t  target;
+    partitions_t    parts;
+    settings_t      s;
+    db_t           *db;
+    char            where[300], q[600];
+    int             pending, rc;
+
+    settings_load(&s, argc, argv);
+    main_validate(&s, &target);
+
+    signals_install();
+
+    db = db_new(s.pg_conninfo);
+    if (db == NULL) {
+        log_error("out of memory", NULL);
+        return 1;
+    }
+
+    if (s.migrate) {
+        log_info("migrating", "%s sql_dir=%s", db_describe(db),
+                 log_quote(q, sizeof(q), s.sql_dir));
+
+        /* a one-shot command: fail fast rather than wait for the server */
+        rc = migrate_run(db, s.sql_dir) == 0 ? 0 : 1;
+        db_free(db);
+        return rc;
+    }
+
+    log_info("starting", "id=%s pid=%d redis=%s queue=%s batch=%d"
+             " flush_ms=%d %s", s.worker_id, (int) getpid(),
+             redis_target_describe(&target, where, sizeof(where)),
+             s.queue, s.batch, s.flush_ms, db_describe(db));
+
+    /* a daemon may start before its database: wait for it, calmly */
+    if (db_wait(db) == NULL) {
+        log_info("stopped", "reason=signal");
+        db_free(db);
+        return 0;
+    }
+
+    pending = migrate_pending(db, s.sql_dir);
+    if (pending != 0) {
+        if (pending > 0) {
+            log_error("schema out of date, refusing to start",
+                      "pending=%d hint=\"run activity-worker --migrate\"",
+                      pending);
+            fprintf(stderr, "activity-worker: %d migration(s) pending;"
+                    " run activity-worker --migrate first\n", pending);
+        }
+        db_free(db);
+        return 1;
+    }
+
+    partitions_init(&parts, db, s.partitions_ahead, s.retain_days);
+
+    rc = consumer_run(&s, &target, db, &parts);
+
+    log_info("stopped", "reason=signal");
+    db_free(db);
+    return rc;
+}
+
+
+/* Settings that parse but cannot work: exit 2 like any bad flag. */
+static void
+main_validate(const settings_t *s, redis_target_t *target)
+{
+    PQconninfoOption  *opts;
+    log_level_e        level;
+    char               err[256], *pqerr;
+
+    if (log_parse_level(s->log_level, &level) != 0) {
+        settings_fail("log-level", s->log_level,
+                      "expected debug, info, warn or error");
+    }
+    log_set_level(level);
+
+    if (redis_target_parse(target, s->redis_url, err, sizeof(err)) != 0) {
+        /* the URL may hold a password: do not echo it back */
+        settings_fail("redis", "...", err);
+    }
+
+    pqerr = NULL;
+    opts = PQconninfoParse(s->pg_conninfo, &pqerr);
+    if (opts == NULL) {
+        settings_fail("pg", "...", pqerr ? pqerr : "cannot parse");
+    }
+    PQconninfoFree(opts);
+}

@@ -1,0 +1,318 @@
+/*
+ * activity-worker: storing a batch of events in PostgreSQL.
+ *
+ * COPY is the fast way in, but it has no ON CONFLICT. So each batch is
+ * COPYed into a temporary staging table, and one INSERT ... SELECT ...
+ * ON CONFLICT DO NOTHING moves it into activity_logs: replaying a batch
+ * after a crash adds nothing twice.
+ *
+ *   BEGIN
+ *   CREATE TEMP TABLE activity_stg (LIKE activity_logs INCLUDING DEFAULTS)
+ *       ON COMMIT DROP
+ *   COPY activity_stg (...) FROM STDIN        -- text format
+ *   INSERT INTO activity_logs (...) SELECT ... FROM activity_stg
+ *       ON CONFLICT DO NOTHING
+ *
+ * The staging details column receives the whole event as queued; the
+ * INSERT keeps only its metadata.details object (else {}), so the JSON
+ * reaches jsonb exactly as the producer wrote it.
+ *   COMMIT                                     -- must say "COMMIT"
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pgwriter.h"
+
+
+#define PGW_COLUMNS                                                       \
+    "id, action, user_id, created_at, ip_address, user_agent, endpoint, " \
+    "method, status, duration_ms, details"
+
+
+typedef struct {
+    char    *data;
+    size_t   len;
+    size_t   cap;
+} pgw_buf_t;
+
+
+static int pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err,
+    size_t errlen);
+static int pgw_row(pgw_buf_t *b, const event_t *ev);
+static int pgw_field(pgw_buf_t *b, const char *s, int last);
+static int pgw_reserve(pgw_buf_t *b, size_t more);
+static void pgw_rollback(PGconn *conn);
+
+
+int
+pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
+    size_t errlen)
+{
+    PGresult  *res;
+    PGconn    *conn;
+
+    *inserted = 0;
+
+    conn = db_get(db);
+    if (conn == NULL) {
+        snprintf(err, errlen, "postgres unavailable");
+        return -1;
+    }
+
+    if (db_exec(conn, "BEGIN", PGRES_COMMAND_OK, err, errlen) != 0) {
+        goto failed;
+    }
+
+    if (db_exec(conn,
+                "CREATE TEMP TABLE activity_stg"
+                " (LIKE activity_logs INCLUDING DEFAULTS) ON COMMIT DROP",
+                PGRES_COMMAND_OK, err, errlen) != 0
+        || pgw_copy(conn, evs, n, err, errlen) != 0)
+    {
+        pgw_rollback(conn);
+        goto failed;
+    }
+
+    res = PQexec(conn,
+                 "INSERT INTO activity_logs (" PGW_COLUMNS ")"
+                 " SELECT id, action, user_id, created_at, ip_address,"
+                 " user_agent, endpoint, method, status, duration_ms,"
+                 " CASE jsonb_typeof(details #> '{metadata,details}')"
+                 " WHEN 'object' THEN details #> '{metadata,details}'"
+                 " ELSE '{}' END"
+                 " FROM activity_stg"
+                 " ON CONFLICT DO NOTHING");
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        db_error(conn, res, err, errlen);
+        if (res != NULL) {
+            PQclear(res);
+        }
+        pgw_rollback(conn);
+        goto failed;
+    }
+
+    *inserted = strtol(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+
+    /*
+     * COMMIT of a transaction that failed earlier "succeeds" with the tag
+     * ROLLBACK: only the tag tells whether the rows are there.
+     */
+    res = PQexec(conn, "COMMIT");
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK
+        || strcmp(PQcmdStatus(res), "COMMIT") != 0)
+    {
+        db_error(conn, res, err, errlen);
+        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+            snprintf(err, errlen, "COMMIT answered %s", PQcmdStatus(res));
+        }
+        if (res != NULL) {
+            PQclear(res);
+        }
+        *inserted = 0;
+        goto failed;
+    }
+
+    PQclear(res);
+    return 0;
+
+failed:
+
+    /* a broken socket is dropped here so the retry reconnects */
+    db_check(db);
+    return -1;
+}
+
+
+/* COPY the events into activity_stg, one text-format row each. */
+static int
+pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err, size_t errlen)
+{
+    pgw_buf_t   b;
+    PGresult   *res;
+    size_t      i;
+    int         rc, failed;
+
+    res = PQexec(conn, "COPY activity_stg (" PGW_COLUMNS ") FROM STDIN");
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN) {
+        db_error(conn, res, err, errlen);
+        if (res != NULL) {
+            PQclear(res);
+        }
+        return -1;
+    }
+
+    PQclear(res);
+
+    memset(&b, 0, sizeof(b));
+    failed = 0;
+
+    /*
+     * Rows are gathered into chunks of about 64 KiB: fewer calls than a
+     * row at a time, bounded memory for a 10000-event batch.
+     */
+    for (i = 0; i < n && !failed; i++) {
+        if (pgw_row(&b, &evs[i]) != 0) {
+            snprintf(err, errlen, "out of memory");
+            failed = 1;
+            break;
+        }
+
+        if (b.len >= 65536 || i + 1 == n) {
+            if (PQputCopyData(conn, b.data, (int) b.len) != 1) {
+                db_error(conn, NULL, err, errlen);
+                failed = 1;
+            }
+            b.len = 0;
+        }
+    }
+
+    free(b.data);
+
+    /* on our own failure, make the server abort the COPY */
+    rc = PQputCopyEnd(conn, failed ? "activity-worker gave up" : NULL);
+    if (rc != 1 && !failed) {
+        db_error(conn, NULL, err, errlen);
+        failed = 1;
+    }
+
+    /* a bad row is reported only here, in the COPY's final result */
+    while ((res = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && !failed) {
+            db_error(conn, res, err, errlen);
+            failed = 1;
+        }
+        PQclear(res);
+    }
+
+    return failed ? -1 : 0;
+}
+
+
+static int
+pgw_row(pgw_buf_t *b, const event_t *ev)
+{
+    char  status[16], duration[32];
+
+    if (ev->has_status) {
+        snprintf(status, sizeof(status), "%d", ev->status);
+    }
+
+    if (ev->has_duration) {
+        /* %.9g round-trips a float exactly */
+        snprintf(duration, sizeof(duration), "%.9g", ev->duration_ms);
+    }
+
+    if (pgw_field(b, ev->id, 0) != 0
+        || pgw_field(b, ev->type, 0) != 0
+        || pgw_field(b, ev->user_id, 0) != 0
+        || pgw_field(b, ev->timestamp, 0) != 0
+        || pgw_field(b, ev->has_ip ? ev->ip : NULL, 0) != 0
+        || pgw_field(b, ev->user_agent, 0) != 0
+        || pgw_field(b, ev->endpoint, 0) != 0
+        || pgw_field(b, ev->method, 0) != 0
+        || pgw_field(b, ev->has_status ? status : NULL, 0) != 0
+        || pgw_field(b, ev->has_duration ? duration : NULL, 0) != 0
+        || pgw_field(b, ev->text, 1) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * One COPY text-format field: NULL is \N; backslash, tab, newline and
+ * carriage return are escaped, everything else is literal.
+ */
+static int
+pgw_field(pgw_buf_t *b, const char *s, int last)
+{
+    const char  *p;
+
+    if (s == NULL) {
+        if (pgw_reserve(b, 3) != 0) {
+            return -1;
+        }
+        memcpy(b->data + b->len, "\\N", 2);
+        b->len += 2;
+
+    } else {
+        /* worst case: every byte escaped */
+        if (pgw_reserve(b, strlen(s) * 2 + 1) != 0) {
+            return -1;
+        }
+
+        for (p = s; *p != '\0'; p++) {
+            switch (*p) {
+            case '\\':
+                b->data[b->len++] = '\\';
+                b->data[b->len++] = '\\';
+                break;
+            case '\t':
+                b->data[b->len++] = '\\';
+                b->data[b->len++] = 't';
+                break;
+            case '\n':
+                b->data[b->len++] = '\\';
+                b->data[b->len++] = 'n';
+                break;
+            case '\r':
+                b->data[b->len++] = '\\';
+                b->data[b->len++] = 'r';
+                break;
+            default:
+                b->data[b->len++] = *p;
+            }
+        }
+    }
+
+    b->data[b->len++] = last ? '\n' : '\t';
+    return 0;
+}
+
+
+static int
+pgw_reserve(pgw_buf_t *b, size_t more)
+{
+    char    *p;
+    size_t   cap;
+
+    if (b->len + more <= b->cap) {
+        return 0;
+    }
+
+    cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + more) {
+        cap *= 2;
+    }
+
+    p = realloc(b->data, cap);
+    if (p == NULL) {
+        return -1;
+    }
+
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+
+static void
+pgw_rollback(PGconn *conn)
+{
+    PGresult  *res;
+
+    /* best effort: if the socket is gone, db_check() reconnects */
+    res = PQexec(conn, "ROLLBACK");
+    if (res != NULL) {
+        PQclear(res);
+    }
+}

@@ -1,0 +1,339 @@
+/*
+ * activity-worker: settings from flags, environment and defaults.
+ *
+ * One table holds every fact about a setting (flag, environment variable,
+ * default, range, help), in the manner of pgbouncer's config table: the
+ * parser, the --help text and the README's table all come from it, so
+ * they cannot drift apart.
+ */
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "settings.h"
+
+
+typedef enum {
+    SET_STRING,
+    SET_INT,
+    SET_BOOL          /* a flag without a value; env takes 1/0 etc. */
+} setting_type_e;
+
+
+typedef struct {
+    const char      *name;      /* flag without the leading "--" */
+    const char      *env;
+    const char      *def;       /* NULL: computed at run time */
+    const char      *meta;      /* value placeholder in --help */
+    const char      *help;
+    setting_type_e   type;
+    long             min;
+    long             max;
+    size_t           offset;    /* into settings_t */
+} setting_t;
+
+
+static void settings_apply(settings_t *s, const setting_t *st,
+    const char *value, const char *where);
+static void settings_bad(const char *where, const char *value,
+    const char *why) __attribute__((noreturn));
+static const setting_t *settings_find(const char *name, size_t len);
+static void settings_usage(FILE *f);
+static int settings_parse_bool(const char *v, int *out);
+
+
+#define OFF(field)  offsetof(settings_t, field)
+
+
+static const setting_t  settings_table[] = {
+
+    { "redis", "ACTIVITY_REDIS_URL", "redis://127.0.0.1:6379", "URL",
+      "Redis to consume from: redis://[[user]:password@]host[:port][/db]"
+      " or unix:/path/to/socket",
+      SET_STRING, 0, 0, OFF(redis_url) },
+
+    { "pg", "ACTIVITY_PG_URL",
+      "postgresql://postgres@127.0.0.1:5432/activity", "CONNINFO",
+      "PostgreSQL to store into: any libpq conninfo string or URI",
+      SET_STRING, 0, 0, OFF(pg_conninfo) },
+
+    { "queue", "ACTIVITY_QUEUE", "activity:events", "KEY",
+      "Redis list the nginx module LPUSHes events onto",
+      SET_STRING, 0, 0, OFF(queue) },
+
+    { "dead", "ACTIVITY_DEAD_KEY", "activity:dead", "KEY",
+      "Redis list that receives events that cannot be stored",
+      SET_STRING, 0, 0, OFF(dead_key) },
+
+    { "id", "ACTIVITY_WORKER_ID", NULL, "NAME",
+      "worker name, stable across restarts so the worker recovers its"
+      " own list activity:processing:<NAME> (default: the host name)",
+      SET_STRING, 0, 0, OFF(worker_id) },
+
+    { "batch", "ACTIVITY_BATCH", "500", "N",
+      "most events stored in one transaction (1..10000)",
+      SET_INT, 1, 10000, OFF(batch) },
+
+    { "flush-ms", "ACTIVITY_FLUSH_MS", "200", "N",
+      "once one event is in hand, wait at most N ms to fill the batch"
+      " (0..10000)",
+      SET_INT, 0, 10000, OFF(flush_ms) },
+
+    { "migrate", "ACTIVITY_MIGRATE", "0", NULL,
+      "apply pending SQL migrations, print what was applied, exit",
+      SET_BOOL, 0, 1, OFF(migrate) },
+
+    { "retain-days", "ACTIVITY_RETAIN_DAYS", "30", "N",
+      "drop daily partitions older than N days (1..36500)",
+      SET_INT, 1, 36500, OFF(retain_days) },
+
+    { "partitions-ahead", "ACTIVITY_PARTITIONS_AHEAD", "7", "N",
+      "keep daily partitions created N days ahead (0..365)",
+      SET_INT, 0, 365, OFF(partitions_ahead) },
+
+    { "sql-dir", "ACTIVITY_SQL_DIR", ACTIVITY_SQL_DIR, "DIR",
+      "directory of the numbered NNN_name.sql migrations",
+      SET_STRING, 0, 0, OFF(sql_dir) },
+
+    { "log-level", "ACTIVITY_LOG_LEVEL", "info", "LEVEL",
+      "debug, info, warn or error",
+      SET_STRING, 0, 0, OFF(log_level) },
+};
+
+
+#define SETTINGS_N  (sizeof(settings_table) / sizeof(settings_table[0]))
+
+
+void
+settings_load(settings_t *s, int argc, char **argv)
+{
+    const setting_t  *st;
+    const char       *arg, *eq, *value, *env;
+    char              host[256], where[64];
+    size_t            i;
+    int               a;
+
+    memset(s, 0, sizeof(*s));
+
+    for (i = 0; i < SETTINGS_N; i++) {
+        st = &settings_table[i];
+        if (st->def != NULL) {
+            settings_apply(s, st, st->def, "the default");
+        }
+    }
+
+    for (i = 0; i < SETTINGS_N; i++) {
+        st = &settings_table[i];
+        env = getenv(st->env);
+        if (env != NULL && env[0] != '\0') {
+            settings_apply(s, st, env, st->env);
+        }
+    }
+
+    for (a = 1; a < argc; a++) {
+        arg = argv[a];
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            settings_usage(stdout);
+            exit(0);
+        }
+
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            fprintf(stderr, "activity-worker: unexpected argument \"%s\""
+                    " (try --help)\n", arg);
+            exit(2);
+        }
+
+        arg += 2;
+        eq = strchr(arg, '=');
+        st = settings_find(arg, eq ? (size_t) (eq - arg) : strlen(arg));
+
+        if (st == NULL) {
+            fprintf(stderr, "activity-worker: unknown option \"%s\""
+                    " (try --help)\n", argv[a]);
+            exit(2);
+        }
+
+        if (st->type == SET_BOOL) {
+            /* "--migrate" alone, or an explicit "--migrate=false" */
+            value = eq ? eq + 1 : "1";
+
+        } else if (eq != NULL) {
+            value = eq + 1;
+
+        } else if (a + 1 < argc) {
+            value = argv[++a];
+
+        } else {
+            fprintf(stderr, "activity-worker: option --%s needs a value"
+                    " (try --help)\n", st->name);
+            exit(2);
+        }
+
+        snprintf(where, sizeof(where), "--%s", st->name);
+        settings_apply(s, st, value, where);
+    }
+
+    if (s->worker_id == NULL) {
+        /* the host name is what survives a restart of the same box/pod */
+        if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0') {
+            settings_fail("id", "", "no host name; set --id");
+        }
+        host[sizeof(host) - 1] = '\0';
+        s->worker_id = strdup(host);
+        if (s->worker_id == NULL) {
+            fprintf(stderr, "activity-worker: out of memory\n");
+            exit(1);
+        }
+    }
+}
+
+
+void
+settings_fail(const char *flag, const char *value, const char *why)
+{
+    char  where[64];
+
+    snprintf(where, sizeof(where), "--%s", flag);
+    settings_bad(where, value, why);
+}
+
+
+/*
+ * Store one value; "where" names its origin ("--batch", "ACTIVITY_BATCH")
+ * so a complaint points at what the user must fix.
+ */
+static void
+settings_apply(settings_t *s, const setting_t *st, const char *value,
+    const char *where)
+{
+    char   **sp, why[128];
+    char    *end;
+    long     n;
+    int      b;
+
+    switch (st->type) {
+
+    case SET_STRING:
+        if (value[0] == '\0') {
+            settings_bad(where, value, "must not be empty");
+        }
+        sp = (char **) ((char *) s + st->offset);
+        free(*sp);
+        *sp = strdup(value);
+        if (*sp == NULL) {
+            fprintf(stderr, "activity-worker: out of memory\n");
+            exit(1);
+        }
+        return;
+
+    case SET_INT:
+        errno = 0;
+        n = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0'
+            || n < st->min || n > st->max)
+        {
+            snprintf(why, sizeof(why), "expected an integer %ld..%ld",
+                     st->min, st->max);
+            settings_bad(where, value, why);
+        }
+        *(int *) ((char *) s + st->offset) = (int) n;
+        return;
+
+    case SET_BOOL:
+        if (settings_parse_bool(value, &b) != 0) {
+            settings_bad(where, value,
+                         "expected 1/0, true/false, yes/no, on/off");
+        }
+        *(int *) ((char *) s + st->offset) = b;
+        return;
+    }
+}
+
+
+static void
+settings_bad(const char *where, const char *value, const char *why)
+{
+    fprintf(stderr, "activity-worker: invalid value \"%s\" for %s: %s\n",
+            value, where, why);
+    exit(2);
+}
+
+
+static const setting_t *
+settings_find(const char *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < SETTINGS_N; i++) {
+        if (strlen(settings_table[i].name) == len
+            && strncmp(settings_table[i].name, name, len) == 0)
+        {
+            return &settings_table[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+settings_parse_bool(const char *v, int *out)
+{
+    static const char *const  yes[] = { "1", "true", "yes", "on" };
+    static const char *const  no[] = { "0", "false", "no", "off" };
+    size_t                    i;
+
+    for (i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+static void
+settings_usage(FILE *f)
+{
+    const setting_t  *st;
+    char              left[64];
+    size_t            i;
+
+    fprintf(f,
+        "usage: activity-worker [options]\n"
+        "\n"
+        "Moves activity events from a Redis list into PostgreSQL.\n"
+        "Each option may also be set through the environment variable\n"
+        "shown; a flag wins over the environment.\n"
+        "\n");
+
+    for (i = 0; i < SETTINGS_N; i++) {
+        st = &settings_table[i];
+
+        if (st->meta != NULL) {
+            snprintf(left, sizeof(left), "--%s %s", st->name, st->meta);
+        } else {
+            snprintf(left, sizeof(left), "--%s", st->name);
+        }
+
+        fprintf(f, "  %-26s %s\n", left, st->help);
+        fprintf(f, "  %-26s env %s", "", st->env);
+        if (st->type != SET_BOOL) {
+            fprintf(f, ", default %s", st->def ? st->def : "(see above)");
+        }
+        fprintf(f, "\n");
+    }
+
+    fprintf(f, "  %-26s %s\n", "--help", "print this help and exit");
+}

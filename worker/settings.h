@@ -1,0 +1,42 @@
+/*
+ * activity-worker: settings from flags, environment and defaults.
+ */
+
+#ifndef ACTIVITY_SETTINGS_H
+#define ACTIVITY_SETTINGS_H
+
+
+#ifndef ACTIVITY_SQL_DIR
+#define ACTIVITY_SQL_DIR  "/usr/share/activity-worker/sql"
+#endif
+
+
+typedef struct {
+    char  *redis_url;
+    char  *pg_conninfo;
+    char  *queue;
+    char  *dead_key;
+    char  *worker_id;
+    char  *sql_dir;
+    char  *log_level;
+    int    batch;
+    int    flush_ms;
+    int    retain_days;
+    int    partitions_ahead;
+    int    migrate;
+} settings_t;
+
+
+/*
+ * Fill s from, in rising precedence: built-in defaults, ACTIVITY_*
+ * environment variables, command-line flags. --help prints the table and
+ * exits 0; a bad flag or value prints why and exits 2.
+ */
+void settings_load(settings_t *s, int argc, char **argv);
+
+/* Exit 2 with a message about a setting that parsed but is unusable. */
+void settings_fail(const char *flag, const char *value, const char *why)
+    __attribute__((noreturn));
+
+
+#endif /* ACTIVITY_SETTINGS_H */

@@ -1,0 +1,21 @@
+/*
+ * activity-worker: shutdown signals.
+ */
+
+#ifndef ACTIVITY_SIGNALS_H
+#define ACTIVITY_SIGNALS_H
+
+
+/*
+ * SIGTERM / SIGINT: the first asks the loop to finish the batch in hand
+ * and exit; a second exits at once (the processing list still holds the
+ * batch, so nothing is lost). SIGPIPE is ignored: a dropped Redis socket
+ * must surface as a write error, not kill the process.
+ */
+void signals_install(void);
+
+/* Non-zero once a stop was requested. */
+int signals_stop_requested(void);
+
+
+#endif /* ACTIVITY_SIGNALS_H */
