@@ -1,7 +1,7 @@
 
 /*
- * Events as JSON (the event contract of ARCHITECTURE.md), built with
- * jansson: ids are UUIDv7, timestamps ISO-8601 UTC with milliseconds.
+ * Events as JSON (the event contract of ARCHITECTURE.md): ids are UUIDv7,
+ * timestamps ISO-8601 UTC with milliseconds.
  */
 
 
@@ -11,9 +11,6 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-
-
-typedef struct ngx_http_activity_event_s  ngx_http_activity_event_t;
 
 
 /* the facts of one request; strings need not be valid UTF-8 */
@@ -32,11 +29,10 @@ typedef struct {
 } ngx_http_activity_facts_t;
 
 
-ngx_http_activity_event_t *ngx_http_activity_event_create(
-    ngx_http_activity_facts_t *facts, ngx_log_t *log);
-u_char *ngx_http_activity_event_encode(ngx_http_activity_event_t *ev,
-    ngx_str_t *type, size_t *len);
-void ngx_http_activity_event_free(ngx_http_activity_event_t *ev);
+ngx_int_t ngx_http_activity_event_body(ngx_pool_t *pool,
+    ngx_http_activity_facts_t *f, ngx_str_t *body);
+ngx_int_t ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
+    ngx_http_activity_facts_t *f, ngx_str_t *body, ngx_str_t *json);
 
 
 #endif /* _NGX_HTTP_ACTIVITY_EVENT_H_INCLUDED_ */

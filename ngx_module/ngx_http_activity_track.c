@@ -35,13 +35,11 @@ static ngx_str_t  ngx_http_activity_api_call = ngx_string("API_CALL");
 ngx_int_t
 ngx_http_activity_log_handler(ngx_http_request_t *r)
 {
-    u_char                         *json;
-    size_t                          len;
+    ngx_str_t                       body, json;
     ngx_str_t                      *types[NGX_HTTP_ACTIVITY_MAX_EVENTS];
     ngx_uint_t                      i, n, status;
     ngx_http_activity_rule_t       *rules;
     ngx_http_activity_facts_t       facts;
-    ngx_http_activity_event_t      *ev;
     ngx_http_activity_loc_conf_t   *alcf;
     ngx_http_activity_main_conf_t  *amcf;
 
@@ -82,27 +80,23 @@ ngx_http_activity_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    if (ngx_http_activity_facts(r, alcf, status, &facts) != NGX_OK) {
-        return NGX_OK;
-    }
-
-    ev = ngx_http_activity_event_create(&facts, r->connection->log);
-    if (ev == NULL) {
+    if (ngx_http_activity_facts(r, alcf, status, &facts) != NGX_OK
+        || ngx_http_activity_event_body(r->pool, &facts, &body) != NGX_OK)
+    {
         return NGX_OK;
     }
 
     for (i = 0; i < n; i++) {
-        json = ngx_http_activity_event_encode(ev, types[i], &len);
-        if (json == NULL) {
+        if (ngx_http_activity_event_encode(r->pool, types[i], &facts, &body,
+                                           &json)
+            != NGX_OK)
+        {
             break;
         }
 
-        (void) ngx_http_activity_queue_push(amcf->queue_state, json, len);
-
-        ngx_free(json);
+        (void) ngx_http_activity_queue_push(amcf->queue_state, json.data,
+                                            json.len);
     }
-
-    ngx_http_activity_event_free(ev);
 
     return NGX_OK;
 }
