@@ -37,7 +37,7 @@
 
 #define CONSUMER_STORE_RETRY_MS   2000
 #define CONSUMER_BACKOFF_MIN_MS   250
-#define CONSUMER_BACKOFF_MAX_MS   5000
+#define CONSUMER_BACKOFF_MAX_MS   2000
 #define CONSUMER_SUMMARY_MS       (60 * 1000)
 
 /* first pipelined LMOVE round; doubles while the queue keeps giving */
@@ -67,6 +67,7 @@ typedef struct {
     redisContext          *rc;
     char                  *proc_key;
     int                    redis_down;     /* an outage is being logged */
+    int                    redis_seen;     /* "connected" was logged */
     int64_t                backoff_ms;
 
     item_t                *items;          /* oldest first */
@@ -82,6 +83,8 @@ typedef struct {
 
 
 static int consumer_connect(consumer_t *c);
+static void consumer_redis_ok(consumer_t *c);
+static void consumer_backoff(consumer_t *c);
 static void consumer_redis_lost(consumer_t *c, const char *err);
 static int consumer_recover(consumer_t *c, char *err, size_t errlen);
 static int consumer_collect(consumer_t *c, char *err, size_t errlen);
@@ -128,9 +131,7 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
         consumer_summary(&c, 0);
 
         if (c.rc == NULL && consumer_connect(&c) != 0) {
-            (void) time_sleep_ms(c.backoff_ms);
-            c.backoff_ms = c.backoff_ms * 2 > CONSUMER_BACKOFF_MAX_MS
-                           ? CONSUMER_BACKOFF_MAX_MS : c.backoff_ms * 2;
+            consumer_backoff(&c);
             continue;
         }
 
@@ -144,10 +145,15 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
             consumer_items_clear(&c);
             consumer_redis_lost(&c, err);
             need_recover = 1;
+            consumer_backoff(&c);
             continue;
         }
 
-        need_recover = 0;
+        if (need_recover) {
+            /* a command went through: only now is Redis back */
+            consumer_redis_ok(&c);
+            need_recover = 0;
+        }
 
         if (c.n == 0) {
             continue;
@@ -158,6 +164,7 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
 
         if (pr == PROCESS_REDIS_LOST) {
             need_recover = 1;
+            consumer_backoff(&c);
         } else if (pr == PROCESS_STOPPED) {
             break;
         }
@@ -175,42 +182,67 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
 }
 
 
+/*
+ * Connect. Success is not announced here: a server that accepts the
+ * connection and then fails every command (loading, auth, a full disk)
+ * must not flap between "connected" and "unavailable" in the log.
+ */
 static int
 consumer_connect(consumer_t *c)
 {
-    char  where[300], err[512], qw[320], qe[600];
+    char  err[512];
 
     c->rc = redis_open(c->target, CONSUMER_SOCKET_MS, err, sizeof(err));
 
     if (c->rc == NULL) {
-        if (!c->redis_down) {
-            redis_target_describe(c->target, where, sizeof(where));
-            log_error("redis unavailable", "redis=%s err=%s",
-                      log_quote(qw, sizeof(qw), where),
-                      log_quote(qe, sizeof(qe), err));
-            c->redis_down = 1;
-        }
+        consumer_redis_lost(c, err);
         return -1;
     }
 
-    log_info("redis connected", "redis=%s queue=%s processing=%s",
-             redis_target_describe(c->target, where, sizeof(where)),
-             c->settings->queue, c->proc_key);
-
-    c->redis_down = 0;
-    c->backoff_ms = CONSUMER_BACKOFF_MIN_MS;
     return 0;
 }
 
 
+/* The first command after a (re)connect succeeded. */
+static void
+consumer_redis_ok(consumer_t *c)
+{
+    char  where[300];
+
+    if (c->redis_down || !c->redis_seen) {
+        log_info("redis connected", "redis=%s queue=%s processing=%s",
+                 redis_target_describe(c->target, where, sizeof(where)),
+                 c->settings->queue, c->proc_key);
+    }
+
+    c->redis_down = 0;
+    c->redis_seen = 1;
+    c->backoff_ms = CONSUMER_BACKOFF_MIN_MS;
+}
+
+
+/* Wait before the next attempt: 250 ms doubling up to 2 s. */
+static void
+consumer_backoff(consumer_t *c)
+{
+    (void) time_sleep_ms(c->backoff_ms);
+
+    c->backoff_ms = c->backoff_ms * 2 > CONSUMER_BACKOFF_MAX_MS
+                    ? CONSUMER_BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+
+/* Log the first failure of an outage only; drop the context. */
 static void
 consumer_redis_lost(consumer_t *c, const char *err)
 {
-    char  q[600];
+    char  where[300], qw[320], qe[600];
 
     if (!c->redis_down) {
-        log_error("redis unavailable", "err=%s",
-                  log_quote(q, sizeof(q), err));
+        redis_target_describe(c->target, where, sizeof(where));
+        log_error("redis unavailable", "redis=%s err=%s",
+                  log_quote(qw, sizeof(qw), where),
+                  log_quote(qe, sizeof(qe), err));
         c->redis_down = 1;
     }
 

@@ -16,7 +16,7 @@
 
 
 #define DB_BACKOFF_MIN_MS  250
-#define DB_BACKOFF_MAX_MS  5000
+#define DB_BACKOFF_MAX_MS  2000
 
 
 struct db_s {

@@ -178,8 +178,16 @@ redis_open(const redis_target_t *t, int sock_timeout_ms, char *err,
         return NULL;
     }
 
-    /* notice a silently dead peer (NAT, failover) even when idle */
-    (void) redisEnableKeepAlive(c);
+    /*
+     * Notice a silently dead peer (NAT, failover) even when idle. TCP
+     * only: on a unix socket it fails and hiredis would mark the whole
+     * context as broken.
+     */
+    if (t->path == NULL && redisEnableKeepAlive(c) != REDIS_OK) {
+        snprintf(err, errlen, "cannot enable keepalive: %s", c->errstr);
+        redisFree(c);
+        return NULL;
+    }
 
     if (t->password != NULL) {
         if (t->user != NULL) {
