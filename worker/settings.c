@@ -44,6 +44,7 @@ static void settings_bad(const char *where, const char *value,
 static const setting_t *settings_find(const char *name, size_t len);
 static void settings_usage(FILE *f);
 static int settings_parse_bool(const char *v, int *out);
+static void settings_wrap(FILE *f, const char *left, const char *text);
 
 
 #define OFF(field)  offsetof(settings_t, field)
@@ -327,13 +328,44 @@ settings_usage(FILE *f)
             snprintf(left, sizeof(left), "--%s", st->name);
         }
 
-        fprintf(f, "  %-26s %s\n", left, st->help);
-        fprintf(f, "  %-26s env %s", "", st->env);
+        settings_wrap(f, left, st->help);
+        fprintf(f, "  %-26s env %s\n", "", st->env);
         if (st->type != SET_BOOL) {
-            fprintf(f, ", default %s", st->def ? st->def : "(see above)");
+            fprintf(f, "  %-26s default %s\n", "",
+                    st->def ? st->def : "(see above)");
         }
-        fprintf(f, "\n");
     }
 
     fprintf(f, "  %-26s %s\n", "--help", "print this help and exit");
+}
+
+
+/* Print text beside left, word-wrapped to stay within 80 columns. */
+static void
+settings_wrap(FILE *f, const char *left, const char *text)
+{
+    const char  *p, *end, *brk;
+    size_t       width;
+
+    width = 80 - 2 - 26 - 1;
+    p = text;
+
+    do {
+        end = p + strlen(p);
+        if ((size_t) (end - p) > width) {
+            brk = p + width;
+            while (brk > p && *brk != ' ') {
+                brk--;
+            }
+            end = brk > p ? brk : p + width;
+        }
+
+        fprintf(f, "  %-26s %.*s\n", left, (int) (end - p), p);
+        left = "";
+
+        p = end;
+        while (*p == ' ') {
+            p++;
+        }
+    } while (*p != '\0');
 }
