@@ -26,6 +26,8 @@
 
 
 static void main_validate(const settings_t *s, redis_target_t *target);
+static int main_exit(int rc, settings_t *s, redis_target_t *target,
+    db_t *db);
 
 
 int
@@ -46,7 +48,7 @@ main(int argc, char **argv)
     db = db_new(s.pg_conninfo);
     if (db == NULL) {
         log_error("out of memory", NULL);
-        return 1;
+        return main_exit(1, &s, &target, NULL);
     }
 
     if (s.migrate) {
@@ -55,8 +57,7 @@ main(int argc, char **argv)
 
         /* a one-shot command: fail fast rather than wait for the server */
         rc = migrate_run(db, s.sql_dir) == 0 ? 0 : 1;
-        db_free(db);
-        return rc;
+        return main_exit(rc, &s, &target, db);
     }
 
     log_info("starting", "id=%s pid=%d redis=%s queue=%s batch=%d"
@@ -67,8 +68,7 @@ main(int argc, char **argv)
     /* a daemon may start before its database: wait for it, calmly */
     if (db_wait(db) == NULL) {
         log_info("stopped", "reason=signal");
-        db_free(db);
-        return 0;
+        return main_exit(0, &s, &target, db);
     }
 
     pending = migrate_pending(db, s.sql_dir);
@@ -80,8 +80,7 @@ main(int argc, char **argv)
             fprintf(stderr, "activity-worker: %d migration(s) pending;"
                     " run activity-worker --migrate first\n", pending);
         }
-        db_free(db);
-        return 1;
+        return main_exit(1, &s, &target, db);
     }
 
     partitions_init(&parts, db, s.partitions_ahead, s.retain_days);
@@ -89,7 +88,17 @@ main(int argc, char **argv)
     rc = consumer_run(&s, &target, db, &parts);
 
     log_info("stopped", "reason=signal");
+    return main_exit(rc, &s, &target, db);
+}
+
+
+/* Release everything, so a sanitizer build reports only real leaks. */
+static int
+main_exit(int rc, settings_t *s, redis_target_t *target, db_t *db)
+{
     db_free(db);
+    redis_target_free(target);
+    settings_free(s);
     return rc;
 }
 

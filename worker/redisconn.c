@@ -130,6 +130,17 @@ redis_target_parse(redis_target_t *t, const char *url, char *err,
 }
 
 
+void
+redis_target_free(redis_target_t *t)
+{
+    free(t->host);
+    free(t->path);
+    free(t->user);
+    free(t->password);
+    memset(t, 0, sizeof(*t));
+}
+
+
 const char *
 redis_target_describe(const redis_target_t *t, char *buf, size_t size)
 {

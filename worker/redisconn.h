@@ -28,6 +28,8 @@ typedef struct {
 int redis_target_parse(redis_target_t *t, const char *url, char *err,
     size_t errlen);
 
+void redis_target_free(redis_target_t *t);
+
 /* "127.0.0.1:6379/0" or "unix:/path": never the password, for logs. */
 const char *redis_target_describe(const redis_target_t *t, char *buf,
     size_t size);

@@ -195,6 +195,21 @@ settings_load(settings_t *s, int argc, char **argv)
 
 
 void
+settings_free(settings_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < SETTINGS_N; i++) {
+        if (settings_table[i].type == SET_STRING) {
+            free(*(char **) ((char *) s + settings_table[i].offset));
+        }
+    }
+
+    memset(s, 0, sizeof(*s));
+}
+
+
+void
 settings_fail(const char *flag, const char *value, const char *why)
 {
     char  where[64];

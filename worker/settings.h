@@ -34,6 +34,9 @@ typedef struct {
  */
 void settings_load(settings_t *s, int argc, char **argv);
 
+/* Release the strings settings_load() made. */
+void settings_free(settings_t *s);
+
 /* Exit 2 with a message about a setting that parsed but is unusable. */
 void settings_fail(const char *flag, const char *value, const char *why)
     __attribute__((noreturn));
