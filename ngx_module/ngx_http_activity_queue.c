@@ -25,7 +25,10 @@
 
 
 /* arguments of one LPUSH; a flush may issue several, in one write */
-#define NGX_HTTP_ACTIVITY_LPUSH_MAX   512
+#define NGX_HTTP_ACTIVITY_LPUSH_MAX     512
+
+/* a Redis that takes longer to answer is treated as gone */
+#define NGX_HTTP_ACTIVITY_REPLY_TIMEOUT 5000
 
 
 typedef struct ngx_http_activity_entry_s  ngx_http_activity_entry_t;
@@ -55,6 +58,7 @@ struct ngx_http_activity_queue_s {
     time_t                       drop_reported;
 
     ngx_event_t                  flush;
+    ngx_event_t                  reply_timer;
 
     const char                  *argv[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
     size_t                       argvlen[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
@@ -65,6 +69,7 @@ struct ngx_http_activity_queue_s {
 
 static void ngx_http_activity_queue_flush(ngx_event_t *ev);
 static void ngx_http_activity_queue_send(ngx_http_activity_queue_t *q);
+static void ngx_http_activity_queue_reply_timeout(ngx_event_t *ev);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
@@ -92,6 +97,11 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->flush.handler = ngx_http_activity_queue_flush;
     q->flush.data = q;
     q->flush.log = cycle->log;
+
+    q->reply_timer.handler = ngx_http_activity_queue_reply_timeout;
+    q->reply_timer.data = q;
+    q->reply_timer.log = cycle->log;
+    q->reply_timer.cancelable = 1;
 
     ngx_http_activity_redis_init(&q->redis, &amcf->redis, cycle->log,
                                  "event queue");
@@ -177,6 +187,10 @@ ngx_http_activity_queue_destroy(ngx_http_activity_queue_t *q)
 
     ngx_http_activity_queue_report_drops(q);
 
+    if (q->reply_timer.timer_set) {
+        ngx_del_timer(&q->reply_timer);
+    }
+
     ngx_http_activity_redis_close(&q->redis);
 
     for (e = q->head; e; e = next) {
@@ -249,7 +263,29 @@ ngx_http_activity_queue_send(ngx_http_activity_queue_t *q)
         q->in_flight++;
     }
 
+    if (q->in_flight && !q->reply_timer.timer_set) {
+        ngx_add_timer(&q->reply_timer, NGX_HTTP_ACTIVITY_REPLY_TIMEOUT);
+    }
+
     ngx_http_activity_redis_send(&q->redis);
+}
+
+
+static void
+ngx_http_activity_queue_reply_timeout(ngx_event_t *ev)
+{
+    ngx_http_activity_queue_t  *q = ev->data;
+
+    if (q->in_flight == 0 || !q->redis.ready) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                  "activity: redis \"%V\" did not answer LPUSH within %Mms",
+                  &q->redis.addr->url,
+                  (ngx_msec_t) NGX_HTTP_ACTIVITY_REPLY_TIMEOUT);
+
+    ngx_http_activity_redis_drop(&q->redis);
 }
 
 
@@ -301,7 +337,15 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         q->last = &q->head;
     }
 
-    if (--q->in_flight == 0 && q->unsent && !q->flush.posted) {
+    if (--q->in_flight) {
+        return;
+    }
+
+    if (q->reply_timer.timer_set) {
+        ngx_del_timer(&q->reply_timer);
+    }
+
+    if (q->unsent && !q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
     }
 }
@@ -340,6 +384,10 @@ ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd)
     q->unsent = q->head;
     q->in_flight = 0;
     q->broken = 0;
+
+    if (q->reply_timer.timer_set) {
+        ngx_del_timer(&q->reply_timer);
+    }
 }
 
 
