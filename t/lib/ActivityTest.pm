@@ -37,6 +37,7 @@ use Cwd qw(abs_path);
 use Digest::SHA qw(hmac_sha256);
 use Exporter qw(import);
 use File::Basename qw(basename dirname);
+use File::Copy qw(copy);
 use File::Path qw(make_path rmtree);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
@@ -86,7 +87,17 @@ sub new {
     my $dir = tempdir("activity-$name-XXXXXX", DIR => $base, CLEANUP => 0);
     chmod 0755, $dir;
 
+    # Snapshots of the build artefacts: a rebuild while tests run then
+    # cannot change (or, overwriting a mapped .so, crash) what they test.
+    my %bin = %BIN;
+    for my $b (grep { $needs{$_} } qw(module worker)) {
+        $bin{$b} = "$dir/" . basename($BIN{$b});
+        copy($BIN{$b}, $bin{$b}) or BAIL_OUT("copy $BIN{$b}: $!");
+        chmod 0755, $bin{$b};
+    }
+
     my $self = bless {
+        bin     => \%bin,
         dir     => $dir,
         ports   => {},
         procs   => {},
@@ -533,7 +544,7 @@ sub row_count {
 
 sub _worker_cmd {
     my ($self, $id, @extra) = @_;
-    return ($BIN{worker},
+    return ($self->{bin}{worker},
         '--redis', $self->redis_url,
         '--pg', $self->pg_url,
         '--queue', $self->{queue},
@@ -623,7 +634,7 @@ sub expand_conf {
     my $d = $self->{dir};
 
     my $globals = <<"EOF";
-load_module $BIN{module};
+load_module $self->{bin}{module};
 pid $d/nginx.pid;
 error_log $d/error.log info;
 daemon off;
@@ -635,7 +646,7 @@ EOF
 
     $text =~ s/%%GLOBALS%%/$globals/g;
     $text =~ s/%%GLOBALS_HTTP%%/$http/g;
-    $text =~ s/%%MODULE%%/$BIN{module}/g;
+    $text =~ s/%%MODULE%%/$self->{bin}{module}/g;
     $text =~ s/%%TESTDIR%%/$d/g;
     $text =~ s/%%REDIS_PORT%%/$self->redis_port/ge;
     $text =~ s/%%PG_PORT%%/$self->pg_port/ge;
