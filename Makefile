@@ -67,11 +67,12 @@ $(NGX_BUILD)/Makefile: config
 
 $(BUILD)/ngx_http_activity_module.so: $(NGX_BUILD)/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -f $(NGX_BUILD)/Makefile -C $(NGX_SRC) modules
-	cp $(NGX_BUILD)/ngx_http_activity_module.so $@
+	@# a new inode: a running nginx keeps its mapping of the old file
+	cp $(NGX_BUILD)/ngx_http_activity_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(W_CFLAGS) -o $@ $(WORKER_SRCS) $(W_LIBS)
+	$(CC) $(W_CFLAGS) -o $@.tmp $(WORKER_SRCS) $(W_LIBS) && mv -f $@.tmp $@
 
 test: deps-test all
 	prove -r t/
