@@ -97,6 +97,7 @@ sub new {
     }
 
     my $self = bless {
+        owner   => $$,
         bin     => \%bin,
         dir     => $dir,
         ports   => {},
@@ -817,7 +818,8 @@ sub _cleanup {
 END {
     my $status = $?;
     for my $t (@INSTANCES) {
-        next if $t->{cleaned};
+        # not in a child process a test forked
+        next if $t->{cleaned} || $t->{owner} != $$;
         $t->_report unless $t->{done};
         eval { $t->_cleanup };
     }
