@@ -9,6 +9,8 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use HTTP::Tiny;
+use POSIX ();
 use Test::More;
 use ActivityTest qw(wait_for jwt_hs256);
 
@@ -16,6 +18,8 @@ my $t = ActivityTest->new(needs => [qw(module redis pg worker)]);
 
 $t->write_conf(<<'EOF');
 %%GLOBALS%%
+worker_processes 2;
+
 http {
     %%GLOBALS_HTTP%%
 
@@ -52,9 +56,12 @@ $t->nginx_start;
 my $token = jwt_hs256('pipeline-secret', { sub => '42', exp => time + 3600 });
 
 my $n = 1000;
-my (%expected, %status_ok);
+my $clients = 4;
+my %expected;
 
-for my $i (0 .. $n - 1) {
+# request $i: method, path, endpoint, status, user
+sub request_of {
+    my ($i) = @_;
     my $method = $i % 2 ? 'POST' : 'GET';
     my ($path, $endpoint, $status) = $i % 5 == 0
         ? ('/items', '/items', 201)
@@ -62,20 +69,51 @@ for my $i (0 .. $n - 1) {
         ? ("/api/orders?page=$i", '/api/orders', 200)
         : ('/api/users/7', '/api/users/7', 200);
     my $user = $i % 4 == 0 ? '42' : undef;
+    return ($method, $path, $endpoint, $status, $user);
+}
 
-    my $r = $t->http($method => $path,
-        headers => $user ? { Authorization => "Bearer $token" } : {},
-        # a body only now and then: HTTP::Tiny writes it apart from the
-        # headers, which costs a delayed ACK each time
-        content => $method eq 'POST' ? ($i % 50 == 1 ? '{"n":1}' : '')
-            : undef);
-    $status_ok{ $r->{status} == $status ? 'ok' : "$path: $r->{status}" }++;
-
+for my $i (0 .. $n - 1) {
+    my ($method, undef, $endpoint, $status, $user) = request_of($i);
     $expected{ join '|', 'API_CALL', $user // 'null', $method, $endpoint,
         $status }++;
 }
 
-is_deeply(\%status_ok, { ok => $n }, "$n requests answered");
+# Client $c sends every $clients-th request; returns how many answers
+# were not the expected status.
+sub client {
+    my ($c) = @_;
+    my $ua = HTTP::Tiny->new(agent => 'activity-test/1.0', timeout => 10);
+    my $bad = 0;
+    for (my $i = $c; $i < $n; $i += $clients) {
+        my ($method, $path, undef, $status, $user) = request_of($i);
+        my $r = $t->http($method => $path, ua => $ua,
+            headers => $user ? { Authorization => "Bearer $token" } : {},
+            # a body only now and then: HTTP::Tiny writes it apart from
+            # the headers, which costs a delayed ACK each time
+            content => $method eq 'POST'
+                ? ($i % 50 == 1 ? '{"n":1}' : '') : undef);
+        $bad++ if $r->{status} != $status;
+    }
+    return $bad;
+}
+
+# $clients concurrent clients, so both nginx worker processes see
+# traffic; each exits with its client() result.
+my @pids;
+for my $c (0 .. $clients - 1) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $bad = eval { client($c) } // 255;
+        POSIX::_exit($bad > 255 ? 255 : $bad);
+    }
+    push @pids, $pid;
+}
+my $bad = 0;
+for my $pid (@pids) {
+    waitpid($pid, 0);
+    $bad += $? >> 8;
+}
+is($bad, 0, "$n requests from $clients clients answered as expected");
 
 $t->http(GET => '/untracked') for 1 .. 10;
 
