@@ -1,9 +1,8 @@
 
 /*
- * The user of a request from its bearer token: the "sub" claim of an
- * HS256 JWT that verifies with activity_jwt_secret and is in its validity
- * window.  Anything else (no token, another algorithm, a bad signature,
- * expired) yields no user: tracking never refuses a request.
+ * JWT checks: signature with the configured key and algorithm only,
+ * validity window ("exp", "nbf"), and role ("role" string or "roles"
+ * array).  libjwt verifies signatures; it checks no claims at all.
  */
 
 
@@ -11,95 +10,17 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <errno.h>
-#include <jwt.h>
+#include <jansson.h>
 
 #include "ngx_http_activity_jwt.h"
 
 
-#define NGX_HTTP_ACTIVITY_JWT_MAX_LEN   8192
-
-
-static ngx_int_t ngx_http_activity_jwt_bearer(ngx_http_request_t *r,
-    ngx_str_t *token);
-static ngx_int_t ngx_http_activity_jwt_in_time(jwt_t *jwt, time_t now);
+static ngx_int_t ngx_http_activity_jwt_has_role(jwt_t *jwt, ngx_str_t *role);
+static ngx_int_t ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool,
+    ngx_str_t *sub);
 
 
 ngx_int_t
-ngx_http_activity_jwt_subject(ngx_http_request_t *r, ngx_str_t *secret,
-    ngx_str_t *sub)
-{
-    long         n;
-    jwt_t       *jwt;
-    u_char      *token;
-    ngx_str_t    bearer;
-    const char  *s;
-
-    if (secret->len == 0
-        || ngx_http_activity_jwt_bearer(r, &bearer) != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    token = ngx_pnalloc(r->pool, bearer.len + 1);
-    if (token == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_cpystrn(token, bearer.data, bearer.len + 1);
-
-    if (jwt_decode(&jwt, (char *) token, secret->data, secret->len) != 0) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "activity: bearer token does not verify");
-        return NGX_DECLINED;
-    }
-
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256
-        || !ngx_http_activity_jwt_in_time(jwt, ngx_time()))
-    {
-        jwt_free(jwt);
-        return NGX_DECLINED;
-    }
-
-    s = jwt_get_grant(jwt, "sub");
-
-    if (s != NULL) {
-        sub->len = ngx_strlen(s);
-        sub->data = ngx_pnalloc(r->pool, sub->len);
-        if (sub->data == NULL) {
-            jwt_free(jwt);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(sub->data, s, sub->len);
-
-    } else {
-
-        /* a numeric "sub" is not what RFC 7519 says, but common */
-
-        errno = 0;
-        n = jwt_get_grant_int(jwt, "sub");
-
-        if (errno != 0) {
-            jwt_free(jwt);
-            return NGX_DECLINED;
-        }
-
-        sub->data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (sub->data == NULL) {
-            jwt_free(jwt);
-            return NGX_ERROR;
-        }
-
-        sub->len = ngx_sprintf(sub->data, "%l", n) - sub->data;
-    }
-
-    jwt_free(jwt);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_activity_jwt_bearer(ngx_http_request_t *r, ngx_str_t *token)
 {
     ngx_str_t  *h;
@@ -111,7 +32,6 @@ ngx_http_activity_jwt_bearer(ngx_http_request_t *r, ngx_str_t *token)
     h = &r->headers_in.authorization->value;
 
     if (h->len <= sizeof("Bearer ") - 1
-        || h->len > NGX_HTTP_ACTIVITY_JWT_MAX_LEN
         || ngx_strncasecmp(h->data, (u_char *) "Bearer ", 7) != 0)
     {
         return NGX_DECLINED;
@@ -129,26 +49,219 @@ ngx_http_activity_jwt_bearer(ngx_http_request_t *r, ngx_str_t *token)
 }
 
 
-/* "exp" and "nbf" are optional; libjwt checks neither */
+/*
+ * NGX_OK: the token verifies and carries the role (when one is asked);
+ * NGX_DECLINED: refused, claims->status and claims->reason say why;
+ * NGX_ERROR: out of memory.
+ */
 
-static ngx_int_t
-ngx_http_activity_jwt_in_time(jwt_t *jwt, time_t now)
+ngx_int_t
+ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
+    ngx_str_t *token, ngx_str_t *role, ngx_pool_t *pool,
+    ngx_http_activity_jwt_claims_t *claims)
 {
-    long  t;
+    long     t;
+    jwt_t   *jwt;
+    u_char  *text;
+    time_t   now;
+
+    ngx_memzero(claims, sizeof(ngx_http_activity_jwt_claims_t));
+    claims->status = NGX_HTTP_UNAUTHORIZED;
+
+    if (key->alg == JWT_ALG_NONE || key->key.len == 0) {
+        claims->reason = "no key configured";
+        return NGX_DECLINED;
+    }
+
+    if (token->len == 0) {
+        claims->reason = "no token";
+        return NGX_DECLINED;
+    }
+
+    if (token->len > NGX_HTTP_ACTIVITY_JWT_MAX_LEN) {
+        claims->reason = "token too long";
+        return NGX_DECLINED;
+    }
+
+    text = ngx_pnalloc(pool, token->len + 1);
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cpystrn(text, token->data, token->len + 1);
+
+    /* a key is always passed: without one libjwt accepts "alg": "none" */
+
+    if (jwt_decode(&jwt, (char *) text, key->key.data, key->key.len) != 0) {
+        claims->reason = "invalid token";
+        return NGX_DECLINED;
+    }
+
+    if (jwt_get_alg(jwt) != key->alg) {
+        claims->reason = "wrong algorithm";
+        goto refused;
+    }
+
+    now = ngx_time();
 
     errno = 0;
     t = jwt_get_grant_int(jwt, "exp");
 
-    if (errno == 0 && now >= t) {
-        return 0;
+    if (errno == 0) {
+        if (now >= t + NGX_HTTP_ACTIVITY_JWT_LEEWAY) {
+            claims->reason = "token expired";
+            goto refused;
+        }
+
+        claims->exp = t;
     }
 
     errno = 0;
     t = jwt_get_grant_int(jwt, "nbf");
 
-    if (errno == 0 && now < t) {
+    if (errno == 0 && now + NGX_HTTP_ACTIVITY_JWT_LEEWAY < t) {
+        claims->reason = "token not yet valid";
+        goto refused;
+    }
+
+    if (ngx_http_activity_jwt_copy_sub(jwt, pool, &claims->sub) != NGX_OK) {
+        jwt_free(jwt);
+        return NGX_ERROR;
+    }
+
+    if (role && role->len && !ngx_http_activity_jwt_has_role(jwt, role)) {
+        claims->status = NGX_HTTP_FORBIDDEN;
+        claims->reason = "missing role";
+        goto refused;
+    }
+
+    jwt_free(jwt);
+
+    return NGX_OK;
+
+refused:
+
+    jwt_free(jwt);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The user of a tracked request: the "sub" of a bearer token that
+ * verifies.  Anything else yields no user: tracking never refuses.
+ */
+
+ngx_int_t
+ngx_http_activity_jwt_subject(ngx_http_request_t *r,
+    ngx_http_activity_jwt_key_t *key, ngx_str_t *sub)
+{
+    ngx_str_t                        token;
+    ngx_http_activity_jwt_claims_t   claims;
+
+    if (key->alg == JWT_ALG_NONE
+        || ngx_http_activity_jwt_bearer(r, &token) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_activity_jwt_verify(key, &token, NULL, r->pool, &claims)
+        != NGX_OK)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "activity: bearer token ignored: %s", claims.reason);
+        return NGX_DECLINED;
+    }
+
+    if (claims.sub.data == NULL) {
+        return NGX_DECLINED;
+    }
+
+    *sub = claims.sub;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_jwt_has_role(jwt_t *jwt, ngx_str_t *role)
+{
+    char        *roles;
+    size_t       i;
+    json_t      *array, *item;
+    ngx_int_t    found;
+    const char  *s;
+
+    s = jwt_get_grant(jwt, "role");
+
+    if (s && ngx_strlen(s) == role->len
+        && ngx_strncmp(s, role->data, role->len) == 0)
+    {
+        return 1;
+    }
+
+    roles = jwt_get_grants_json(jwt, "roles");
+    if (roles == NULL) {
         return 0;
     }
 
-    return 1;
+    found = 0;
+    array = json_loads(roles, 0, NULL);
+
+    if (json_is_array(array)) {
+        json_array_foreach(array, i, item) {
+            if (json_is_string(item)
+                && json_string_length(item) == role->len
+                && ngx_strncmp(json_string_value(item), role->data,
+                               role->len) == 0)
+            {
+                found = 1;
+                break;
+            }
+        }
+    }
+
+    json_decref(array);
+    free(roles);
+
+    return found;
+}
+
+
+/* RFC 7519 wants a string; a number is common enough to accept */
+
+static ngx_int_t
+ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool, ngx_str_t *sub)
+{
+    long         n;
+    const char  *s;
+
+    s = jwt_get_grant(jwt, "sub");
+
+    if (s != NULL) {
+        sub->len = ngx_strlen(s);
+        sub->data = ngx_pnalloc(pool, sub->len + 1);
+        if (sub->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(sub->data, s, sub->len + 1);
+        return NGX_OK;
+    }
+
+    errno = 0;
+    n = jwt_get_grant_int(jwt, "sub");
+
+    if (errno != 0) {
+        return NGX_OK;
+    }
+
+    sub->data = ngx_pnalloc(pool, NGX_INT64_LEN + 1);
+    if (sub->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sub->len = ngx_sprintf(sub->data, "%l%Z", n) - sub->data - 1;
+
+    return NGX_OK;
 }

@@ -1,7 +1,8 @@
 
 /*
- * Bearer JWT verification (libjwt), with the algorithm pinned by
- * configuration: libjwt 1.10 trusts the token's own "alg" header.
+ * JWT verification (libjwt) with the algorithm pinned by configuration:
+ * libjwt 1.10 trusts the token's own "alg" header, so the algorithm it
+ * reports is compared with the configured one before anything is used.
  */
 
 
@@ -12,10 +13,36 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <jwt.h>
 
 
+/* seconds of clock skew allowed on "exp" and "nbf" */
+#define NGX_HTTP_ACTIVITY_JWT_LEEWAY   5
+
+#define NGX_HTTP_ACTIVITY_JWT_MAX_LEN  8192
+
+
+typedef struct {
+    jwt_alg_t                   alg;      /* JWT_ALG_NONE: not set */
+    ngx_str_t                   key;      /* HS256 secret or PEM key */
+} ngx_http_activity_jwt_key_t;
+
+
+typedef struct {
+    ngx_str_t                   sub;      /* data NULL: no "sub" */
+    time_t                      exp;      /* 0: no "exp" */
+    ngx_uint_t                  status;   /* 401 or 403 when refused */
+    const char                 *reason;   /* why, for the log */
+} ngx_http_activity_jwt_claims_t;
+
+
+ngx_int_t ngx_http_activity_jwt_bearer(ngx_http_request_t *r,
+    ngx_str_t *token);
+ngx_int_t ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
+    ngx_str_t *token, ngx_str_t *role, ngx_pool_t *pool,
+    ngx_http_activity_jwt_claims_t *claims);
 ngx_int_t ngx_http_activity_jwt_subject(ngx_http_request_t *r,
-    ngx_str_t *secret, ngx_str_t *sub);
+    ngx_http_activity_jwt_key_t *key, ngx_str_t *sub);
 
 
 #endif /* _NGX_HTTP_ACTIVITY_JWT_H_INCLUDED_ */

@@ -10,6 +10,8 @@
 #include <ngx_http.h>
 
 #include "ngx_http_activity_module.h"
+#include "ngx_http_activity_dashboard.h"
+#include "ngx_http_activity_fanout.h"
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_track.h"
 
@@ -17,6 +19,7 @@
 #define NGX_HTTP_ACTIVITY_DEFAULT_BUFFER   (4 * 1024 * 1024)
 #define NGX_HTTP_ACTIVITY_MIN_BUFFER       (64 * 1024)
 #define NGX_HTTP_ACTIVITY_REDIS_PORT       6379
+#define NGX_HTTP_ACTIVITY_MAX_CONNECTIONS  10000
 
 
 typedef struct {
@@ -50,7 +53,28 @@ static char *ngx_http_activity_meta(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_activity_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static ngx_int_t ngx_http_activity_valid_type(ngx_str_t *type);
+
+
+static ngx_conf_num_bounds_t  ngx_http_activity_queue_bounds = {
+    ngx_conf_check_num_bounds, 16, 65536
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_activity_rate_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_activity_connections_bounds = {
+    ngx_conf_check_num_bounds, 1, 10000000
+};
 
 
 static ngx_http_activity_method_t  ngx_http_activity_methods[] = {
@@ -120,8 +144,64 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_activity_jwt_secret,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_activity_loc_conf_t, jwt_secret),
+      0,
       NULL },
+
+    { ngx_string("activity_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_activity_jwt_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_dashboard"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_dashboard,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_dashboard_role"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_role),
+      NULL },
+
+    { ngx_string("activity_dashboard_max_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, max_connections),
+      &ngx_http_activity_connections_bounds },
+
+    { ngx_string("activity_dashboard_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("activity_dashboard_ping_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, ping_timeout),
+      NULL },
+
+    { ngx_string("activity_dashboard_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_queue),
+      &ngx_http_activity_queue_bounds },
+
+    { ngx_string("activity_dashboard_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_rate),
+      &ngx_http_activity_rate_bounds },
 
       ngx_null_command
 };
@@ -177,7 +257,7 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
      */
 
     amcf->buffer_size = NGX_CONF_UNSET_SIZE;
-    amcf->enabled = 0;
+    amcf->max_connections = NGX_CONF_UNSET_UINT;
 
     return amcf;
 }
@@ -204,6 +284,15 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(amcf->buffer_size,
                              NGX_HTTP_ACTIVITY_DEFAULT_BUFFER);
+    ngx_conf_init_uint_value(amcf->max_connections,
+                             NGX_HTTP_ACTIVITY_MAX_CONNECTIONS);
+
+    /* the names the worker publishes under (ARCHITECTURE.md) */
+
+    ngx_str_set(&amcf->events_channel, "dashboard:events");
+    ngx_str_set(&amcf->stats_channel, "dashboard:stats");
+    ngx_str_set(&amcf->recent_key, "dashboard:events:recent");
+    ngx_str_set(&amcf->stats_key, "dashboard:stats");
 
     if (amcf->buffer_size < NGX_HTTP_ACTIVITY_MIN_BUFFER) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -229,10 +318,16 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     conf->jwt_secret = { 0, NULL };
+     *     conf->jwt = { JWT_ALG_NONE, { 0, NULL } };
+     *     conf->dashboard = 0;
+     *     conf->dashboard_role = { 0, NULL };
      */
 
     conf->track = NGX_CONF_UNSET;
+    conf->ping_interval = NGX_CONF_UNSET_MSEC;
+    conf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    conf->dashboard_queue = NGX_CONF_UNSET_UINT;
+    conf->dashboard_rate = NGX_CONF_UNSET_UINT;
     conf->rules = NGX_CONF_UNSET_PTR;
     conf->user = NGX_CONF_UNSET_PTR;
     conf->meta = NGX_CONF_UNSET_PTR;
@@ -253,7 +348,26 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->rules, prev->rules, NULL);
     ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
     ngx_conf_merge_ptr_value(conf->meta, prev->meta, NULL);
-    ngx_conf_merge_str_value(conf->jwt_secret, prev->jwt_secret, "");
+
+    if (conf->jwt.alg == JWT_ALG_NONE) {
+        conf->jwt = prev->jwt;
+    }
+
+    ngx_conf_merge_str_value(conf->dashboard_role, prev->dashboard_role,
+                             "admin");
+    ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
+                              25000);
+    ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout, 20000);
+    ngx_conf_merge_uint_value(conf->dashboard_queue, prev->dashboard_queue,
+                              256);
+    ngx_conf_merge_uint_value(conf->dashboard_rate, prev->dashboard_rate, 20);
+
+    if (conf->dashboard && conf->jwt.alg == JWT_ALG_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_dashboard\" needs a key: set "
+                           "\"activity_jwt_secret\" or \"activity_jwt_key\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->track || conf->rules) {
         amcf = ngx_http_conf_get_module_main_conf(cf,
@@ -268,11 +382,25 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_activity_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_str_t                       name = ngx_string("activity");
     ngx_http_handler_pt            *h;
     ngx_http_core_main_conf_t      *cmcf;
     ngx_http_activity_main_conf_t  *amcf;
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
+
+    if (amcf->dashboards) {
+
+        /* counters of the whole nginx instance, across worker processes */
+
+        amcf->shm_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
+                                               &ngx_http_activity_module);
+        if (amcf->shm_zone == NULL) {
+            return NGX_ERROR;
+        }
+
+        amcf->shm_zone->init = ngx_http_activity_init_zone;
+    }
 
     /* nothing tracked anywhere: cost nothing per request */
 
@@ -306,13 +434,22 @@ ngx_http_activity_init_process(ngx_cycle_t *cycle)
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_activity_module);
-    if (amcf == NULL || !amcf->enabled) {
+    if (amcf == NULL) {
         return NGX_OK;
     }
 
-    amcf->queue_state = ngx_http_activity_queue_create(cycle, amcf);
-    if (amcf->queue_state == NULL) {
-        return NGX_ERROR;
+    if (amcf->enabled) {
+        amcf->queue_state = ngx_http_activity_queue_create(cycle, amcf);
+        if (amcf->queue_state == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (amcf->dashboards) {
+        amcf->fanout_state = ngx_http_activity_fanout_create(cycle, amcf);
+        if (amcf->fanout_state == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -326,12 +463,19 @@ ngx_http_activity_exit_process(ngx_cycle_t *cycle)
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_activity_module);
-    if (amcf == NULL || amcf->queue_state == NULL) {
+    if (amcf == NULL) {
         return;
     }
 
-    ngx_http_activity_queue_destroy(amcf->queue_state);
-    amcf->queue_state = NULL;
+    if (amcf->fanout_state) {
+        ngx_http_activity_fanout_destroy(amcf->fanout_state);
+        amcf->fanout_state = NULL;
+    }
+
+    if (amcf->queue_state) {
+        ngx_http_activity_queue_destroy(amcf->queue_state);
+        amcf->queue_state = NULL;
+    }
 }
 
 
@@ -795,7 +939,13 @@ invalid:
 static char *
 ngx_http_activity_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
     ngx_str_t  *value;
+
+    if (alcf->jwt.alg != JWT_ALG_NONE) {
+        return "is duplicate, or conflicts with \"activity_jwt_key\"";
+    }
 
     value = cf->args->elts;
 
@@ -805,7 +955,179 @@ ngx_http_activity_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return ngx_conf_set_str_slot(cf, cmd, conf);
+    alcf->jwt.alg = JWT_ALG_HS256;
+    alcf->jwt.key = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * activity_jwt_key file [RS256|ES256];  a PEM public key, read now: the
+ * algorithm is pinned here, never taken from a token's header.
+ */
+
+static char *
+ngx_http_activity_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
+    u_char           *buf;
+    ssize_t           n;
+    ngx_str_t        *value, path;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+
+    if (alcf->jwt.alg != JWT_ALG_NONE) {
+        return "is duplicate, or conflicts with \"activity_jwt_secret\"";
+    }
+
+    value = cf->args->elts;
+
+    alcf->jwt.alg = JWT_ALG_RS256;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "RS256") == 0) {
+            alcf->jwt.alg = JWT_ALG_RS256;
+
+        } else if (ngx_strcmp(value[2].data, "ES256") == 0) {
+            alcf->jwt.alg = JWT_ALG_ES256;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid algorithm \"%V\" in "
+                               "\"activity_jwt_key\", expected RS256 or "
+                               "ES256", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = path;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed in "
+                           "\"activity_jwt_key\"", path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) == 0 || ngx_file_size(&fi) > 65536)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "key file \"%s\" in \"activity_jwt_key\" is "
+                           "empty, too large or unreadable", path.data);
+        (void) ngx_close_file(file.fd);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        (void) ngx_close_file(file.fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, ngx_file_size(&fi), 0);
+
+    (void) ngx_close_file(file.fd);
+
+    if (n != ngx_file_size(&fi)) {
+        return NGX_CONF_ERROR;
+    }
+
+    buf[n] = '\0';
+
+    if (ngx_strstr(buf, "-----BEGIN PUBLIC KEY-----") == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%s\" in \"activity_jwt_key\" holds "
+                           "no PEM public key", path.data);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->jwt.key.data = buf;
+    alcf->jwt.key.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
+    ngx_str_t                      *value;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    if (alcf->dashboard) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "socketio") == 0) {
+        alcf->dashboard = NGX_HTTP_ACTIVITY_SOCKETIO;
+
+    } else if (ngx_strcmp(value[1].data, "websocket") == 0) {
+        alcf->dashboard = NGX_HTTP_ACTIVITY_WEBSOCKET;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid protocol \"%V\" in \"activity_dashboard\","
+                           " expected socketio or websocket", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_activity_dashboard_handler;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
+    amcf->dashboards = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_http_activity_shm_t  *shm;
+
+    /* a reload keeps the counters: old workers still hold connections */
+
+    if (data) {
+        shm_zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_activity_shm_t));
+    if (shm == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = shm;
+    shm_zone->data = shm;
+
+    return NGX_OK;
 }
 
 

@@ -12,11 +12,14 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_activity_jwt.h"
+
 
 #define NGX_HTTP_ACTIVITY_TYPE_MAX      64
 
 
 typedef struct ngx_http_activity_queue_s  ngx_http_activity_queue_t;
+typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;
 
 
 typedef struct {
@@ -31,11 +34,26 @@ typedef struct {
 
 
 typedef struct {
+    ngx_atomic_t                     dashboard_connections;
+} ngx_http_activity_shm_t;
+
+
+typedef struct {
     ngx_http_activity_redis_addr_t   redis;
     ngx_str_t                        queue;
     size_t                           buffer_size;
     ngx_flag_t                       enabled;  /* some location emits */
-    ngx_http_activity_queue_t       *queue_state;  /* per worker process */
+    ngx_flag_t                       dashboards;  /* some location serves */
+    ngx_uint_t                       max_connections;
+
+    ngx_str_t                        events_channel;
+    ngx_str_t                        stats_channel;
+    ngx_str_t                        recent_key;
+    ngx_str_t                        stats_key;
+
+    ngx_shm_zone_t                  *shm_zone;
+    ngx_http_activity_queue_t       *queue_state;   /* per worker process */
+    ngx_http_activity_fanout_t      *fanout_state;  /* per worker process */
 } ngx_http_activity_main_conf_t;
 
 
@@ -64,7 +82,14 @@ typedef struct {
     ngx_array_t                *rules;      /* ngx_http_activity_rule_t */
     ngx_http_complex_value_t   *user;
     ngx_array_t                *meta;       /* ngx_http_activity_meta_t */
-    ngx_str_t                   jwt_secret;
+    ngx_http_activity_jwt_key_t  jwt;
+
+    ngx_uint_t                  dashboard;  /* 0, or the protocol */
+    ngx_str_t                   dashboard_role;
+    ngx_msec_t                  ping_interval;
+    ngx_msec_t                  ping_timeout;
+    ngx_uint_t                  dashboard_queue;
+    ngx_uint_t                  dashboard_rate;
 } ngx_http_activity_loc_conf_t;
 
 

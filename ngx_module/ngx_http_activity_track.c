@@ -236,7 +236,7 @@ ngx_http_activity_user(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_activity_jwt_subject(r, &alcf->jwt_secret, user) == NGX_OK) {
+    if (ngx_http_activity_jwt_subject(r, &alcf->jwt, user) == NGX_OK) {
         return;
     }
 

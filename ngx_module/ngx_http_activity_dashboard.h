@@ -1,0 +1,20 @@
+
+/*
+ * The dashboard endpoint: WebSocket upgrade, JWT check, rooms, snapshot,
+ * heartbeats and limits; "socketio" or plain "websocket" protocol.
+ */
+
+
+#ifndef _NGX_HTTP_ACTIVITY_DASHBOARD_H_INCLUDED_
+#define _NGX_HTTP_ACTIVITY_DASHBOARD_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+ngx_int_t ngx_http_activity_dashboard_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_ACTIVITY_DASHBOARD_H_INCLUDED_ */

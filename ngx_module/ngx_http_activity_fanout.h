@@ -1,0 +1,68 @@
+
+/*
+ * Redis pub/sub to dashboard connections: one SUBSCRIBE connection per
+ * nginx worker process, each message encoded once per protocol and shared
+ * by every connection that receives it.
+ */
+
+
+#ifndef _NGX_HTTP_ACTIVITY_FANOUT_H_INCLUDED_
+#define _NGX_HTTP_ACTIVITY_FANOUT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_activity_module.h"
+#include "ngx_http_activity_frame.h"
+
+
+#define NGX_HTTP_ACTIVITY_WEBSOCKET      1
+#define NGX_HTTP_ACTIVITY_SOCKETIO       2
+
+#define NGX_HTTP_ACTIVITY_SIO_NSP        "/dashboard"
+
+
+typedef struct ngx_http_activity_listener_s  ngx_http_activity_listener_t;
+
+/* the listener's connection must go; called from a posted event */
+typedef void (*ngx_http_activity_listener_fail_pt)(
+    ngx_http_activity_listener_t *l, ngx_uint_t close_code);
+
+
+struct ngx_http_activity_listener_s {
+    ngx_queue_t                          queue;    /* broadcast list */
+    ngx_queue_t                          dirty;    /* to flush */
+    ngx_connection_t                    *connection;
+    ngx_http_activity_outq_t             out;
+    ngx_uint_t                           protocol;
+    ngx_uint_t                           rooms;    /* bit mask */
+    ngx_uint_t                           fail_code;
+    ngx_http_activity_listener_fail_pt   fail;
+    unsigned                             joined:1;
+    unsigned                             is_dirty:1;
+    unsigned                             failed:1;
+};
+
+
+ngx_http_activity_fanout_t *ngx_http_activity_fanout_create(
+    ngx_cycle_t *cycle, ngx_http_activity_main_conf_t *amcf);
+void ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f);
+
+void ngx_http_activity_fanout_join(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l);
+void ngx_http_activity_fanout_leave(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l);
+
+ngx_int_t ngx_http_activity_fanout_send(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *frame);
+ngx_int_t ngx_http_activity_fanout_send_snapshot(
+    ngx_http_activity_fanout_t *f, ngx_http_activity_listener_t *l);
+
+ngx_http_activity_frame_t *ngx_http_activity_fanout_event_frame(
+    ngx_uint_t protocol, ngx_str_t *name, ngx_str_t *data, ngx_log_t *log);
+ngx_uint_t ngx_http_activity_fanout_room(u_char *name, size_t len);
+const char *ngx_http_activity_fanout_room_name(ngx_uint_t bit);
+
+
+#endif /* _NGX_HTTP_ACTIVITY_FANOUT_H_INCLUDED_ */
