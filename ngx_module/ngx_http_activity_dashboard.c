@@ -353,9 +353,10 @@ static ngx_int_t
 ngx_http_activity_dashboard_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *body)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = ngx_strlen(body);
@@ -363,15 +364,15 @@ ngx_http_activity_dashboard_refuse(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
-        r->headers_out.www_authenticate = ngx_list_push(&r->headers_out.headers);
-        if (r->headers_out.www_authenticate == NULL) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        r->headers_out.www_authenticate->hash = 1;
-        ngx_str_set(&r->headers_out.www_authenticate->key,
-                    "WWW-Authenticate");
-        ngx_str_set(&r->headers_out.www_authenticate->value, "Bearer");
+        h->hash = 1;
+        ngx_str_set(&h->key, "WWW-Authenticate");
+        ngx_str_set(&h->value, "Bearer");
+        r->headers_out.www_authenticate = h;
     }
 
     b = ngx_calloc_buf(r->pool);
@@ -1344,21 +1345,32 @@ static ngx_int_t
 ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
     ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims)
 {
-    u_char     *sub;
-    ngx_int_t   rc;
+    u_char      *sub;
+    ngx_int_t    rc;
+    ngx_pool_t  *pool;
+
+    /*
+     * a pool of its own: a long-lived connection may re-authenticate
+     * many times, and the request pool only grows
+     */
+
+    pool = ngx_create_pool(1024, ctx->request->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
 
     rc = ngx_http_activity_jwt_verify(&ctx->conf->jwt, token,
-                                      &ctx->conf->dashboard_role,
-                                      ctx->request->pool, claims);
+                                      &ctx->conf->dashboard_role, pool,
+                                      claims);
 
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard refused %V: %s",
                       &ctx->request->connection->addr_text, claims->reason);
-        return NGX_DECLINED;
     }
 
     if (rc != NGX_OK) {
+        ngx_destroy_pool(pool);
         return rc;
     }
 
@@ -1378,6 +1390,7 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
 
         sub = ngx_pnalloc(ctx->request->pool, claims->sub.len);
         if (sub == NULL) {
+            ngx_destroy_pool(pool);
             return NGX_ERROR;
         }
 
@@ -1385,6 +1398,9 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
         ctx->user.data = sub;
         ctx->user.len = claims->sub.len;
     }
+
+    ngx_str_null(&claims->sub);
+    ngx_destroy_pool(pool);
 
     return NGX_OK;
 }

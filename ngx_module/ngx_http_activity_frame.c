@@ -154,10 +154,10 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
 
         /* the chain is per connection: only connections that write get one */
 
-        q->bufs = ngx_pcalloc(c->pool,
-                              NGX_HTTP_ACTIVITY_OUTQ_CHAIN * sizeof(ngx_buf_t));
-        q->links = ngx_palloc(c->pool,
-                              NGX_HTTP_ACTIVITY_OUTQ_CHAIN * sizeof(ngx_chain_t));
+        q->bufs = ngx_pcalloc(c->pool, NGX_HTTP_ACTIVITY_OUTQ_CHAIN
+                                       * sizeof(ngx_buf_t));
+        q->links = ngx_palloc(c->pool, NGX_HTTP_ACTIVITY_OUTQ_CHAIN
+                                       * sizeof(ngx_chain_t));
         if (q->bufs == NULL || q->links == NULL) {
             return NGX_ERROR;
         }
