@@ -54,6 +54,11 @@ deps:
 
 deps-test: deps
 	$(call apt_install,$(APT_TEST))
+	@# the Node test clients (socket.io-client, ws); Node 20 and npm
+	@# come with the machine
+	@if [ ! -d t/js/node_modules ] || [ t/js/package-lock.json -nt \
+	    t/js/node_modules/.package-lock.json ]; then \
+	    npm ci --prefix t/js --no-audit --no-fund; fi
 
 # The module is configured with Debian's own flags (--with-compat) so the
 # stock nginx accepts it; nothing is written under $(NGX_SRC).

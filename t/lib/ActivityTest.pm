@@ -147,6 +147,13 @@ sub _check_binaries {
     if ($needs->{wrk}) {
         push @missing, 'wrk' unless _which('wrk');
     }
+    if ($needs->{node}) {
+        push @missing, 'node' unless _which('node');
+        push @missing, "the test clients' packages (t/js/node_modules;"
+            . ' run make deps-test)'
+            unless -d "$ROOT/t/js/node_modules/socket.io-client"
+                && -d "$ROOT/t/js/node_modules/ws";
+    }
 
     BAIL_OUT("missing: " . join(', ', @missing)) if @missing;
 }
@@ -620,7 +627,12 @@ sub _clean_env {
 
 # --- nginx --------------------------------------------------------------
 
-sub error_log { "$_[0]{dir}/error.log" }
+# The error log of nginx, or of the named second instance.
+sub error_log {
+    my ($self, $name) = @_;
+    return "$self->{dir}/error.log" unless defined $name;
+    return "$self->{dir}/error-$name.log";
+}
 
 # Substitutes the %%NAME%% placeholders:
 #   %%GLOBALS%%       main context: load_module, pid, error_log, daemon off,
@@ -630,14 +642,18 @@ sub error_log { "$_[0]{dir}/error.log" }
 #   %%TESTDIR%%       the test's temporary directory
 #   %%PORT%%          the http port; %%PORT_name%% more free ports
 #   %%REDIS_PORT%%    Redis's port
+# With $name (a second nginx instance), %%GLOBALS%% names that instance's
+# pid file and error log (error-NAME.log).
 sub expand_conf {
-    my ($self, $text) = @_;
+    my ($self, $text, $name) = @_;
     my $d = $self->{dir};
+    my $pid = defined $name ? "$d/nginx-$name.pid" : "$d/nginx.pid";
+    my $error_log = $self->error_log($name);
 
     my $globals = <<"EOF";
 load_module $self->{bin}{module};
-pid $d/nginx.pid;
-error_log $d/error.log info;
+pid $pid;
+error_log $error_log info;
 daemon off;
 events { }
 EOF
@@ -656,14 +672,18 @@ EOF
     return $text;
 }
 
+# write_conf($text) writes nginx.conf; write_conf($text, $file) any other
+# file; write_conf($text, undef, $name) the configuration of a second
+# nginx instance NAME (nginx-NAME.conf, see expand_conf and nginx_start).
 sub write_conf {
-    my ($self, $text, $file) = @_;
-    $file //= 'nginx.conf';
+    my ($self, $text, $file, $name) = @_;
+    $file //= defined $name ? "nginx-$name.conf" : 'nginx.conf';
     my $path = "$self->{dir}/$file";
     open my $fh, '>', $path or croak "$path: $!";
-    print $fh $self->expand_conf($text);
+    print $fh $self->expand_conf($text, $name);
     close $fh;
-    $self->{conf} = $path if $file eq 'nginx.conf';
+    $self->{conf} = $path if $file eq 'nginx.conf' && !defined $name;
+    $self->{confs}{$name} = $path if defined $name;
     return $path;
 }
 
@@ -682,8 +702,12 @@ sub nginx_test {
     return ($rc, $out, $path);
 }
 
+# nginx_start() starts nginx on nginx.conf, waiting for %%PORT%%;
+# nginx_start(name => NAME) a second instance on its own configuration
+# (write_conf($text, undef, NAME)), waiting for its port %%PORT_NAME%%.
 sub nginx_start {
-    my ($self) = @_;
+    my ($self, %o) = @_;
+    return $self->_nginx_start_instance($o{name}) if defined $o{name};
     croak "write_conf first" unless $self->{conf};
     croak "nginx already running" if $self->_alive('nginx');
 
@@ -705,9 +729,36 @@ sub nginx_start {
     return $self;
 }
 
+sub _nginx_start_instance {
+    my ($self, $name) = @_;
+    my $conf = $self->{confs}{$name}
+        or croak "write_conf(\$text, undef, '$name') first";
+    my $proc = "nginx:$name";
+    croak "nginx $name already running" if $self->_alive($proc);
+
+    my $d = $self->{dir};
+    $self->_spawn($proc, "$d/nginx-$name.stderr", $BIN{nginx},
+        '-p', "$d/", '-c', $conf, '-e', $self->error_log($name));
+
+    my $port = $self->port($name);
+    my $dead;
+    my $ok = wait_for {
+        return $dead = 1 unless $self->_alive($proc);
+        return -s "$d/nginx-$name.pid" && _port_open($port);
+    } 10;
+    if (!$ok || $dead) {
+        croak "nginx $name did not start:\n"
+            . _tail("$d/nginx-$name.stderr", 10) . "\n"
+            . _tail($self->error_log($name), 20);
+    }
+    return $self;
+}
+
+# nginx_stop($sig) stops nginx; nginx_stop($sig, NAME) a second instance.
 sub nginx_stop {
-    my ($self, $sig) = @_;
-    return $self->_stop('nginx', $sig // 'QUIT', 15);
+    my ($self, $sig, $name) = @_;
+    return $self->_stop(defined $name ? "nginx:$name" : 'nginx',
+        $sig // 'QUIT', 15);
 }
 
 sub nginx_running { $_[0]->_alive('nginx') }
@@ -723,11 +774,14 @@ sub ua {
 }
 
 # An HTTP request to nginx: $t->http(GET => '/path', headers => {...},
-# content => '...'); returns HTTP::Tiny's response hash.
+# content => '...'); port => N sends it to another port (a second nginx
+# instance); returns HTTP::Tiny's response hash.
 sub http {
     my ($self, $method, $path, %o) = @_;
     my $ua = $o{ua} || $self->ua;
-    return $ua->request($method, $self->base_url . $path, {
+    my $base = defined $o{port} ? "http://127.0.0.1:$o{port}"
+        : $self->base_url;
+    return $ua->request($method, $base . $path, {
         headers => $o{headers} || {},
         defined $o{content} ? (content => $o{content}) : (),
     });
@@ -748,12 +802,36 @@ sub http_raw {
 }
 
 
+# --- Node test clients --------------------------------------------------
+
+# Starts a client script from t/js (needs => [..., 'node']) with %opts as
+# its one JSON argument; returns an ActivityTest::Node that collects the
+# JSON lines the script prints and sends it commands. Its stderr goes to
+# node-N.log in the test directory.
+sub node {
+    my ($self, $script, %opts) = @_;
+    my $n = ++$self->{nnode};
+    my $node = ActivityTest::Node->new(
+        script => "$ROOT/t/js/$script",
+        args   => [ $JSON->encode(\%opts) ],
+        log    => "$self->{dir}/node-$n.log",
+        name   => "$script #$n",
+    );
+    $self->{nodes}{$n} = $node;
+    return $node;
+}
+
+
 # --- the end ------------------------------------------------------------
 
 # Stops everything that is still running.
 sub stop_all {
     my ($self) = @_;
     $self->nginx_stop if $self->{procs}{nginx};
+    for my $name (grep { /^nginx:/ } keys %{ $self->{procs} }) {
+        $self->_stop($name, 'QUIT', 15);
+    }
+    $_->stop for grep { defined } values %{ $self->{nodes} || {} };
     for my $name (grep { /^worker:/ } keys %{ $self->{procs} }) {
         $self->_stop($name, 'TERM', 20);
     }
@@ -766,7 +844,9 @@ sub stop_all {
 sub bad_log_lines {
     my ($self) = @_;
     my @bad;
-    for my $f ($self->error_log, "$self->{dir}/nginx.stderr") {
+    for my $f ($self->error_log, "$self->{dir}/nginx.stderr",
+        glob("$self->{dir}/error-*.log"), glob("$self->{dir}/nginx-*.stderr"))
+    {
         push @bad, grep {
             /\[(alert|crit|emerg)\]/ || /Sanitizer|runtime error:/
         } split /\n/, _slurp($f);
@@ -796,8 +876,9 @@ sub done {
 sub _report {
     my ($self) = @_;
     my $d = $self->{dir};
-    for my $f ($self->error_log, glob("$d/worker-*.log"),
-        "$d/nginx.stderr", "$d/redis/redis.log")
+    for my $f ($self->error_log, glob("$d/error-*.log"),
+        glob("$d/worker-*.log"), "$d/nginx.stderr", glob("$d/node-*.log"),
+        "$d/redis/redis.log")
     {
         next unless -s $f;
         diag("--- tail of $f\n" . _tail($f, 15));
@@ -824,6 +905,134 @@ END {
         eval { $t->_cleanup };
     }
     $? = $status;
+}
+
+
+package ActivityTest::Node;
+
+# A running Node client: $c->lines (every JSON line so far, decoded),
+# $c->wait_line(sub { $_->{t} eq 'open' }, $timeout) (the first line, old
+# or new, that matches; undef after $timeout seconds), $c->send(\%cmd),
+# $c->finish($timeout) (closes its stdin, waits for it to exit).
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use IO::Handle;
+use IO::Select;
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(time);
+
+sub new {
+    my ($class, %o) = @_;
+
+    pipe(my $out_r, my $out_w) or croak "pipe: $!";
+    pipe(my $in_r, my $in_w) or croak "pipe: $!";
+
+    my $pid = fork;
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        close $out_r;
+        close $in_w;
+        open STDIN, '<&', $in_r or POSIX::_exit(126);
+        open STDOUT, '>&', $out_w or POSIX::_exit(126);
+        open STDERR, '>>', $o{log} or POSIX::_exit(126);
+        exec 'node', $o{script}, @{ $o{args} }
+            or do { print STDERR "exec node: $!\n"; POSIX::_exit(127) };
+    }
+    close $out_w;
+    close $in_r;
+    $in_w->autoflush(1);
+
+    return bless {
+        %o,
+        pid   => $pid,
+        out   => $out_r,
+        in    => $in_w,
+        buf   => '',
+        lines => [],
+        eof   => 0,
+        owner => $$,
+    }, $class;
+}
+
+# Reads what is available, waiting at most $timeout seconds for it.
+sub _read {
+    my ($self, $timeout) = @_;
+    return 0 if $self->{eof};
+
+    my $sel = IO::Select->new($self->{out});
+    return 0 unless $sel->can_read($timeout);
+
+    my $n = sysread $self->{out}, my $chunk, 65536;
+    if (!$n) {
+        $self->{eof} = 1;
+        return 0;
+    }
+    $self->{buf} .= $chunk;
+    while ($self->{buf} =~ s/^([^\n]*)\n//) {
+        my $line = $1;
+        my $v = eval { ActivityTest::from_json($line) };
+        push @{ $self->{lines} }, $v // { t => 'unparsed', line => $line };
+    }
+    return 1;
+}
+
+sub lines {
+    my ($self) = @_;
+    1 while $self->_read(0);
+    return @{ $self->{lines} };
+}
+
+sub wait_line {
+    my ($self, $pred, $timeout) = @_;
+    my $end = time + ($timeout // 10);
+    my $i = 0;
+    while (1) {
+        my $lines = $self->{lines};
+        for (; $i < @$lines; $i++) {
+            local $_ = $lines->[$i];
+            return $lines->[$i] if $pred->();
+        }
+        my $left = $end - time;
+        return undef if $left <= 0 || $self->{eof};
+        $self->_read($left > 0.2 ? 0.2 : $left);
+    }
+}
+
+sub send {
+    my ($self, $cmd) = @_;
+    my $fh = $self->{in} or return;
+    print $fh ActivityTest::to_json($cmd), "\n";
+}
+
+# Closes the client's stdin (it disconnects and exits), reads the rest of
+# its output; kills it after $timeout seconds. Returns every line.
+sub finish {
+    my ($self, $timeout) = @_;
+    if ($self->{in}) {
+        close $self->{in};
+        delete $self->{in};
+    }
+    my $end = time + ($timeout // 10);
+    while (!$self->{eof} && time < $end) {
+        $self->_read($end - time);
+    }
+    $self->stop;
+    return @{ $self->{lines} };
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid} && $self->{owner} == $$;
+    if (waitpid($self->{pid}, WNOHANG) == 0) {
+        kill 'TERM', $self->{pid};
+        waitpid($self->{pid}, 0);
+    }
+    delete $self->{pid};
+    close $self->{in} if $self->{in};
+    delete $self->{in};
 }
 
 1;
