@@ -20,6 +20,7 @@
 static const char *event_opt_string(json_t *obj, const char *key);
 static int event_digits(const char *s, int n, int *value);
 static int event_days_in_month(int year, int month);
+static int64_t event_days_from_civil(int64_t y, unsigned m, unsigned d);
 
 
 int
@@ -80,7 +81,7 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
         snprintf(err, errlen, "missing timestamp");
         goto failed;
     }
-    if (!event_valid_timestamp(ev->timestamp)) {
+    if (event_timestamp_ms(ev->timestamp, &ev->ts_ms) != 0) {
         snprintf(err, errlen, "invalid timestamp: want ISO-8601 such as"
                  " 2026-11-27T12:00:00.123Z");
         goto failed;
@@ -228,7 +229,22 @@ event_valid_type(const char *s)
 int
 event_valid_timestamp(const char *s)
 {
-    int  year, mon, day, hh, mm, ss, oh, om, n;
+    int64_t  ms;
+
+    return event_timestamp_ms(s, &ms) == 0;
+}
+
+
+/*
+ * The live counters need the event's own time as a number: the same
+ * grammar as above, fractions beyond milliseconds truncated, the offset
+ * applied, so the result is the instant PostgreSQL will store.
+ */
+int
+event_timestamp_ms(const char *s, int64_t *ms)
+{
+    int64_t  frac;
+    int      year, mon, day, hh, mm, ss, oh, om, n, sign;
 
     if (!event_digits(s, 4, &year) || s[4] != '-'
         || !event_digits(s + 5, 2, &mon) || s[7] != '-'
@@ -237,48 +253,56 @@ event_valid_timestamp(const char *s)
         || !event_digits(s + 11, 2, &hh) || s[13] != ':'
         || !event_digits(s + 14, 2, &mm))
     {
-        return 0;
+        return -1;
     }
 
     if (year < 1 || mon < 1 || mon > 12 || day < 1
         || day > event_days_in_month(year, mon) || hh > 23 || mm > 59)
     {
-        return 0;
+        return -1;
     }
 
     s += 16;
+    ss = 0;
+    frac = 0;
+    oh = om = 0;
+    sign = 1;
 
     if (*s == ':') {
         if (!event_digits(s + 1, 2, &ss) || ss > 59) {
-            return 0;
+            return -1;
         }
         s += 3;
 
         if (*s == '.') {
-            for (n = 0; isdigit((unsigned char) s[1 + n]); n++) {
-                /* count */
+            s++;
+            for (n = 0; isdigit((unsigned char) s[n]); n++) {
+                if (n < 3) {
+                    frac = frac * 10 + (s[n] - '0');
+                }
             }
             if (n < 1 || n > 9) {
-                return 0;
+                return -1;
             }
-            s += 1 + n;
+            s += n;
+            while (n++ < 3) {
+                frac *= 10;
+            }
         }
     }
 
-    if (*s == '\0') {
-        return 1;
-    }
-
-    if ((*s == 'Z' || *s == 'z') && s[1] == '\0') {
-        return 1;
+    if (*s == '\0' || ((*s == 'Z' || *s == 'z') && s[1] == '\0')) {
+        goto done;
     }
 
     if (*s != '+' && *s != '-') {
-        return 0;
+        return -1;
     }
 
+    sign = *s == '-' ? -1 : 1;
+
     if (!event_digits(s + 1, 2, &oh) || oh > 15) {
-        return 0;
+        return -1;
     }
     s += 3;
 
@@ -286,11 +310,20 @@ event_valid_timestamp(const char *s)
         s++;
     }
 
-    if (*s == '\0') {
-        return 1;
+    if (*s != '\0'
+        && !(event_digits(s, 2, &om) && om <= 59 && s[2] == '\0'))
+    {
+        return -1;
     }
 
-    return event_digits(s, 2, &om) && om <= 59 && s[2] == '\0';
+done:
+
+    /* local time minus its offset is UTC */
+    *ms = ((event_days_from_civil(year, mon, day) * 86400
+            + hh * 3600 + mm * 60 + ss
+            - sign * (oh * 3600 + om * 60)) * 1000) + frac;
+
+    return 0;
 }
 
 
@@ -333,4 +366,21 @@ event_days_in_month(int year, int month)
     }
 
     return days[month - 1];
+}
+
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
+static int64_t
+event_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t   era;
+    unsigned  yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned) (y - era * 400);
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + (int64_t) doe - 719468;
 }

@@ -6,6 +6,7 @@
 #define ACTIVITY_EVENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -29,6 +30,7 @@ typedef struct {
     const char  *endpoint;
     const char  *method;
     const char  *text;                      /* the event as queued */
+    int64_t      ts_ms;                     /* timestamp, epoch ms UTC */
     double       duration_ms;
     int          status;
     int          has_status;
@@ -56,6 +58,9 @@ void event_free(event_t *ev);
 int event_valid_uuid(const char *s);
 int event_valid_type(const char *s);
 int event_valid_timestamp(const char *s);
+
+/* Parse a timestamp event_valid_timestamp() accepts: 0, or -1. */
+int event_timestamp_ms(const char *s, int64_t *ms);
 
 
 #endif /* ACTIVITY_EVENT_H */
