@@ -84,6 +84,56 @@ static const setting_t  settings_table[] = {
       " (0..10000)",
       SET_INT, 0, 10000, OFF(flush_ms) },
 
+    { "recent-key", "ACTIVITY_RECENT_KEY", "dashboard:events:recent",
+      "KEY",
+      "Redis list of the latest events, newest first, for dashboard"
+      " snapshots",
+      SET_STRING, 0, 0, OFF(recent_key) },
+
+    { "recent-max", "ACTIVITY_RECENT_MAX", "100", "N",
+      "events kept in the --recent-key list (1..10000)",
+      SET_INT, 1, 10000, OFF(recent_max) },
+
+    { "recent-ttl", "ACTIVITY_RECENT_TTL", "300", "SECONDS",
+      "the --recent-key list expires this long after its last event"
+      " (1..86400)",
+      SET_INT, 1, 86400, OFF(recent_ttl) },
+
+    { "stats-key", "ACTIVITY_STATS_KEY", "dashboard:stats", "KEY",
+      "Redis string holding the latest stats JSON",
+      SET_STRING, 0, 0, OFF(stats_key) },
+
+    { "events-channel", "ACTIVITY_EVENTS_CHANNEL", "dashboard:events",
+      "CHANNEL",
+      "pub/sub channel for each batch's new events, as one JSON array",
+      SET_STRING, 0, 0, OFF(events_channel) },
+
+    { "stats-channel", "ACTIVITY_STATS_CHANNEL", "dashboard:stats",
+      "CHANNEL",
+      "pub/sub channel for the stats JSON",
+      SET_STRING, 0, 0, OFF(stats_channel) },
+
+    { "stats-min-ms", "ACTIVITY_STATS_MIN_MS", "250", "N",
+      "publish changed stats at most once per N ms (0..60000)",
+      SET_INT, 0, 60000, OFF(stats_min_ms) },
+
+    { "stats-max-ms", "ACTIVITY_STATS_MAX_MS", "5000", "N",
+      "publish stats at least every N ms, changed or not (1000..3600000)",
+      SET_INT, 1000, 3600000, OFF(stats_max_ms) },
+
+    { "live-prefix", "ACTIVITY_LIVE_PREFIX", "activity:live:", "PREFIX",
+      "prefix of the live counter keys (see the README)",
+      SET_STRING, 0, 0, OFF(live_prefix) },
+
+    { "seen-prefix", "ACTIVITY_SEEN_PREFIX", "activity:seen:", "PREFIX",
+      "prefix of the keys that mark an event id as counted and published",
+      SET_STRING, 0, 0, OFF(seen_prefix) },
+
+    { "seen-ttl", "ACTIVITY_SEEN_TTL", "10800", "SECONDS",
+      "remember a counted event id this long after its timestamp; older"
+      " events are stored but not counted or published (600..604800)",
+      SET_INT, 600, 604800, OFF(seen_ttl) },
+
     { "migrate", "ACTIVITY_MIGRATE", "0", NULL,
       "apply pending SQL migrations, print what was applied, exit",
       SET_BOOL, 0, 1, OFF(migrate) },
@@ -328,8 +378,11 @@ settings_usage(FILE *f)
 
     fprintf(f,
         "usage: activity-worker [options]\n"
+        "       activity-worker token --sub NAME --role ROLE [--ttl TTL]\n"
+        "                             [--secret SECRET]\n"
         "\n"
-        "Moves activity events from a Redis list into PostgreSQL.\n"
+        "Moves activity events from a Redis list into PostgreSQL, and\n"
+        "keeps the live counters and pub/sub feed of the dashboards.\n"
         "Each option may also be set through the environment variable\n"
         "shown; a flag wins over the environment.\n"
         "\n");
@@ -352,6 +405,13 @@ settings_usage(FILE *f)
     }
 
     fprintf(f, "  %-26s %s\n", "--help", "print this help and exit");
+
+    fprintf(f,
+        "\n"
+        "activity-worker token prints an HS256 JWT (claims sub, role, iat,\n"
+        "exp) for trying dashboards: --ttl is seconds or 30m, 8h, 7d\n"
+        "(default 8h); the secret comes from --secret or ACTIVITY_JWT_SECRET\n"
+        "and must match the module's activity_jwt_secret.\n");
 }
 
 

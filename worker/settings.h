@@ -19,6 +19,17 @@ typedef struct {
     char  *worker_id;
     char  *sql_dir;
     char  *log_level;
+    char  *recent_key;
+    char  *stats_key;
+    char  *events_channel;
+    char  *stats_channel;
+    char  *live_prefix;
+    char  *seen_prefix;
+    int    recent_max;
+    int    recent_ttl;
+    int    seen_ttl;
+    int    stats_min_ms;
+    int    stats_max_ms;
     int    batch;
     int    flush_ms;
     int    retain_days;
