@@ -6,6 +6,7 @@
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
  *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, fill the batch
+ *   EVALSHA <aggregate script> <valid events>      count and publish
  *   ... store the batch in PostgreSQL, COMMIT ...
  *   MULTI; LPUSH dead <letters>; DEL processing:<id>; EXEC
  *
@@ -14,12 +15,21 @@
  * in the processing list and stores it again, which the writer makes
  * idempotent. The processing list, not memory, is the truth: after any
  * Redis error the batch is re-read from it.
+ *
+ * Dashboards see a batch before PostgreSQL does: it is counted and
+ * published as soon as it is in hand, then stored. The aggregation
+ * script remembers the ids it has seen, so a batch handled again (after
+ * a crash, a lost connection, a resend by nginx) is stored again, which
+ * is harmless, but neither counted nor published twice. While the queue
+ * is idle the loop still recomputes the stats about once a second,
+ * because the windows slide even when nothing happens.
  */
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregate.h"
 #include "consumer.h"
 #include "dlq.h"
 #include "event.h"
@@ -39,6 +49,9 @@
 #define CONSUMER_BACKOFF_MIN_MS   250
 #define CONSUMER_BACKOFF_MAX_MS   2000
 #define CONSUMER_SUMMARY_MS       (60 * 1000)
+
+/* recompute the stats this often while the queue is idle */
+#define CONSUMER_STATS_TICK_MS    1000
 
 /* first pipelined LMOVE round; doubles while the queue keeps giving */
 #define CONSUMER_CHUNK_MIN        16
@@ -63,6 +76,8 @@ typedef struct {
     const redis_target_t  *target;
     db_t                  *db;
     partitions_t          *parts;
+    aggregate_t           *agg;
+    int64_t                stats_at;       /* next idle stats tick */
 
     redisContext          *rc;
     char                  *proc_key;
@@ -78,6 +93,7 @@ typedef struct {
     long                   sum_batches;
     long                   sum_events;
     long                   sum_inserted;
+    long                   sum_live;
     long                   sum_dead;
 } consumer_t;
 
@@ -88,6 +104,9 @@ static void consumer_backoff(consumer_t *c);
 static void consumer_redis_lost(consumer_t *c, const char *err);
 static int consumer_recover(consumer_t *c, char *err, size_t errlen);
 static int consumer_collect(consumer_t *c, char *err, size_t errlen);
+static int consumer_tick(consumer_t *c, char *err, size_t errlen);
+static int consumer_aggregate(consumer_t *c, const event_t *events,
+    size_t n, char *err, size_t errlen);
 static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
     size_t errlen);
 static int consumer_lmove_chunk(consumer_t *c, size_t want, int *drained,
@@ -116,11 +135,16 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
     c.parts = parts;
     c.backoff_ms = CONSUMER_BACKOFF_MIN_MS;
     c.summary_at = time_mono_ms() + CONSUMER_SUMMARY_MS;
+    c.stats_at = time_mono_ms();
 
-    if (asprintf(&c.proc_key, "activity:processing:%s",
-                 settings->worker_id) < 0)
+    c.agg = aggregate_new(settings);
+
+    if (c.agg == NULL
+        || asprintf(&c.proc_key, "activity:processing:%s",
+                    settings->worker_id) < 0)
     {
         log_error("out of memory", NULL);
+        aggregate_free(c.agg);
         return 1;
     }
 
@@ -138,8 +162,14 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
         err[0] = '\0';
 
         /* after a start or any Redis error, the processing list is truth */
-        rc = need_recover ? consumer_recover(&c, err, sizeof(err))
-                          : consumer_collect(&c, err, sizeof(err));
+        if (need_recover) {
+            rc = consumer_recover(&c, err, sizeof(err));
+        } else {
+            rc = consumer_tick(&c, err, sizeof(err));
+            if (rc == 0) {
+                rc = consumer_collect(&c, err, sizeof(err));
+            }
+        }
 
         if (rc != 0) {
             consumer_items_clear(&c);
@@ -176,6 +206,7 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
         redisFree(c.rc);
     }
 
+    aggregate_free(c.agg);
     free(c.items);
     free(c.proc_key);
     return 0;
@@ -309,12 +340,17 @@ static int
 consumer_collect(consumer_t *c, char *err, size_t errlen)
 {
     size_t   batch, chunk, want;
-    int64_t  deadline, left;
+    int64_t  deadline, left, block;
     int      got, drained;
 
     batch = (size_t) c->settings->batch;
 
-    if (consumer_blmove(c, CONSUMER_BLOCK_MS, &got, err, errlen) != 0) {
+    /* wake up for the next stats tick; 1 ms at least (0 blocks forever) */
+    block = c->stats_at - time_mono_ms();
+    block = block < 1 ? 1 : block > CONSUMER_BLOCK_MS ? CONSUMER_BLOCK_MS
+                                                      : block;
+
+    if (consumer_blmove(c, block, &got, err, errlen) != 0) {
         return -1;
     }
 
@@ -353,6 +389,49 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
         }
 
         chunk = CONSUMER_CHUNK_MIN;
+    }
+
+    return 0;
+}
+
+
+/*
+ * While idle, recompute the stats when due, so that windows that slid
+ * and held-back changes reach the dashboards. 0, or -1 on a Redis error.
+ */
+static int
+consumer_tick(consumer_t *c, char *err, size_t errlen)
+{
+    if (time_mono_ms() < c->stats_at) {
+        return 0;
+    }
+
+    return consumer_aggregate(c, NULL, 0, err, errlen);
+}
+
+
+/* Count and publish valid events (none: stats only); plan the next tick. */
+static int
+consumer_aggregate(consumer_t *c, const event_t *events, size_t n,
+    char *err, size_t errlen)
+{
+    aggregate_result_t  res;
+
+    if (aggregate_apply(c->agg, c->rc, events, n, &res, err, errlen) != 0) {
+        return -1;
+    }
+
+    c->sum_live += res.fresh;
+
+    c->stats_at = time_mono_ms()
+                  + (res.pending_ms > 0 && res.pending_ms
+                     < CONSUMER_STATS_TICK_MS
+                     ? res.pending_ms : CONSUMER_STATS_TICK_MS);
+
+    if (n > 0) {
+        log_debug("batch published", "events=%zu new=%ld stats=%s", n,
+                  res.fresh, res.published ? "published"
+                  : res.pending_ms > 0 ? "held" : "unchanged");
     }
 
     return 0;
@@ -513,6 +592,17 @@ consumer_process(consumer_t *c)
         log_warn("event dead-lettered", "err=%s event=%s",
                  log_quote(q, sizeof(q), err),
                  log_quote(q2, sizeof(q2), c->items[i].data));
+    }
+
+    /*
+     * Live first: dashboards must not wait for PostgreSQL. Nothing is
+     * applied when this fails; the batch stays in the processing list.
+     */
+    if (nvalid > 0
+        && consumer_aggregate(c, events, nvalid, err, sizeof(err)) != 0)
+    {
+        consumer_redis_lost(c, err);
+        goto done;
     }
 
     t0 = time_mono_us();
@@ -699,8 +789,10 @@ consumer_summary(consumer_t *c, int force)
         return;
     }
 
-    log_info("summary", "batches=%ld events=%ld inserted=%ld dead=%ld",
-             c->sum_batches, c->sum_events, c->sum_inserted, c->sum_dead);
+    log_info("summary", "batches=%ld events=%ld inserted=%ld live=%ld"
+             " dead=%ld", c->sum_batches, c->sum_events, c->sum_inserted,
+             c->sum_live, c->sum_dead);
 
     c->sum_batches = c->sum_events = c->sum_inserted = c->sum_dead = 0;
+    c->sum_live = 0;
 }
