@@ -1,0 +1,227 @@
+#!/usr/bin/perl
+
+# A dashboard client that never reads is dropped once its queue
+# (activity_dashboard_queue) is full, and logged; a normal client on the
+# same nginx worker process keeps receiving every event, in order. Events
+# are PUBLISHed straight to dashboard:events (no worker needed), in
+# batches smaller than the queue, each read by the normal client before
+# the next goes out: only the client that never reads falls behind.
+# Last, a reading client gets a burst larger than the queue (one worker
+# batch published as one message).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use IO::Select;
+use IO::Socket::INET;
+use Socket qw(SOL_SOCKET SO_RCVBUF inet_aton pack_sockaddr_in);
+use Test::More;
+use ActivityTest qw(wait_for jwt_hs256 make_event to_json);
+
+my $t = ActivityTest->new(needs => [qw(module redis node)]);
+
+$t->write_conf(<<'EOF');
+%%GLOBALS%%
+http {
+    %%GLOBALS_HTTP%%
+
+    activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
+    activity_jwt_secret "slow-secret";
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        location /ws {
+            activity_dashboard websocket;
+            activity_dashboard_queue 16;
+        }
+
+        location /socket.io/ {
+            activity_dashboard socketio;
+            activity_dashboard_queue 16;
+        }
+
+        location /ws-default {
+            activity_dashboard websocket;
+        }
+    }
+}
+EOF
+
+$t->redis_start;
+$t->nginx_start;
+
+my $token = jwt_hs256('slow-secret', { sub => 'dash', role => 'admin',
+    exp => time + 600 });
+my $port = $t->port('http');
+
+sub log_text {
+    open my $fh, '<', $t->error_log or return '';
+    local $/;
+    return <$fh> // '';
+}
+
+# A raw client: a small receive buffer, the WebSocket handshake, then it
+# never reads again.
+sub slow_client {
+    my ($path) = @_;
+    my $s = IO::Socket::INET->new(Proto => 'tcp') or die "socket: $!";
+    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
+    connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1')))
+        or die "connect: $!";
+    $s->autoflush(1);
+    print $s "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        . "Sec-WebSocket-Version: 13\r\n\r\n";
+    my $head = '';
+    my $sel = IO::Select->new($s);
+    while ($head !~ /\r\n\r\n/ && $sel->can_read(10)) {
+        sysread($s, $head, 1, length $head) or last;
+    }
+    return ($s, $head);
+}
+
+# Reads until the peer closes (EOF or reset); true if it did within
+# $timeout seconds.
+sub closed_by_peer {
+    my ($s, $timeout) = @_;
+    my $sel = IO::Select->new($s);
+    my $end = time + $timeout;
+    while (time < $end) {
+        next unless $sel->can_read(1);
+        my $n = sysread $s, my $buf, 1 << 20;
+        return 1 if !defined $n || $n == 0;
+    }
+    return 0;
+}
+
+my $normal = $t->node('ws-client.js', brief => 1,
+    url => "ws://127.0.0.1:$port/ws?token=$token", timeout => 50000);
+ok($normal->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
+    'normal client: snapshot');
+
+my ($slow, $head) = slow_client("/ws?token=$token");
+like($head, qr{^HTTP/1\.1 101 }, 'slow client: upgraded');
+
+# batches of large events until nginx gives up on the slow client; the
+# normal client has each batch before the next goes out
+my $blob = 'x' x 32768;
+my @ids;
+my $batch = 0;
+my $dropped = 0;
+my $in_order = 1;
+while (!$dropped && $batch < 200) {
+    $batch++;
+    for (1 .. 8) {
+        my $e = make_event(type => 'API_CALL', user => "slow-$batch",
+            details => { blob => $blob });
+        push @ids, $e->{id};
+        $t->redis->publish('dashboard:events', to_json([$e]));
+    }
+    my $last = $ids[-1];
+    $in_order &&= $normal->wait_line(sub {
+        ($_->{event} // '') eq 'activity:new' && $_->{data}{id} eq $last
+    }, 15);
+    $dropped = log_text() =~ /does not read/;
+}
+ok($dropped, "slow client dropped after $batch batches of 8 x 32 KiB");
+like(log_text(), qr/\[warn\]\ .*activity:\ dashboard\ 127\.0\.0\.1
+    \ does\ not\ read,\ \d+\ frames\ queued,\ closing/x,
+    'logged: does not read');
+ok(closed_by_peer($slow, 20), 'slow client: its connection is closed');
+close $slow;
+
+# the normal client still gets everything (fewer than the queue holds)
+for (1 .. 8) {
+    my $e = make_event(type => 'API_CALL', user => 'after');
+    push @ids, $e->{id};
+    $t->redis->publish('dashboard:events', to_json([$e]));
+}
+ok($normal->wait_line(sub {
+    ($_->{event} // '') eq 'activity:new' && $_->{data}{id} eq $ids[-1]
+}, 15), 'normal client: events after the drop');
+ok($in_order, 'normal client: each batch arrived');
+
+my @lines = $normal->finish;
+my @got = map { $_->{data}{id} }
+    grep { ($_->{event} // '') eq 'activity:new' } @lines;
+is(scalar @got, scalar @ids, 'normal client: every event (' . @ids . ')');
+is_deeply(\@got, \@ids, 'normal client: in order, none twice');
+ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
+
+# the same on the socketio protocol: the slow client sends no CONNECT,
+# so it gets only the open packet; one that connects and then stops
+# reading is the case that matters
+{
+    my $sio = $t->node('sio-client.js', brief => 1,
+        url => "http://127.0.0.1:$port/dashboard", token => $token,
+        timeout => 50000);
+    ok($sio->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
+        'socketio client: snapshot');
+
+    my ($s, $h) = slow_client(
+        "/socket.io/?EIO=4&transport=websocket&token=$token");
+    like($h, qr{^HTTP/1\.1 101 }, 'slow socketio client: upgraded');
+    # a masked text frame "40/dashboard," (Socket.IO CONNECT)
+    my $payload = '40/dashboard,';
+    my $mask = pack 'N', 0x01020304;
+    my $masked = $payload ^ substr($mask x 8, 0, length $payload);
+    syswrite $s, pack('CC', 0x81, 0x80 | length $payload) . $mask . $masked;
+
+    my $before = () = log_text() =~ /does not read/g;
+    my $n = 0;
+    my $sio_dropped = 0;
+    my @sio_ids;
+    while (!$sio_dropped && $n < 200) {
+        $n++;
+        for (1 .. 8) {
+            my $e = make_event(user => "sio-$n", details => { b => $blob });
+            push @sio_ids, $e->{id};
+            $t->redis->publish('dashboard:events', to_json([$e]));
+        }
+        my $last = $sio_ids[-1];
+        $sio->wait_line(sub {
+            ($_->{event} // '') eq 'activity:new' && $_->{data}{id} eq $last
+        }, 15);
+        $sio_dropped = (() = log_text() =~ /does not read/g) > $before;
+    }
+    ok($sio_dropped, 'slow socketio client dropped');
+    ok(closed_by_peer($s, 20), 'slow socketio client: closed');
+    close $s;
+
+    my @l = $sio->finish;
+    my @g = map { $_->{data}{id} }
+        grep { ($_->{event} // '') eq 'activity:new' } @l;
+    is_deeply(\@g, \@sio_ids, 'socketio client: every event, in order');
+}
+
+# a burst larger than the default queue (256), as the worker publishes a
+# batch (up to --batch 500 events) in one message, to a client that reads
+
+{
+    my $c = $t->node('ws-client.js', brief => 1,
+        url => "ws://127.0.0.1:$port/ws-default?token=$token",
+        timeout => 30000);
+    ok($c->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
+        'burst: client connected');
+
+    my @burst = map { make_event(user => 'burst') } 1 .. 300;
+    $t->redis->publish('dashboard:events', to_json(\@burst));
+
+    TODO: {
+        local $TODO = 'module: a message with more events than'
+            . ' activity_dashboard_queue drops reading clients';
+        ok($c->wait_line(sub {
+            ($_->{event} // '') eq 'activity:new'
+                && $_->{data}{id} eq $burst[-1]{id}
+        }, 15), 'burst: a reading client gets all 300 events of one message');
+    }
+    $c->finish;
+}
+
+$t->done;
