@@ -43,6 +43,25 @@ sub conf {
     return $c;
 }
 
+# keys for activity_jwt_key: RSA and EC public keys, and a file that is
+# not a key
+my $d = $t->dir;
+for my $cmd (
+    [ qw(openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048
+        -out), "$d/rsa.key" ],
+    [ qw(openssl pkey -pubout -in), "$d/rsa.key", '-out', "$d/rsa.pub" ],
+    [ qw(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256
+        -out), "$d/ec.key" ],
+    [ qw(openssl pkey -pubout -in), "$d/ec.key", '-out', "$d/ec.pub" ],
+) {
+    my ($rc, $out) = $t->run_cmd(@$cmd);
+    BAIL_OUT("@$cmd: $out") if $rc;
+}
+{
+    open my $fh, '>', "$d/not-a-key.pem" or die "$d/not-a-key.pem: $!";
+    print $fh "just some text, no PEM here\n";
+}
+
 my ($rc, $out) = $t->nginx_test(conf(
     http => join("\n",
         'activity_redis_url redis://:pass@127.0.0.1:6380/2;',
@@ -80,6 +99,53 @@ is($rc, 0, 'activity_redis_url unix:/path passes') or diag($out);
 ($rc, $out) = $t->nginx_test(conf(http =>
     'activity_redis_url redis://127.0.0.1:6379/0;'));
 is($rc, 0, 'activity_redis_url with a database passes') or diag($out);
+
+# the dashboard directives, keys in every context
+($rc, $out) = $t->nginx_test(<<'EOF');
+%%GLOBALS%%
+http {
+    %%GLOBALS_HTTP%%
+    activity_redis_url redis://127.0.0.1:6379;
+    activity_jwt_secret "http-secret";
+    activity_dashboard_role admin;
+    activity_dashboard_ping_interval 25s;
+    activity_dashboard_ping_timeout 20s;
+    activity_dashboard_queue 16;
+    activity_dashboard_rate 1;
+    activity_dashboard_max_connections 1000;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        activity_dashboard_queue 65536;
+        activity_dashboard_rate 1000;
+        location /socket.io/ {
+            activity_dashboard socketio;
+            activity_dashboard_role ops;
+        }
+        location /ws {
+            activity_dashboard websocket;
+            activity_dashboard_ping_interval 5s;
+            activity_dashboard_ping_timeout 2s;
+        }
+        location /rs/ws {
+            activity_jwt_key %%TESTDIR%%/rsa.pub;
+            activity_dashboard websocket;
+        }
+        location /rs256/ws {
+            activity_jwt_key %%TESTDIR%%/rsa.pub RS256;
+            activity_dashboard websocket;
+        }
+    }
+    server {
+        listen 127.0.0.1:%%PORT_es%%;
+        activity_jwt_key %%TESTDIR%%/ec.pub ES256;
+        location /socket.io/ {
+            activity_dashboard socketio;
+        }
+    }
+}
+EOF
+is($rc, 0, 'a valid configuration with every dashboard directive passes')
+    or diag($out);
 
 # [ name, slot, directive text, regexes the message must match ]
 my @bad = (
@@ -139,6 +205,62 @@ my @bad = (
         qr/activity_user/ ],
     [ 'activity_queue empty', http => 'activity_queue "";',
         qr/activity_queue/ ],
+    [ 'activity_dashboard protocol', location =>
+        'activity_jwt_secret s; activity_dashboard sse;',
+        qr/activity_dashboard/, qr/sse/ ],
+    [ 'activity_dashboard without a protocol', location =>
+        'activity_jwt_secret s; activity_dashboard;',
+        qr/activity_dashboard/ ],
+    [ 'activity_dashboard in server', server =>
+        'activity_jwt_secret s; activity_dashboard socketio;',
+        qr/activity_dashboard/ ],
+    [ 'activity_dashboard twice', location =>
+        'activity_jwt_secret s; activity_dashboard socketio;'
+        . ' activity_dashboard websocket;', qr/activity_dashboard/ ],
+    # the key is looked for when the configuration is merged
+    [ 'activity_dashboard without a key', location =>
+        'activity_dashboard socketio;', 'noline',
+        qr/activity_dashboard/, qr/key/ ],
+    [ 'activity_jwt_key missing file', location =>
+        'activity_jwt_key %%TESTDIR%%/no-such-key.pem;',
+        qr/activity_jwt_key/, qr/no-such-key\.pem/ ],
+    [ 'activity_jwt_key not a PEM file', location =>
+        'activity_jwt_key %%TESTDIR%%/not-a-key.pem;',
+        qr/activity_jwt_key/, qr/not-a-key\.pem/ ],
+    [ 'activity_jwt_key algorithm', location =>
+        'activity_jwt_key %%TESTDIR%%/rsa.pub HS256;',
+        qr/activity_jwt_key/, qr/HS256/ ],
+    [ 'activity_jwt_key algorithm none', location =>
+        'activity_jwt_key %%TESTDIR%%/rsa.pub none;',
+        qr/activity_jwt_key/, qr/none/ ],
+    [ 'activity_jwt_secret and activity_jwt_key', location =>
+        'activity_jwt_secret s; activity_jwt_key %%TESTDIR%%/rsa.pub;',
+        qr/activity_jwt_key/, qr/activity_jwt_secret/ ],
+    [ 'activity_jwt_key and activity_jwt_secret', server =>
+        'activity_jwt_key %%TESTDIR%%/rsa.pub; activity_jwt_secret s;',
+        qr/activity_jwt_secret/, qr/activity_jwt_key/ ],
+    [ 'activity_jwt_secret twice', http =>
+        'activity_jwt_secret a; activity_jwt_secret b;',
+        qr/activity_jwt_secret/ ],
+    # nginx's own bounds check names the range, not the directive
+    [ 'activity_dashboard_queue too small', location =>
+        'activity_dashboard_queue 15;', qr/between 16 and 65536/ ],
+    [ 'activity_dashboard_queue too large', location =>
+        'activity_dashboard_queue 65537;', qr/between 16 and 65536/ ],
+    [ 'activity_dashboard_queue not a number', location =>
+        'activity_dashboard_queue lots;', qr/activity_dashboard_queue/ ],
+    [ 'activity_dashboard_rate 0', location =>
+        'activity_dashboard_rate 0;', qr/between 1 and 1000/ ],
+    [ 'activity_dashboard_rate too large', location =>
+        'activity_dashboard_rate 1001;', qr/between 1 and 1000/ ],
+    [ 'activity_dashboard_max_connections 0', http =>
+        'activity_dashboard_max_connections 0;', qr/between 1 and/ ],
+    [ 'activity_dashboard_max_connections in server', server =>
+        'activity_dashboard_max_connections 10;',
+        qr/activity_dashboard_max_connections/ ],
+    [ 'activity_dashboard_ping_interval', location =>
+        'activity_dashboard_ping_interval soon;',
+        qr/activity_dashboard_ping_interval/ ],
 );
 
 for my $case (@bad) {
@@ -147,9 +269,10 @@ for my $case (@bad) {
     my ($rc, $out, $file) = $t->nginx_test(conf($slot => $text));
 
     my $line = 0;
+    my $expanded = $t->expand_conf($text);
     open my $fh, '<', $file or die "$file: $!";
     while (<$fh>) {
-        if (index($_, $text) >= 0) { $line = $.; last }
+        if (index($_, $expanded) >= 0) { $line = $.; last }
     }
     close $fh;
 
