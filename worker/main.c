@@ -7,10 +7,13 @@
  *   settings -> signals -> PostgreSQL -> migrations (--migrate: apply
  *   and exit; otherwise refuse to run on a stale schema) -> partition
  *   maintenance -> the consumer loop until SIGTERM.
+ *
+ * "activity-worker token ..." is a separate one-shot command (token.c).
  */
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -23,6 +26,7 @@
 #include "redisconn.h"
 #include "settings.h"
 #include "signals.h"
+#include "token.h"
 
 
 static void main_validate(const settings_t *s, redis_target_t *target);
@@ -39,6 +43,10 @@ main(int argc, char **argv)
     db_t           *db;
     char            where[300], q[600];
     int             pending, rc;
+
+    if (argc > 1 && strcmp(argv[1], "token") == 0) {
+        return token_main(argc - 1, argv + 1);
+    }
 
     settings_load(&s, argc, argv);
     main_validate(&s, &target);
