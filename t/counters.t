@@ -96,7 +96,17 @@ my $r = $t->redis;
 # The mix: 7 API calls by 3 users, 2 logins, 1 logout, 3 products.
 
 my %token = map { $_ => jwt_hs256('counters-secret',
-    { sub => $_, exp => int(time) + 3600 }) } qw(u1 u2 u3);
+    { sub => $_, exp => int(time) + 3600 }) } qw(u1 u2);
+
+# u3's token comes from "activity-worker token": the module must accept it
+{
+    local $ENV{ACTIVITY_JWT_SECRET} = 'counters-secret';
+    my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'token',
+        '--sub', 'u3', '--role', 'admin', '--ttl', '10m');
+    is($rc, 0, 'activity-worker token');
+    like($out, qr/^[\w-]+\.[\w-]+\.[\w-]+\n\z/, 'prints one JWT');
+    chomp($token{u3} = $out);
+}
 
 my @calls = qw(u1 u2 u3 u1 u2 u1 u3);
 my %status;
