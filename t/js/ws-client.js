@@ -42,7 +42,8 @@ ws.on('message', (data, isBinary) => {
         out({ t: 'text', binary: isBinary, text });
         return;
     }
-    out({ t: 'message', event: msg.event, data: summary(msg.data, opts.brief) });
+    out({ t: 'message', event: msg.event,
+          data: summary(msg.data, opts.brief) });
 });
 
 ws.on('close', (code, reason) => {
