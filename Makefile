@@ -24,7 +24,8 @@ W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql
             -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
 W_LIBS  := -lhiredis -lpq -ljansson -ljwt
 
-MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config
+MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
+               worker/event.c worker/event.h
 WORKER_SRCS := $(wildcard worker/*.c)
 WORKER_HDRS := $(wildcard worker/*.h)
 

@@ -23,6 +23,7 @@
 #include "ngx_http_activity_frame.h"
 #include "ngx_http_activity_jwt.h"
 #include "ngx_http_activity_sio.h"
+#include "ngx_http_activity_status.h"
 #include "ngx_http_activity_ws.h"
 
 
@@ -130,8 +131,8 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ngx_atomic_t                    *count;
     ngx_connection_t                *c;
     ngx_pool_cleanup_t              *cln;
-    ngx_http_activity_shm_t         *shm;
     ngx_http_activity_loc_conf_t    *alcf;
+    ngx_http_activity_ctx_t         *rctx;
     ngx_http_activity_dashboard_t   *ctx;
     ngx_http_activity_main_conf_t   *amcf;
     ngx_http_activity_jwt_claims_t   claims;
@@ -202,6 +203,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
                           "activity: dashboard refused %V: %s",
                           &c->addr_text, claims.reason);
 
+            ngx_http_activity_stat_add(amcf->stats,
+                                       auth_refused[claims.code], 1);
+
             return ngx_http_activity_dashboard_refuse(r, claims.status,
                                                       claims.status
                                                       == NGX_HTTP_FORBIDDEN
@@ -215,8 +219,7 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
         }
     }
 
-    shm = amcf->shm_zone->data;
-    count = &shm->dashboard_connections;
+    count = &amcf->stats->dashboard_connections;
 
     if (ngx_atomic_fetch_add(count, 1) >= amcf->max_connections) {
         (void) ngx_atomic_fetch_add(count, -1);
@@ -238,6 +241,7 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     }
 
     ctx->counted = 1;
+    ngx_http_activity_stat_add(amcf->stats, dashboards[alcf->dashboard], 1);
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -279,7 +283,12 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ctx->close_event.data = ctx;
     ctx->close_event.log = c->log;
 
-    ngx_http_set_ctx(r, ctx, ngx_http_activity_module);
+    rctx = ngx_http_activity_get_ctx(r);
+    if (rctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rctx->dashboard = ctx;
 
     /* from here on the connection speaks WebSocket */
 
@@ -597,7 +606,7 @@ ngx_http_activity_dashboard_cleanup(void *data)
 {
     ngx_http_activity_dashboard_t  *ctx = data;
 
-    ngx_http_activity_shm_t  *shm;
+    ngx_http_activity_stats_t  *stats;
 
     ngx_http_activity_fanout_leave(ctx->fanout, &ctx->listener);
     ngx_http_activity_outq_free(&ctx->listener.out);
@@ -625,8 +634,11 @@ ngx_http_activity_dashboard_cleanup(void *data)
     }
 
     if (ctx->counted) {
-        shm = ctx->amcf->shm_zone->data;
-        (void) ngx_atomic_fetch_add(&shm->dashboard_connections, -1);
+        stats = ctx->amcf->stats;
+
+        (void) ngx_atomic_fetch_add(&stats->dashboard_connections, -1);
+        (void) ngx_atomic_fetch_add(&stats->dashboards[ctx->conf->dashboard],
+                                    -1);
         ctx->counted = 0;
     }
 
@@ -647,7 +659,8 @@ ngx_http_activity_dashboard_read(ngx_http_request_t *r)
     ngx_http_activity_dashboard_t  *ctx;
 
     c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_activity_module);
+    ctx = ((ngx_http_activity_ctx_t *)
+           ngx_http_get_module_ctx(r, ngx_http_activity_module))->dashboard;
 
     if (ctx->finalized) {
         return;
@@ -716,7 +729,8 @@ ngx_http_activity_dashboard_write(ngx_http_request_t *r)
     ngx_int_t                       rc;
     ngx_http_activity_dashboard_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_activity_module);
+    ctx = ((ngx_http_activity_ctx_t *)
+           ngx_http_get_module_ctx(r, ngx_http_activity_module))->dashboard;
 
     if (ctx->finalized) {
         return;
@@ -1367,6 +1381,9 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard refused %V: %s",
                       &ctx->request->connection->addr_text, claims->reason);
+
+        ngx_http_activity_stat_add(ctx->amcf->stats,
+                                   auth_refused[claims->code], 1);
     }
 
     if (rc != NGX_OK) {
@@ -1652,6 +1669,8 @@ ngx_http_activity_dashboard_fail(ngx_http_activity_listener_t *l,
     ctx = (ngx_http_activity_dashboard_t *) l;
 
     if (code == NGX_HTTP_ACTIVITY_WS_POLICY) {
+        ngx_http_activity_stat_add(ctx->amcf->stats, clients_slow, 1);
+
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard %V does not read, %ui frames "
                       "queued, closing", &l->connection->addr_text,

@@ -15,13 +15,9 @@
 #include "ngx_http_activity_event.h"
 
 
-#define NGX_HTTP_ACTIVITY_UUID_LEN   36
-
-
 static ngx_int_t ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s);
 static size_t ngx_http_activity_json_len(ngx_str_t *s);
 static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s);
-static u_char *ngx_http_activity_uuid(u_char *p, uint64_t msec);
 static ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
 
 
@@ -41,7 +37,6 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
 {
     size_t         len;
     u_char        *p;
-    ngx_tm_t       tm;
     ngx_uint_t     i;
     ngx_keyval_t  *kv;
 
@@ -94,11 +89,9 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
         p = ngx_cpymem(p, "null", sizeof("null") - 1);
     }
 
-    ngx_gmtime(f->sec, &tm);
-
-    p = ngx_sprintf(p, ",\"timestamp\":\"%4d-%02d-%02dT%02d:%02d:%02d.%03MZ\"",
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, f->msec);
+    p = ngx_cpymem(p, ",\"timestamp\":\"", sizeof(",\"timestamp\":\"") - 1);
+    p = ngx_http_activity_event_timestamp(p, f->sec, f->msec);
+    *p++ = '"';
 
     p = ngx_cpymem(p, ",\"metadata\":{\"ipAddress\":",
                    sizeof(",\"metadata\":{\"ipAddress\":") - 1);
@@ -162,7 +155,7 @@ ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
 
     p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
 
-    p = ngx_http_activity_uuid(p, (uint64_t) f->sec * 1000 + f->msec);
+    p = ngx_http_activity_event_uuid(p, (uint64_t) f->sec * 1000 + f->msec);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -244,6 +237,19 @@ ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s)
 }
 
 
+u_char *
+ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(sec, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, msec);
+}
+
+
 static size_t
 ngx_http_activity_json_len(ngx_str_t *s)
 {
@@ -267,8 +273,8 @@ ngx_http_activity_json_copy(u_char *p, ngx_str_t *s)
  * ids sort by time, which keeps the primary key index append-mostly.
  */
 
-static u_char *
-ngx_http_activity_uuid(u_char *p, uint64_t msec)
+u_char *
+ngx_http_activity_event_uuid(u_char *p, uint64_t msec)
 {
     u_char      b[16];
     ngx_uint_t  i;

@@ -9,6 +9,10 @@
 #define _NGX_HTTP_ACTIVITY_EVENT_H_INCLUDED_
 
 
+#define NGX_HTTP_ACTIVITY_UUID_LEN        36
+#define NGX_HTTP_ACTIVITY_TIMESTAMP_LEN   (sizeof("2026-11-27T12:00:00.123Z") - 1)
+
+
 #include <ngx_config.h>
 #include <ngx_core.h>
 
@@ -31,6 +35,9 @@ typedef struct {
 
 ngx_int_t ngx_http_activity_event_body(ngx_pool_t *pool,
     ngx_http_activity_facts_t *f, ngx_str_t *body);
+u_char *ngx_http_activity_event_uuid(u_char *p, uint64_t msec);
+u_char *ngx_http_activity_event_timestamp(u_char *p, time_t sec,
+    ngx_msec_t msec);
 ngx_int_t ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
     ngx_http_activity_facts_t *f, ngx_str_t *body, ngx_str_t *json);
 

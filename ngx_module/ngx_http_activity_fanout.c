@@ -18,6 +18,7 @@
 
 #include "ngx_http_activity_fanout.h"
 #include "ngx_http_activity_redis.h"
+#include "ngx_http_activity_status.h"
 #include "ngx_http_activity_ws.h"
 
 
@@ -49,8 +50,7 @@ struct ngx_http_activity_fanout_s {
 
     ngx_http_activity_frame_t   *snapshot[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
 
-    ngx_uint_t                   messages;
-    ngx_uint_t                   frames;
+    ngx_http_activity_stats_t   *counters;
 };
 
 
@@ -109,6 +109,7 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
 
     f->amcf = amcf;
     f->log = cycle->log;
+    f->counters = amcf->stats;
 
     ngx_queue_init(&f->listeners);
     ngx_queue_init(&f->dirty);
@@ -122,6 +123,14 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
 
     f->redis.on_ready = ngx_http_activity_fanout_on_ready;
     f->redis.data = f;
+
+    if (f->counters) {
+        f->redis.stat_reconnects = &f->counters->subscriber_reconnects;
+
+        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
+            f->redis.stat_up = &f->counters->subscriber_up[ngx_worker];
+        }
+    }
 
     ngx_http_activity_redis_connect(&f->redis);
 
@@ -428,7 +437,7 @@ ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     }
 
     amcf = f->amcf;
-    f->messages++;
+    ngx_http_activity_stat_add(f->counters, pubsub_messages, 1);
 
     if ((size_t) channel->len == amcf->events_channel.len
         && ngx_strncmp(channel->str, amcf->events_channel.data,
@@ -588,7 +597,7 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
                 return;
             }
 
-            f->frames++;
+            ngx_http_activity_stat_add(f->counters, frames_broadcast, 1);
         }
 
         (void) ngx_http_activity_fanout_send(f, l, frames[p]);

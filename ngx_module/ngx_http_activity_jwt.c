@@ -15,9 +15,23 @@
 #include "ngx_http_activity_jwt.h"
 
 
-static ngx_int_t ngx_http_activity_jwt_has_role(jwt_t *jwt, ngx_str_t *role);
+static ngx_int_t ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role,
+    ngx_pool_t *pool, ngx_str_t *roles);
 static ngx_int_t ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool,
     ngx_str_t *sub);
+
+
+const char  *ngx_http_activity_jwt_labels[] = {
+    "no_token",
+    "too_long",
+    "invalid_token",
+    "wrong_algorithm",
+    "expired",
+    "not_yet_valid",
+    "missing_role",
+    "no_key",
+    NULL
+};
 
 
 ngx_int_t
@@ -70,16 +84,19 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
 
     if (key->alg == JWT_ALG_NONE || key->key.len == 0) {
         claims->reason = "no key configured";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_NO_KEY;
         return NGX_DECLINED;
     }
 
     if (token->len == 0) {
         claims->reason = "no token";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_NO_TOKEN;
         return NGX_DECLINED;
     }
 
     if (token->len > NGX_HTTP_ACTIVITY_JWT_MAX_LEN) {
         claims->reason = "token too long";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_TOO_LONG;
         return NGX_DECLINED;
     }
 
@@ -94,11 +111,13 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
 
     if (jwt_decode(&jwt, (char *) text, key->key.data, key->key.len) != 0) {
         claims->reason = "invalid token";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_INVALID;
         return NGX_DECLINED;
     }
 
     if (jwt_get_alg(jwt) != key->alg) {
         claims->reason = "wrong algorithm";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_ALGORITHM;
         goto refused;
     }
 
@@ -110,6 +129,7 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
     if (errno == 0) {
         if (now >= t + NGX_HTTP_ACTIVITY_JWT_LEEWAY) {
             claims->reason = "token expired";
+            claims->code = NGX_HTTP_ACTIVITY_JWT_EXPIRED;
             goto refused;
         }
 
@@ -121,6 +141,7 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
 
     if (errno == 0 && now + NGX_HTTP_ACTIVITY_JWT_LEEWAY < t) {
         claims->reason = "token not yet valid";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_NOT_YET_VALID;
         goto refused;
     }
 
@@ -129,10 +150,20 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
         return NGX_ERROR;
     }
 
-    if (role && role->len && !ngx_http_activity_jwt_has_role(jwt, role)) {
+    switch (ngx_http_activity_jwt_roles(jwt, role, pool, &claims->role)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         claims->status = NGX_HTTP_FORBIDDEN;
         claims->reason = "missing role";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_ROLE;
         goto refused;
+
+    default:
+        jwt_free(jwt);
+        return NGX_ERROR;
     }
 
     jwt_free(jwt);
@@ -183,48 +214,103 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
 }
 
 
+/*
+ * The token's roles ("role" string, or "roles" array joined with ","),
+ * for $activity_jwt_role; NGX_DECLINED when the required one is missing.
+ */
+
 static ngx_int_t
-ngx_http_activity_jwt_has_role(jwt_t *jwt, ngx_str_t *role)
+ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role, ngx_pool_t *pool,
+    ngx_str_t *roles)
 {
-    char        *roles;
-    size_t       i;
+    char        *text;
+    u_char      *p;
+    size_t       i, len;
     json_t      *array, *item;
     ngx_int_t    found;
     const char  *s;
 
+    found = (role == NULL || role->len == 0);
+
     s = jwt_get_grant(jwt, "role");
 
-    if (s && ngx_strlen(s) == role->len
-        && ngx_strncmp(s, role->data, role->len) == 0)
-    {
-        return 1;
-    }
+    if (s) {
+        len = ngx_strlen(s);
 
-    roles = jwt_get_grants_json(jwt, "roles");
-    if (roles == NULL) {
-        return 0;
-    }
+        roles->data = ngx_pnalloc(pool, len);
+        if (roles->data == NULL) {
+            return NGX_ERROR;
+        }
 
-    found = 0;
-    array = json_loads(roles, 0, NULL);
+        roles->len = len;
+        ngx_memcpy(roles->data, s, len);
 
-    if (json_is_array(array)) {
-        json_array_foreach(array, i, item) {
-            if (json_is_string(item)
-                && json_string_length(item) == role->len
-                && ngx_strncmp(json_string_value(item), role->data,
-                               role->len) == 0)
-            {
-                found = 1;
-                break;
-            }
+        if (!found && len == role->len
+            && ngx_strncmp(s, role->data, len) == 0)
+        {
+            found = 1;
         }
     }
 
-    json_decref(array);
-    free(roles);
+    text = jwt_get_grants_json(jwt, "roles");
+    if (text == NULL) {
+        return found ? NGX_OK : NGX_DECLINED;
+    }
 
-    return found;
+    array = json_loads(text, 0, NULL);
+    free(text);
+
+    if (!json_is_array(array)) {
+        json_decref(array);
+        return found ? NGX_OK : NGX_DECLINED;
+    }
+
+    len = roles->len;
+
+    json_array_foreach(array, i, item) {
+        if (json_is_string(item)) {
+            len += json_string_length(item) + 1;
+        }
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        json_decref(array);
+        return NGX_ERROR;
+    }
+
+    if (roles->len) {
+        p = ngx_cpymem(p, roles->data, roles->len);
+    }
+
+    roles->data = p - roles->len;
+
+    json_array_foreach(array, i, item) {
+        if (!json_is_string(item)) {
+            continue;
+        }
+
+        s = json_string_value(item);
+        len = json_string_length(item);
+
+        if (p != roles->data) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, s, len);
+
+        if (!found && len == role->len
+            && ngx_strncmp(s, role->data, len) == 0)
+        {
+            found = 1;
+        }
+    }
+
+    roles->len = p - roles->data;
+
+    json_decref(array);
+
+    return found ? NGX_OK : NGX_DECLINED;
 }
 
 

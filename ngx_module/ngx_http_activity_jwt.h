@@ -22,6 +22,20 @@
 #define NGX_HTTP_ACTIVITY_JWT_MAX_LEN  8192
 
 
+/* why a token is refused, for logs and metrics */
+typedef enum {
+    NGX_HTTP_ACTIVITY_JWT_NO_TOKEN = 0,
+    NGX_HTTP_ACTIVITY_JWT_TOO_LONG,
+    NGX_HTTP_ACTIVITY_JWT_INVALID,
+    NGX_HTTP_ACTIVITY_JWT_ALGORITHM,
+    NGX_HTTP_ACTIVITY_JWT_EXPIRED,
+    NGX_HTTP_ACTIVITY_JWT_NOT_YET_VALID,
+    NGX_HTTP_ACTIVITY_JWT_ROLE,
+    NGX_HTTP_ACTIVITY_JWT_NO_KEY,
+    NGX_HTTP_ACTIVITY_JWT_REASONS
+} ngx_http_activity_jwt_reason_e;
+
+
 typedef struct {
     jwt_alg_t                   alg;      /* JWT_ALG_NONE: not set */
     ngx_str_t                   key;      /* HS256 secret or PEM key */
@@ -30,10 +44,15 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                   sub;      /* data NULL: no "sub" */
+    ngx_str_t                   role;     /* "role", or "roles" joined */
     time_t                      exp;      /* 0: no "exp" */
     ngx_uint_t                  status;   /* 401 or 403 when refused */
+    ngx_uint_t                  code;     /* ngx_http_activity_jwt_reason_e */
     const char                 *reason;   /* why, for the log */
 } ngx_http_activity_jwt_claims_t;
+
+
+extern const char  *ngx_http_activity_jwt_labels[];
 
 
 ngx_int_t ngx_http_activity_jwt_bearer(ngx_http_request_t *r,

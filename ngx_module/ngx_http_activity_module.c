@@ -10,9 +10,12 @@
 #include <ngx_http.h>
 
 #include "ngx_http_activity_module.h"
+#include "ngx_http_activity_access.h"
 #include "ngx_http_activity_dashboard.h"
 #include "ngx_http_activity_fanout.h"
+#include "ngx_http_activity_ingest.h"
 #include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_status.h"
 #include "ngx_http_activity_track.h"
 
 
@@ -57,8 +60,11 @@ static char *ngx_http_activity_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+static char *ngx_http_activity_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_activity_handler_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_activity_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_activity_valid_type(ngx_str_t *type);
 
 
@@ -154,6 +160,34 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       0,
       NULL },
 
+    { ngx_string("activity_auth_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_activity_auth_jwt,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("activity_mask_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, mask_ip),
+      NULL },
+
+    { ngx_string("activity_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_activity_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_activity_status_handler },
+
+    { ngx_string("activity_ingest"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_activity_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_activity_ingest_handler },
+
     { ngx_string("activity_dashboard"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_activity_dashboard,
@@ -208,7 +242,7 @@ static ngx_command_t  ngx_http_activity_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_activity_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_activity_preconfiguration,    /* preconfiguration */
     ngx_http_activity_postconfiguration,   /* postconfiguration */
 
     ngx_http_activity_create_main_conf,    /* create main configuration */
@@ -324,6 +358,8 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->track = NGX_CONF_UNSET;
+    conf->auth_jwt = NGX_CONF_UNSET;
+    conf->mask_ip = NGX_CONF_UNSET;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
     conf->dashboard_queue = NGX_CONF_UNSET_UINT;
@@ -351,6 +387,21 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->jwt.alg == JWT_ALG_NONE) {
         conf->jwt = prev->jwt;
+    }
+
+    if (conf->auth_jwt == NGX_CONF_UNSET) {
+        conf->auth_jwt = prev->auth_jwt;
+        conf->auth_role = prev->auth_role;
+    }
+
+    ngx_conf_merge_value(conf->auth_jwt, prev->auth_jwt, 0);
+    ngx_conf_merge_value(conf->mask_ip, prev->mask_ip, 0);
+
+    if (conf->auth_jwt && conf->jwt.alg == JWT_ALG_NONE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_auth_jwt\" needs a key: set "
+                           "\"activity_jwt_secret\" or \"activity_jwt_key\"");
+        return NGX_CONF_ERROR;
     }
 
     ngx_conf_merge_str_value(conf->dashboard_role, prev->dashboard_role,
@@ -382,24 +433,29 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_activity_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_str_t                       name = ngx_string("activity");
     ngx_http_handler_pt            *h;
     ngx_http_core_main_conf_t      *cmcf;
     ngx_http_activity_main_conf_t  *amcf;
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
 
-    if (amcf->dashboards) {
+    /* counters of the whole nginx instance, across worker processes */
 
-        /* counters of the whole nginx instance, across worker processes */
+    if ((amcf->enabled || amcf->dashboards || amcf->shm_zone)
+        && ngx_http_activity_status_zone(cf, &amcf->shm_zone) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-        amcf->shm_zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
-                                               &ngx_http_activity_module);
-        if (amcf->shm_zone == NULL) {
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    if (amcf->access) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+        if (h == NULL) {
             return NGX_ERROR;
         }
 
-        amcf->shm_zone->init = ngx_http_activity_init_zone;
+        *h = ngx_http_activity_access_handler;
     }
 
     /* nothing tracked anywhere: cost nothing per request */
@@ -407,8 +463,6 @@ ngx_http_activity_postconfiguration(ngx_conf_t *cf)
     if (!amcf->enabled) {
         return NGX_OK;
     }
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
     if (h == NULL) {
@@ -418,6 +472,13 @@ ngx_http_activity_postconfiguration(ngx_conf_t *cf)
     *h = ngx_http_activity_log_handler;
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_activity_access_variables(cf);
 }
 
 
@@ -436,6 +497,10 @@ ngx_http_activity_init_process(ngx_cycle_t *cycle)
                                                ngx_http_activity_module);
     if (amcf == NULL) {
         return NGX_OK;
+    }
+
+    if (amcf->shm_zone) {
+        amcf->stats = amcf->shm_zone->data;
     }
 
     if (amcf->enabled) {
@@ -1099,35 +1164,80 @@ ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static ngx_int_t
-ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+/* activity_auth_jwt [role=NAME] | off */
+
+static char *
+ngx_http_activity_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_slab_pool_t          *shpool;
-    ngx_http_activity_shm_t  *shm;
+    ngx_http_activity_loc_conf_t *alcf = conf;
 
-    /* a reload keeps the counters: old workers still hold connections */
+    ngx_str_t                      *value;
+    ngx_http_activity_main_conf_t  *amcf;
 
-    if (data) {
-        shm_zone->data = data;
-        return NGX_OK;
+    if (alcf->auth_jwt != NGX_CONF_UNSET) {
+        return "is duplicate";
     }
 
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    value = cf->args->elts;
+    alcf->auth_jwt = 1;
 
-    if (shm_zone->shm.exists) {
-        shm_zone->data = shpool->data;
-        return NGX_OK;
+    if (cf->args->nelts == 2) {
+
+        if (ngx_strcmp(value[1].data, "off") == 0) {
+            alcf->auth_jwt = 0;
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strncmp(value[1].data, "role=", 5) != 0
+            || value[1].len == 5)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in "
+                               "\"activity_auth_jwt\", expected role=NAME "
+                               "or off", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        alcf->auth_role.data = value[1].data + 5;
+        alcf->auth_role.len = value[1].len - 5;
     }
 
-    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_activity_shm_t));
-    if (shm == NULL) {
-        return NGX_ERROR;
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
+    amcf->access = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* activity_status, activity_ingest: the location's content handler */
+
+static char *
+ngx_http_activity_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or conflicts with another handler";
     }
 
-    shpool->data = shm;
-    shm_zone->data = shm;
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
 
-    return NGX_OK;
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
+
+    /* both need the counters; ingest needs the queue too */
+
+    if (clcf->handler == ngx_http_activity_ingest_handler) {
+        amcf->enabled = 1;
+
+    } else if (ngx_http_activity_status_zone(cf, &amcf->shm_zone) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

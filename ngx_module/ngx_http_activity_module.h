@@ -20,6 +20,7 @@
 
 typedef struct ngx_http_activity_queue_s  ngx_http_activity_queue_t;
 typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;
+typedef struct ngx_http_activity_stats_s   ngx_http_activity_stats_t;
 
 
 typedef struct {
@@ -34,16 +35,12 @@ typedef struct {
 
 
 typedef struct {
-    ngx_atomic_t                     dashboard_connections;
-} ngx_http_activity_shm_t;
-
-
-typedef struct {
     ngx_http_activity_redis_addr_t   redis;
     ngx_str_t                        queue;
     size_t                           buffer_size;
     ngx_flag_t                       enabled;  /* some location emits */
     ngx_flag_t                       dashboards;  /* some location serves */
+    ngx_flag_t                       access;      /* activity_auth_jwt */
     ngx_uint_t                       max_connections;
 
     ngx_str_t                        events_channel;
@@ -52,6 +49,7 @@ typedef struct {
     ngx_str_t                        stats_key;
 
     ngx_shm_zone_t                  *shm_zone;
+    ngx_http_activity_stats_t       *stats;         /* in shm_zone */
     ngx_http_activity_queue_t       *queue_state;   /* per worker process */
     ngx_http_activity_fanout_t      *fanout_state;  /* per worker process */
 } ngx_http_activity_main_conf_t;
@@ -84,6 +82,10 @@ typedef struct {
     ngx_array_t                *meta;       /* ngx_http_activity_meta_t */
     ngx_http_activity_jwt_key_t  jwt;
 
+    ngx_flag_t                  auth_jwt;
+    ngx_str_t                   auth_role;
+    ngx_flag_t                  mask_ip;
+
     ngx_uint_t                  dashboard;  /* 0, or the protocol */
     ngx_str_t                   dashboard_role;
     ngx_msec_t                  ping_interval;
@@ -93,7 +95,36 @@ typedef struct {
 } ngx_http_activity_loc_conf_t;
 
 
+/* per request: what activity_auth_jwt learned, or a dashboard's state */
+
+typedef struct {
+    ngx_str_t                   jwt_sub;
+    ngx_str_t                   jwt_role;
+    void                       *dashboard;
+} ngx_http_activity_ctx_t;
+
+
 extern ngx_module_t  ngx_http_activity_module;
+
+
+static ngx_inline ngx_http_activity_ctx_t *
+ngx_http_activity_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_activity_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_activity_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_activity_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_activity_module);
+    }
+
+    return ctx;
+}
 
 
 #endif /* _NGX_HTTP_ACTIVITY_MODULE_H_INCLUDED_ */

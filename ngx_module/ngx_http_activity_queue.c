@@ -22,6 +22,7 @@
 
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_redis.h"
+#include "ngx_http_activity_status.h"
 
 
 /* arguments of one LPUSH; a flush may issue several, in one write */
@@ -44,6 +45,7 @@ struct ngx_http_activity_queue_s {
     ngx_http_activity_redis_t    redis;
     ngx_str_t                    key;
     ngx_log_t                   *log;
+    ngx_http_activity_stats_t   *stats;
 
     ngx_http_activity_entry_t   *head;      /* oldest unacknowledged */
     ngx_http_activity_entry_t   *unsent;    /* first not yet written */
@@ -91,6 +93,7 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
 
     q->key = amcf->queue;
     q->log = cycle->log;
+    q->stats = amcf->stats;
     q->limit = amcf->buffer_size;
     q->last = &q->head;
 
@@ -109,6 +112,14 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->redis.on_ready = ngx_http_activity_queue_on_ready;
     q->redis.on_down = ngx_http_activity_queue_on_down;
     q->redis.data = q;
+
+    if (q->stats) {
+        q->redis.stat_reconnects = &q->stats->queue_reconnects;
+
+        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
+            q->redis.stat_up = &q->stats->queue_up[ngx_worker];
+        }
+    }
 
     ngx_http_activity_redis_connect(&q->redis);
 
@@ -133,6 +144,7 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
     if (q->bytes + size > q->limit) {
         q->dropped++;
         q->dropped_total++;
+        ngx_http_activity_stat_add(q->stats, events_dropped, 1);
         ngx_http_activity_queue_report_drops(q);
         return NGX_DECLINED;
     }
@@ -141,6 +153,7 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
     if (e == NULL) {
         q->dropped++;
         q->dropped_total++;
+        ngx_http_activity_stat_add(q->stats, events_dropped, 1);
         return NGX_ERROR;
     }
 
@@ -158,11 +171,30 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
     q->bytes += size;
     q->held++;
 
+    ngx_http_activity_stat_set(q->stats, buffered, q->held);
+
     if (!q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
     }
 
     return NGX_OK;
+}
+
+
+/* bytes that n more events may take before the buffer is full */
+
+size_t
+ngx_http_activity_queue_room(ngx_http_activity_queue_t *q, ngx_uint_t n)
+{
+    size_t  overhead;
+
+    overhead = n * offsetof(ngx_http_activity_entry_t, data);
+
+    if (q->bytes + overhead >= q->limit) {
+        return 0;
+    }
+
+    return q->limit - q->bytes - overhead;
 }
 
 
@@ -323,6 +355,8 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
+    ngx_http_activity_stat_add(q->stats, events_queued, n);
+
     while (n-- && q->head && q->head != q->unsent) {
         e = q->head;
         q->head = e->next;
@@ -332,6 +366,8 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
 
         ngx_free(e);
     }
+
+    ngx_http_activity_stat_set(q->stats, buffered, q->held);
 
     if (q->head == NULL) {
         q->last = &q->head;

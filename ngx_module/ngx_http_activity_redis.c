@@ -199,7 +199,10 @@ ngx_http_activity_redis_retry_handler(ngx_event_t *ev)
     ngx_http_activity_redis_t  *rd = ev->data;
 
     if (rd->ac == NULL && !rd->closing) {
-        rd->reconnects++;
+        if (rd->stat_reconnects) {
+            (void) ngx_atomic_fetch_add(rd->stat_reconnects, 1);
+        }
+
         ngx_http_activity_redis_connect(rd);
     }
 }
@@ -290,6 +293,10 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
 
     rd->ready = 1;
     rd->failures = 0;
+
+    if (rd->stat_up) {
+        *rd->stat_up = 1;
+    }
     rd->backoff = NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MIN;
 
     if (rd->on_ready) {
@@ -306,6 +313,10 @@ ngx_http_activity_redis_on_disconnect(const redisAsyncContext *ac,
 
     rd->ready = 0;
     rd->ac = NULL;
+
+    if (rd->stat_up) {
+        *rd->stat_up = 0;
+    }
 
     if (rd->closing) {
         return;

@@ -34,7 +34,9 @@ struct ngx_http_activity_redis_s {
     ngx_event_t                          connect_timer;
     ngx_msec_t                           backoff;
     ngx_uint_t                           failures;  /* in a row */
-    ngx_uint_t                           reconnects;
+
+    ngx_atomic_t                        *stat_up;          /* or NULL */
+    ngx_atomic_t                        *stat_reconnects;  /* or NULL */
 
     ngx_http_activity_redis_handler_pt   on_ready;
     ngx_http_activity_redis_handler_pt   on_down;

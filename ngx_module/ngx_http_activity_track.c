@@ -14,6 +14,7 @@
 #include "ngx_http_activity_event.h"
 #include "ngx_http_activity_jwt.h"
 #include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_status.h"
 #include "ngx_http_activity_track.h"
 
 
@@ -27,6 +28,8 @@ static ngx_int_t ngx_http_activity_facts(ngx_http_request_t *r,
     ngx_http_activity_facts_t *f);
 static void ngx_http_activity_user(ngx_http_request_t *r,
     ngx_http_activity_loc_conf_t *alcf, ngx_str_t *user);
+static ngx_int_t ngx_http_activity_masked_ip(ngx_http_request_t *r,
+    ngx_str_t *ip);
 
 
 static ngx_str_t  ngx_http_activity_api_call = ngx_string("API_CALL");
@@ -97,6 +100,8 @@ ngx_http_activity_log_handler(ngx_http_request_t *r)
         (void) ngx_http_activity_queue_push(amcf->queue_state, json.data,
                                             json.len);
     }
+
+    ngx_http_activity_stat_add(amcf->stats, events_tracked, i);
 
     return NGX_OK;
 }
@@ -170,6 +175,12 @@ ngx_http_activity_facts(ngx_http_request_t *r,
 
     f->ip = r->connection->addr_text;
 
+    if (alcf->mask_ip
+        && ngx_http_activity_masked_ip(r, &f->ip) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (r->headers_in.user_agent) {
         f->user_agent = r->headers_in.user_agent->value;
     }
@@ -210,6 +221,69 @@ ngx_http_activity_facts(ngx_http_request_t *r,
             return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* activity_mask_ip: the /24 of an IPv4 address, the /48 of an IPv6 one */
+
+static ngx_int_t
+ngx_http_activity_masked_ip(ngx_http_request_t *r, ngx_str_t *ip)
+{
+    u_char               *p;
+    in_addr_t             addr;
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    u_char               *a;
+    struct in6_addr       in6;
+    struct sockaddr_in6  *sin6;
+#endif
+
+    sa = r->connection->sockaddr;
+
+    p = ngx_pnalloc(r->pool, NGX_INET6_ADDRSTRLEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        addr = ntohl(sin->sin_addr.s_addr);
+
+        ip->len = ngx_sprintf(p, "%ud.%ud.%ud.0", addr >> 24,
+                              (addr >> 16) & 0xff, (addr >> 8) & 0xff)
+                  - p;
+        break;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            a = sin6->sin6_addr.s6_addr;
+            ip->len = ngx_sprintf(p, "%ud.%ud.%ud.0", a[12], a[13], a[14])
+                      - p;
+            break;
+        }
+
+        ngx_memzero(&in6, sizeof(struct in6_addr));
+        ngx_memcpy(in6.s6_addr, sin6->sin6_addr.s6_addr, 6);
+
+        ip->len = ngx_inet6_ntop(in6.s6_addr, p, NGX_INET6_ADDRSTRLEN);
+        break;
+#endif
+
+    default:
+
+        /* unix sockets have no address worth hiding */
+        return NGX_OK;
+    }
+
+    ip->data = p;
 
     return NGX_OK;
 }

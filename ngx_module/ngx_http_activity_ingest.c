@@ -1,0 +1,524 @@
+
+/*
+ * activity_ingest: events that applications post themselves.
+ *
+ * POST one event object or an array of at most 1,000; the body is bounded
+ * by client_max_body_size.  Missing ids and timestamps are filled in;
+ * everything else is checked, with the same rules the worker applies
+ * before storing (worker/event.c is compiled into both).  Either every
+ * event of a request is queued (202) or none is (400 with the reasons of
+ * each refused item, 503 when the buffer has no room).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <arpa/inet.h>
+#include <jansson.h>
+
+#include "ngx_http_activity_module.h"
+#include "ngx_http_activity_event.h"
+#include "ngx_http_activity_ingest.h"
+#include "ngx_http_activity_queue.h"
+#include "ngx_http_activity_status.h"
+#include "../worker/event.h"
+
+
+#define NGX_HTTP_ACTIVITY_INGEST_MAX     1000
+#define NGX_HTTP_ACTIVITY_STRING_MAX     4096
+
+
+static void ngx_http_activity_ingest_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_activity_ingest_read(ngx_http_request_t *r,
+    ngx_str_t *body);
+static json_t *ngx_http_activity_ingest_check(json_t *event,
+    ngx_http_request_t *r);
+static void ngx_http_activity_ingest_check_metadata(json_t *meta,
+    json_t *errors);
+static ngx_int_t ngx_http_activity_ingest_allowed(const char *key,
+    const char **names);
+static ngx_int_t ngx_http_activity_ingest_reply(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *body);
+
+
+static const char  *ngx_http_activity_event_fields[] = {
+    "id", "eventType", "userId", "timestamp", "metadata", NULL
+};
+
+static const char  *ngx_http_activity_metadata_fields[] = {
+    "ipAddress", "userAgent", "endpoint", "method", "status", "durationMs",
+    "details", NULL
+};
+
+
+ngx_int_t
+ngx_http_activity_ingest_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    if (r->method != NGX_HTTP_POST) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_activity_module);
+
+    if (amcf->queue_state == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (r->headers_in.content_type == NULL
+        || ngx_strlcasestrn(r->headers_in.content_type->value.data,
+                            r->headers_in.content_type->value.data
+                            + r->headers_in.content_type->value.len,
+                            (u_char *) "application/json", 16 - 1)
+           == NULL)
+    {
+        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_activity_ingest_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_activity_ingest_body(ngx_http_request_t *r)
+{
+    char                           *text;
+    size_t                          i, n, bytes;
+    json_t                         *root, *event, *errors, *item, *body;
+    ngx_str_t                       data;
+    ngx_uint_t                      status;
+    json_error_t                    err;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_activity_module);
+    root = NULL;
+    errors = NULL;
+
+    if (ngx_http_activity_ingest_read(r, &data) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    root = json_loadb((const char *) data.data, data.len,
+                      JSON_REJECT_DUPLICATES, &err);
+
+    if (root == NULL) {
+        body = json_pack("{s:s,s:s,s:i}", "error", "invalid JSON",
+                         "reason", err.text, "position", err.position);
+        status = NGX_HTTP_BAD_REQUEST;
+        goto done;
+    }
+
+    if (json_is_object(root)) {
+        event = root;
+        root = json_pack("[o]", event);
+        if (root == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    n = json_array_size(root);
+
+    if (!json_is_array(root) || n == 0 || n > NGX_HTTP_ACTIVITY_INGEST_MAX) {
+        body = json_pack("{s:s}", "error", "expected an event object or an "
+                         "array of 1 to 1000 events");
+        status = NGX_HTTP_BAD_REQUEST;
+        goto done;
+    }
+
+    errors = json_array();
+    if (errors == NULL) {
+        json_decref(root);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    json_array_foreach(root, i, event) {
+        item = ngx_http_activity_ingest_check(event, r);
+
+        if (item) {
+            json_object_set_new(item, "index", json_integer(i));
+            json_array_append_new(errors, item);
+        }
+    }
+
+    if (json_array_size(errors)) {
+        body = json_pack("{s:s,s:O}", "error", "invalid events",
+                         "items", errors);
+        status = NGX_HTTP_BAD_REQUEST;
+        goto done;
+    }
+
+    /* all or nothing: the buffer must have room for every event */
+
+    bytes = 0;
+
+    json_array_foreach(root, i, event) {
+        bytes += json_dumpb(event, NULL, 0, JSON_COMPACT);
+    }
+
+    if (bytes > ngx_http_activity_queue_room(amcf->queue_state, n)) {
+        body = json_pack("{s:s}", "error", "event buffer full, retry later");
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        goto done;
+    }
+
+    json_array_foreach(root, i, event) {
+        text = json_dumps(event, JSON_COMPACT);
+        if (text == NULL) {
+            continue;
+        }
+
+        (void) ngx_http_activity_queue_push(amcf->queue_state,
+                                            (u_char *) text,
+                                            ngx_strlen(text));
+        free(text);
+    }
+
+    ngx_http_activity_stat_add(amcf->stats, events_ingested, n);
+
+    body = json_pack("{s:i}", "accepted", (json_int_t) n);
+    status = NGX_HTTP_ACCEPTED;
+
+done:
+
+    json_decref(errors);
+    json_decref(root);
+
+    ngx_http_finalize_request(r,
+                        ngx_http_activity_ingest_reply(r, status, body));
+}
+
+
+/* the body in one piece: in memory, or read back from its temp file */
+
+static ngx_int_t
+ngx_http_activity_ingest_read(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    off_t         len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = 0;
+
+    if (r->request_body == NULL) {
+        ngx_str_set(body, "");
+        return NGX_OK;
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? b->file_last - b->file_pos : b->last - b->pos;
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+
+            /* a local temp file just written: in the page cache */
+
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+
+            p += n;
+            continue;
+        }
+
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Fills in a missing id and timestamp; returns NULL when the event is
+ * good, else {"errors":[...]}.
+ */
+
+static json_t *
+ngx_http_activity_ingest_check(json_t *event, ngx_http_request_t *r)
+{
+    u_char       buf[NGX_HTTP_ACTIVITY_UUID_LEN + 1];
+    char        *text, reason[128];
+    json_t      *errors, *v;
+    ngx_time_t  *tp;
+    const char  *key;
+    event_t      ev;
+
+    errors = json_array();
+
+    if (!json_is_object(event)) {
+        json_array_append_new(errors, json_string("expected an object"));
+        goto done;
+    }
+
+    json_object_foreach(event, key, v) {
+        if (!ngx_http_activity_ingest_allowed(key,
+                                              ngx_http_activity_event_fields))
+        {
+            json_array_append_new(errors,
+                                  json_sprintf("unknown field \"%.64s\"",
+                                               key));
+        }
+    }
+
+    v = json_object_get(event, "eventType");
+
+    if (!json_is_string(v) || !event_valid_type(json_string_value(v))) {
+        json_array_append_new(errors, json_string("eventType must be "
+                                          "[A-Z][A-Z0-9_]*, at most 64 "
+                                          "characters"));
+    }
+
+    v = json_object_get(event, "userId");
+
+    if (v && !json_is_null(v)
+        && !(json_is_string(v)
+             && json_string_length(v) <= NGX_HTTP_ACTIVITY_STRING_MAX))
+    {
+        json_array_append_new(errors,
+                              json_string("userId must be a string or null"));
+    }
+
+    v = json_object_get(event, "metadata");
+
+    if (v && !json_is_object(v)) {
+        json_array_append_new(errors,
+                              json_string("metadata must be an object"));
+
+    } else if (v) {
+        ngx_http_activity_ingest_check_metadata(v, errors);
+    }
+
+    tp = ngx_timeofday();
+
+    v = json_object_get(event, "id");
+
+    if (v == NULL) {
+        *ngx_http_activity_event_uuid(buf, (uint64_t) tp->sec * 1000
+                                           + tp->msec) = '\0';
+        json_object_set_new(event, "id", json_string((char *) buf));
+
+    } else if (!json_is_string(v) || !event_valid_uuid(json_string_value(v)))
+    {
+        json_array_append_new(errors, json_string("id must be a UUID"));
+    }
+
+    v = json_object_get(event, "timestamp");
+
+    if (v == NULL) {
+        *ngx_http_activity_event_timestamp(buf, tp->sec, tp->msec) = '\0';
+        json_object_set_new(event, "timestamp", json_string((char *) buf));
+
+    } else if (!json_is_string(v)
+               || !event_valid_timestamp(json_string_value(v)))
+    {
+        json_array_append_new(errors, json_string("timestamp must be "
+                                          "ISO-8601, e.g. "
+                                          "2026-11-27T12:00:00.000Z"));
+    }
+
+    if (json_array_size(errors)) {
+        goto done;
+    }
+
+    /* what the worker would refuse is refused here */
+
+    text = json_dumps(event, JSON_COMPACT);
+    if (text == NULL) {
+        json_array_append_new(errors, json_string("cannot encode"));
+        goto done;
+    }
+
+    if (event_parse(&ev, text, ngx_strlen(text), reason, sizeof(reason))
+        != 0)
+    {
+        json_array_append_new(errors, json_string(reason));
+
+    } else {
+        event_free(&ev);
+    }
+
+    free(text);
+
+done:
+
+    if (json_array_size(errors) == 0) {
+        json_decref(errors);
+        return NULL;
+    }
+
+    return json_pack("{s:o}", "errors", errors);
+}
+
+
+static void
+ngx_http_activity_ingest_check_metadata(json_t *meta, json_t *errors)
+{
+    u_char          addr[16];
+    json_t         *v;
+    const char     *key, *s;
+    json_int_t      status;
+    static const char  *strings[] = { "userAgent", "endpoint", "method",
+                                      NULL };
+    const char    **name;
+
+    json_object_foreach(meta, key, v) {
+        if (!ngx_http_activity_ingest_allowed(key,
+                                          ngx_http_activity_metadata_fields))
+        {
+            json_array_append_new(errors,
+                          json_sprintf("unknown field \"metadata.%.64s\"",
+                                       key));
+        }
+    }
+
+    for (name = strings; *name; name++) {
+        v = json_object_get(meta, *name);
+
+        if (v && !json_is_null(v)
+            && !(json_is_string(v)
+                 && json_string_length(v) <= NGX_HTTP_ACTIVITY_STRING_MAX))
+        {
+            json_array_append_new(errors,
+                          json_sprintf("metadata.%s must be a string of at "
+                                       "most %d bytes", *name,
+                                       NGX_HTTP_ACTIVITY_STRING_MAX));
+        }
+    }
+
+    v = json_object_get(meta, "ipAddress");
+
+    if (v && !json_is_null(v)) {
+        s = json_string_value(v);
+
+        if (s == NULL
+            || (inet_pton(AF_INET, s, addr) != 1
+                && inet_pton(AF_INET6, s, addr) != 1))
+        {
+            json_array_append_new(errors, json_string("metadata.ipAddress "
+                                                "must be an IPv4 or IPv6 "
+                                                "address"));
+        }
+    }
+
+    v = json_object_get(meta, "status");
+
+    if (v && !json_is_null(v)) {
+        status = json_is_integer(v) ? json_integer_value(v) : -1;
+
+        if (status < 100 || status > 599) {
+            json_array_append_new(errors, json_string("metadata.status must "
+                                                "be an HTTP status code"));
+        }
+    }
+
+    v = json_object_get(meta, "durationMs");
+
+    if (v && !json_is_null(v)
+        && !(json_is_number(v) && json_number_value(v) >= 0))
+    {
+        json_array_append_new(errors, json_string("metadata.durationMs must "
+                                            "be a number >= 0"));
+    }
+
+    v = json_object_get(meta, "details");
+
+    if (v && !json_is_object(v)) {
+        json_array_append_new(errors,
+                      json_string("metadata.details must be an object"));
+    }
+}
+
+
+static ngx_int_t
+ngx_http_activity_ingest_allowed(const char *key, const char **names)
+{
+    for ( /* void */ ; *names; names++) {
+        if (ngx_strcmp(key, *names) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_activity_ingest_reply(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body)
+{
+    char         *text;
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(text);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    *b->last++ = LF;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    free(text);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

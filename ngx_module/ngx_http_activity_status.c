@@ -1,0 +1,262 @@
+
+/*
+ * Instance-wide counters and the Prometheus text endpoint.
+ *
+ * Counters are ngx_atomic_t in one shared memory zone, bumped with
+ * ngx_atomic_fetch_add by every worker process, as nginx's own stub_status
+ * counters are; per-worker gauges (events buffered, Redis connection
+ * state) have a slot per worker and are summed when read.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_activity_module.h"
+#include "ngx_http_activity_status.h"
+
+
+#define NGX_HTTP_ACTIVITY_STATUS_MAX   8192
+
+
+typedef struct {
+    const char                  *name;
+    const char                  *type;
+    const char                  *help;
+    size_t                       offset;
+} ngx_http_activity_metric_t;
+
+
+static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_atomic_uint_t ngx_http_activity_status_sum(ngx_atomic_t *slots,
+    ngx_uint_t n);
+
+
+#define ngx_http_activity_stat_offset(field)                                 \
+    offsetof(ngx_http_activity_stats_t, field)
+
+static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
+
+    { "activity_events_tracked_total", "counter",
+      "Events built from requests (API_CALL and activity_event rules).",
+      ngx_http_activity_stat_offset(events_tracked) },
+
+    { "activity_events_ingested_total", "counter",
+      "Events accepted by activity_ingest endpoints.",
+      ngx_http_activity_stat_offset(events_ingested) },
+
+    { "activity_events_queued_total", "counter",
+      "Events acknowledged by Redis (LPUSH).",
+      ngx_http_activity_stat_offset(events_queued) },
+
+    { "activity_events_dropped_total", "counter",
+      "Events dropped because the per-worker buffer was full.",
+      ngx_http_activity_stat_offset(events_dropped) },
+
+    { "activity_redis_reconnects_total{connection=\"queue\"}", "counter",
+      "Redis connection attempts after a failure or loss.",
+      ngx_http_activity_stat_offset(queue_reconnects) },
+
+    { "activity_redis_reconnects_total{connection=\"subscriber\"}", NULL,
+      NULL, ngx_http_activity_stat_offset(subscriber_reconnects) },
+
+    { "activity_pubsub_messages_total", "counter",
+      "Messages received from Redis pub/sub.",
+      ngx_http_activity_stat_offset(pubsub_messages) },
+
+    { "activity_frames_broadcast_total", "counter",
+      "WebSocket frames encoded for a broadcast (once per worker process).",
+      ngx_http_activity_stat_offset(frames_broadcast) },
+
+    { "activity_dashboard_clients_dropped_total{reason=\"slow\"}", "counter",
+      "Dashboard clients dropped because they did not read.",
+      ngx_http_activity_stat_offset(clients_slow) },
+
+    { "activity_dashboard_connections{protocol=\"websocket\"}", "gauge",
+      "Open dashboard connections.",
+      ngx_http_activity_stat_offset(dashboards[1]) },
+
+    { "activity_dashboard_connections{protocol=\"socketio\"}", NULL, NULL,
+      ngx_http_activity_stat_offset(dashboards[2]) },
+
+    { NULL, NULL, NULL, 0 }
+};
+
+
+/* the zone is made once, whatever the module is used for */
+
+ngx_int_t
+ngx_http_activity_status_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone)
+{
+    ngx_str_t  name = ngx_string("activity");
+
+    if (*zone) {
+        return NGX_OK;
+    }
+
+    *zone = ngx_shared_memory_add(cf, &name,
+                                  ngx_align(sizeof(ngx_http_activity_stats_t),
+                                            ngx_pagesize)
+                                  + 8 * ngx_pagesize,
+                                  &ngx_http_activity_module);
+    if (*zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    (*zone)->init = ngx_http_activity_init_zone;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_activity_status_handler(ngx_http_request_t *r)
+{
+    u_char                         *p;
+    size_t                          n;
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_uint_t                      i, workers;
+    ngx_chain_t                     out;
+    ngx_core_conf_t                *ccf;
+    ngx_atomic_uint_t               v;
+    ngx_http_activity_stats_t      *st;
+    ngx_http_activity_metric_t     *m;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_activity_module);
+    st = amcf->stats;
+
+    if (st == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+    workers = ngx_min((ngx_uint_t) ccf->worker_processes,
+                      NGX_HTTP_ACTIVITY_WORKER_SLOTS);
+
+    b = ngx_create_temp_buf(r->pool, NGX_HTTP_ACTIVITY_STATUS_MAX);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = b->last;
+
+    for (m = ngx_http_activity_metrics; m->name; m++) {
+        v = *(ngx_atomic_t *) ((u_char *) st + m->offset);
+
+        if (m->help) {
+            n = strcspn(m->name, "{");
+            p = ngx_sprintf(p, "# HELP %*s %s\n# TYPE %*s %s\n",
+                            n, m->name, m->help, n, m->name, m->type);
+        }
+
+        p = ngx_sprintf(p, "%s %uA\n", m->name, v);
+    }
+
+    p = ngx_sprintf(p, "# HELP activity_events_buffered Events held by nginx "
+                    "that Redis has not acknowledged yet.\n"
+                    "# TYPE activity_events_buffered gauge\n"
+                    "activity_events_buffered %uA\n",
+                    ngx_http_activity_status_sum(st->buffered, workers));
+
+    p = ngx_sprintf(p, "# HELP activity_redis_connected Worker processes "
+                    "whose Redis connection is up.\n"
+                    "# TYPE activity_redis_connected gauge\n"
+                    "activity_redis_connected{connection=\"queue\"} %uA\n"
+                    "activity_redis_connected{connection=\"subscriber\"} "
+                    "%uA\n",
+                    ngx_http_activity_status_sum(st->queue_up, workers),
+                    ngx_http_activity_status_sum(st->subscriber_up, workers));
+
+    p = ngx_sprintf(p, "# HELP activity_auth_refusals_total Tokens refused, "
+                    "by reason.\n"
+                    "# TYPE activity_auth_refusals_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_ACTIVITY_JWT_REASONS; i++) {
+        p = ngx_sprintf(p, "activity_auth_refusals_total{reason=\"%s\"} %uA\n",
+                        ngx_http_activity_jwt_labels[i],
+                        (ngx_atomic_uint_t) st->auth_refused[i]);
+    }
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t            *shpool;
+    ngx_http_activity_stats_t  *st;
+
+    /* a reload keeps the counters: old workers still hold connections */
+
+    if (data) {
+        shm_zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    st = ngx_slab_calloc(shpool, sizeof(ngx_http_activity_stats_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = st;
+    shm_zone->data = st;
+
+    return NGX_OK;
+}
+
+
+static ngx_atomic_uint_t
+ngx_http_activity_status_sum(ngx_atomic_t *slots, ngx_uint_t n)
+{
+    ngx_uint_t         i;
+    ngx_atomic_uint_t  sum;
+
+    sum = 0;
+
+    for (i = 0; i < n; i++) {
+        sum += slots[i];
+    }
+
+    return sum;
+}

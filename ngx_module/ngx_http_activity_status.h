@@ -1,0 +1,59 @@
+
+/*
+ * Counters of the whole nginx instance, in shared memory, and the
+ * activity_status endpoint that exposes them to Prometheus.
+ */
+
+
+#ifndef _NGX_HTTP_ACTIVITY_STATUS_H_INCLUDED_
+#define _NGX_HTTP_ACTIVITY_STATUS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_activity_jwt.h"
+
+
+/* per worker gauges; workers beyond the slots are summed into none */
+#define NGX_HTTP_ACTIVITY_WORKER_SLOTS   256
+
+
+struct ngx_http_activity_stats_s {
+    ngx_atomic_t    dashboards[3];          /* by protocol */
+    ngx_atomic_t    dashboard_connections;  /* all, for the limit */
+    ngx_atomic_t    events_tracked;
+    ngx_atomic_t    events_ingested;
+    ngx_atomic_t    events_queued;          /* acknowledged by Redis */
+    ngx_atomic_t    events_dropped;
+    ngx_atomic_t    queue_reconnects;
+    ngx_atomic_t    subscriber_reconnects;
+    ngx_atomic_t    pubsub_messages;
+    ngx_atomic_t    frames_broadcast;
+    ngx_atomic_t    clients_slow;
+    ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
+    ngx_atomic_t    buffered[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
+    ngx_atomic_t    queue_up[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
+    ngx_atomic_t    subscriber_up[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
+};
+
+
+#define ngx_http_activity_stat_add(stats, field, n)                          \
+    if (stats) {                                                             \
+        (void) ngx_atomic_fetch_add(&(stats)->field, (ngx_atomic_int_t) (n)); \
+    }
+
+/* a gauge of this worker process */
+#define ngx_http_activity_stat_set(stats, field, v)                          \
+    if ((stats) && ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {            \
+        (stats)->field[ngx_worker] = (ngx_atomic_uint_t) (v);                \
+    }
+
+
+ngx_int_t ngx_http_activity_status_zone(ngx_conf_t *cf,
+    ngx_shm_zone_t **zone);
+ngx_int_t ngx_http_activity_status_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_ACTIVITY_STATUS_H_INCLUDED_ */
