@@ -10,7 +10,8 @@
 
 
 #define NGX_HTTP_ACTIVITY_UUID_LEN        36
-#define NGX_HTTP_ACTIVITY_TIMESTAMP_LEN   (sizeof("2026-11-27T12:00:00.123Z") - 1)
+#define NGX_HTTP_ACTIVITY_TIMESTAMP_LEN                                      \
+    (sizeof("2026-11-27T12:00:00.123Z") - 1)
 
 
 #include <ngx_config.h>

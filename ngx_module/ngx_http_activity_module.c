@@ -161,7 +161,8 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       NULL },
 
     { ngx_string("activity_auth_jwt"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+      |NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_activity_auth_jwt,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
