@@ -19,6 +19,8 @@ static ngx_int_t ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role,
     ngx_pool_t *pool, ngx_str_t *roles);
 static ngx_int_t ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool,
     ngx_str_t *sub);
+static ngx_int_t ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim,
+    time_t *t);
 
 
 const char  *ngx_http_activity_jwt_labels[] = {
@@ -74,10 +76,9 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
     ngx_str_t *token, ngx_str_t *role, ngx_pool_t *pool,
     ngx_http_activity_jwt_claims_t *claims)
 {
-    long     t;
     jwt_t   *jwt;
     u_char  *text;
-    time_t   now;
+    time_t   now, t;
 
     ngx_memzero(claims, sizeof(ngx_http_activity_jwt_claims_t));
     claims->status = NGX_HTTP_UNAUTHORIZED;
@@ -123,10 +124,9 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
 
     now = ngx_time();
 
-    errno = 0;
-    t = jwt_get_grant_int(jwt, "exp");
+    switch (ngx_http_activity_jwt_time(jwt, "exp", &t)) {
 
-    if (errno == 0) {
+    case NGX_OK:
         if (now >= t + NGX_HTTP_ACTIVITY_JWT_LEEWAY) {
             claims->reason = "token expired";
             claims->code = NGX_HTTP_ACTIVITY_JWT_EXPIRED;
@@ -134,14 +134,34 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
         }
 
         claims->exp = t;
+        break;
+
+    case NGX_DECLINED:
+        break;
+
+    default:
+        claims->reason = "invalid token";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_INVALID;
+        goto refused;
     }
 
-    errno = 0;
-    t = jwt_get_grant_int(jwt, "nbf");
+    switch (ngx_http_activity_jwt_time(jwt, "nbf", &t)) {
 
-    if (errno == 0 && now + NGX_HTTP_ACTIVITY_JWT_LEEWAY < t) {
-        claims->reason = "token not yet valid";
-        claims->code = NGX_HTTP_ACTIVITY_JWT_NOT_YET_VALID;
+    case NGX_OK:
+        if (now + NGX_HTTP_ACTIVITY_JWT_LEEWAY < t) {
+            claims->reason = "token not yet valid";
+            claims->code = NGX_HTTP_ACTIVITY_JWT_NOT_YET_VALID;
+            goto refused;
+        }
+
+        break;
+
+    case NGX_DECLINED:
+        break;
+
+    default:
+        claims->reason = "invalid token";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_INVALID;
         goto refused;
     }
 
@@ -311,6 +331,38 @@ ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role, ngx_pool_t *pool,
     json_decref(array);
 
     return found ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * A NumericDate claim: an integer or, as RFC 7519 allows, a fraction.
+ * NGX_DECLINED: absent; NGX_ERROR: not a number (the token is refused:
+ * an "exp" that cannot be read must not mean "never expires").
+ */
+
+static ngx_int_t
+ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim, time_t *t)
+{
+    char    *text;
+    json_t  *v;
+
+    text = jwt_get_grants_json(jwt, claim);
+    if (text == NULL) {
+        return NGX_DECLINED;
+    }
+
+    v = json_loads(text, JSON_DECODE_ANY, NULL);
+    free(text);
+
+    if (!json_is_number(v)) {
+        json_decref(v);
+        return NGX_ERROR;
+    }
+
+    *t = (time_t) json_number_value(v);
+    json_decref(v);
+
+    return NGX_OK;
 }
 
 
