@@ -215,10 +215,22 @@ ngx_http_activity_fanout_send(ngx_http_activity_fanout_t *f,
 
     if (ngx_http_activity_outq_push(&l->out, frame) != NGX_OK) {
 
-        /* a client that does not read: drop it, never slow the others */
+        /* a burst larger than the queue: write now what the socket takes */
 
-        ngx_http_activity_fanout_fail(l, NGX_HTTP_ACTIVITY_WS_POLICY);
-        return NGX_DECLINED;
+        if (ngx_http_activity_outq_flush(&l->out, l->connection)
+            == NGX_ERROR)
+        {
+            ngx_http_activity_fanout_fail(l, 0);
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_activity_outq_push(&l->out, frame) != NGX_OK) {
+
+            /* a client that does not read: drop it, never slow the others */
+
+            ngx_http_activity_fanout_fail(l, NGX_HTTP_ACTIVITY_WS_POLICY);
+            return NGX_DECLINED;
+        }
     }
 
     if (!l->is_dirty) {
