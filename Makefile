@@ -94,3 +94,22 @@ bench-track: deps-test all
 
 clean:
 	rm -rf $(BUILD)
+
+# The dashboard page's npm packages (web/node_modules: socket.io-client's
+# browser bundle, which nginx serves); `make` and `make run` need them.
+# t/browser.t also needs Debian's chromium and playwright-core
+# (t/browser/), which never downloads a browser of its own.
+.PHONY: web-deps browser-deps
+all: web-deps
+deps-test: browser-deps
+
+web-deps:
+	@if [ ! -d web/node_modules ] || [ web/package-lock.json -nt \
+	    web/node_modules/.package-lock.json ]; then \
+	    npm ci --prefix web --no-audit --no-fund; fi
+
+browser-deps: web-deps
+	$(call apt_install,chromium)
+	@if [ ! -d t/browser/node_modules ] || [ t/browser/package-lock.json \
+	    -nt t/browser/node_modules/.package-lock.json ]; then \
+	    npm ci --prefix t/browser --no-audit --no-fund; fi
