@@ -117,6 +117,8 @@ static void ngx_http_activity_dashboard_ping(ngx_event_t *ev);
 static void ngx_http_activity_dashboard_expired(ngx_event_t *ev);
 static void ngx_http_activity_dashboard_fail(ngx_http_activity_listener_t *l,
     ngx_uint_t code);
+static void ngx_http_activity_dashboard_going_away(
+    ngx_http_activity_listener_t *l, ngx_uint_t code);
 static void ngx_http_activity_dashboard_close_handler(ngx_event_t *ev);
 static void ngx_http_activity_dashboard_close(
     ngx_http_activity_dashboard_t *ctx, ngx_uint_t code, const char *reason);
@@ -263,6 +265,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ctx->listener.connection = c;
     ctx->listener.protocol = alcf->dashboard;
     ctx->listener.fail = ngx_http_activity_dashboard_fail;
+    ctx->listener.going_away = ngx_http_activity_dashboard_going_away;
+
+    ngx_http_activity_fanout_attach(ctx->fanout, &ctx->listener);
 
     if (ngx_http_activity_outq_init(&ctx->listener.out, r->pool,
                                     alcf->dashboard_queue)
@@ -608,7 +613,7 @@ ngx_http_activity_dashboard_cleanup(void *data)
 
     ngx_http_activity_stats_t  *stats;
 
-    ngx_http_activity_fanout_leave(ctx->fanout, &ctx->listener);
+    ngx_http_activity_fanout_detach(ctx->fanout, &ctx->listener);
     ngx_http_activity_outq_free(&ctx->listener.out);
 
     if (ctx->ping.timer_set) {
@@ -1680,6 +1685,18 @@ ngx_http_activity_dashboard_fail(ngx_http_activity_listener_t *l,
     if (!ctx->close_event.posted) {
         ngx_post_event(&ctx->close_event, &ngx_posted_events);
     }
+}
+
+
+static void
+ngx_http_activity_dashboard_going_away(ngx_http_activity_listener_t *l,
+    ngx_uint_t code)
+{
+    ngx_http_activity_dashboard_t  *ctx;
+
+    ctx = (ngx_http_activity_dashboard_t *) l;
+
+    ngx_http_activity_dashboard_close(ctx, code, "server shutting down");
 }
 
 

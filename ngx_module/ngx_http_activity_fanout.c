@@ -38,8 +38,10 @@ struct ngx_http_activity_fanout_s {
     ngx_http_activity_main_conf_t  *amcf;
     ngx_log_t                   *log;
 
+    ngx_queue_t                  all;
     ngx_queue_t                  listeners;
     ngx_queue_t                  dirty;
+    ngx_connection_t            *watcher;
     ngx_event_t                  flush;
     ngx_uint_t                   counts[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
 
@@ -75,6 +77,9 @@ static void ngx_http_activity_fanout_invalidate(ngx_http_activity_fanout_t *f);
 static ngx_http_activity_frame_t *ngx_http_activity_fanout_build_snapshot(
     ngx_http_activity_fanout_t *f, ngx_uint_t protocol);
 static void ngx_http_activity_fanout_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_activity_fanout_watch(ngx_http_activity_fanout_t *f);
+static void ngx_http_activity_fanout_shutdown(ngx_event_t *ev);
+static void ngx_http_activity_fanout_unwatch(ngx_http_activity_fanout_t *f);
 static void ngx_http_activity_fanout_fail(ngx_http_activity_listener_t *l,
     ngx_uint_t code);
 static ngx_int_t ngx_http_activity_fanout_is(redisReply *reply,
@@ -111,8 +116,13 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
     f->log = cycle->log;
     f->counters = amcf->stats;
 
+    ngx_queue_init(&f->all);
     ngx_queue_init(&f->listeners);
     ngx_queue_init(&f->dirty);
+
+    if (ngx_http_activity_fanout_watch(f) != NGX_OK) {
+        return NULL;
+    }
 
     f->flush.handler = ngx_http_activity_fanout_flush;
     f->flush.data = f;
@@ -147,6 +157,7 @@ ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f)
         ngx_delete_posted_event(&f->flush);
     }
 
+    ngx_http_activity_fanout_unwatch(f);
     ngx_http_activity_redis_close(&f->redis);
 
     ngx_http_activity_fanout_invalidate(f);
@@ -161,6 +172,30 @@ ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f)
     if (f->stats.data) {
         ngx_free(f->stats.data);
         f->stats.data = NULL;
+    }
+}
+
+
+void
+ngx_http_activity_fanout_attach(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l)
+{
+    if (!l->attached) {
+        ngx_queue_insert_tail(&f->all, &l->all);
+        l->attached = 1;
+    }
+}
+
+
+void
+ngx_http_activity_fanout_detach(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l)
+{
+    ngx_http_activity_fanout_leave(f, l);
+
+    if (l->attached) {
+        ngx_queue_remove(&l->all);
+        l->attached = 0;
     }
 }
 
@@ -757,6 +792,92 @@ ngx_http_activity_fanout_flush(ngx_event_t *ev)
             ngx_http_activity_fanout_fail(l, 0);
         }
     }
+}
+
+
+/*
+ * A graceful shutdown (reload, upgrade, SIGQUIT) stops accepting and calls
+ * the read handler of every idle connection.  A fake idle connection (no
+ * socket) is how this worker hears of it, as lua-nginx-module does, and
+ * then closes its dashboards with 1001 "going away": Socket.IO clients
+ * reconnect to a new worker at once, and open sockets never hold up the
+ * exit.
+ */
+
+static ngx_int_t
+ngx_http_activity_fanout_watch(ngx_http_activity_fanout_t *f)
+{
+    ngx_connection_t  *c, *saved;
+
+    /* ngx_get_connection() would claim files[0] for this fake socket */
+
+    saved = ngx_cycle->files ? ngx_cycle->files[0] : NULL;
+
+    c = ngx_get_connection(0, f->log);
+
+    if (ngx_cycle->files) {
+        ngx_cycle->files[0] = saved;
+    }
+
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->fd = (ngx_socket_t) -2;
+    c->idle = 1;
+    c->data = f;
+    c->read->handler = ngx_http_activity_fanout_shutdown;
+    c->read->log = f->log;
+    c->write->log = f->log;
+
+    f->watcher = c;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_fanout_shutdown(ngx_event_t *ev)
+{
+    ngx_connection_t  *c = ev->data;
+
+    ngx_queue_t                   *q, *next;
+    ngx_http_activity_fanout_t    *f;
+    ngx_http_activity_listener_t  *l;
+
+    f = c->data;
+
+    ngx_http_activity_fanout_unwatch(f);
+
+    for (q = ngx_queue_head(&f->all);
+         q != ngx_queue_sentinel(&f->all);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        l = ngx_queue_data(q, ngx_http_activity_listener_t, all);
+
+        l->going_away(l, NGX_HTTP_ACTIVITY_WS_GOING_AWAY);
+    }
+}
+
+
+static void
+ngx_http_activity_fanout_unwatch(ngx_http_activity_fanout_t *f)
+{
+    ngx_connection_t  *c;
+
+    c = f->watcher;
+
+    if (c == NULL) {
+        return;
+    }
+
+    f->watcher = NULL;
+
+    /* no socket to close: only the connection slot to give back */
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
 }
 
 

@@ -31,6 +31,7 @@ typedef void (*ngx_http_activity_listener_fail_pt)(
 
 
 struct ngx_http_activity_listener_s {
+    ngx_queue_t                          all;      /* every connection */
     ngx_queue_t                          queue;    /* broadcast list */
     ngx_queue_t                          dirty;    /* to flush */
     ngx_connection_t                    *connection;
@@ -39,6 +40,8 @@ struct ngx_http_activity_listener_s {
     ngx_uint_t                           rooms;    /* bit mask */
     ngx_uint_t                           fail_code;
     ngx_http_activity_listener_fail_pt   fail;
+    ngx_http_activity_listener_fail_pt   going_away;  /* worker exits */
+    unsigned                             attached:1;
     unsigned                             joined:1;
     unsigned                             is_dirty:1;
     unsigned                             failed:1;
@@ -49,6 +52,10 @@ ngx_http_activity_fanout_t *ngx_http_activity_fanout_create(
     ngx_cycle_t *cycle, ngx_http_activity_main_conf_t *amcf);
 void ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f);
 
+void ngx_http_activity_fanout_attach(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l);
+void ngx_http_activity_fanout_detach(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l);
 void ngx_http_activity_fanout_join(ngx_http_activity_fanout_t *f,
     ngx_http_activity_listener_t *l);
 void ngx_http_activity_fanout_leave(ngx_http_activity_fanout_t *f,
