@@ -62,6 +62,8 @@ static char *ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_activity_spool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_activity_handler_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_activity_preconfiguration(ngx_conf_t *cf);
@@ -116,6 +118,13 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_activity_main_conf_t, buffer_size),
+      NULL },
+
+    { ngx_string("activity_spool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_activity_spool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("activity_track"),
@@ -1160,6 +1169,81 @@ ngx_http_activity_dashboard(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_activity_module);
     amcf->dashboards = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * activity_spool path [max_size=size];  the directory must exist and be
+ * writable by the worker processes' user
+ */
+
+static char *
+ngx_http_activity_spool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    u_char           *slash;
+    ngx_str_t        *value, s;
+    ngx_file_info_t   fi;
+
+    if (amcf->spool_path.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    amcf->spool_path = value[1];
+    amcf->spool_max = 256 * 1024 * 1024;
+
+    if (ngx_conf_full_name(cf->cycle, &amcf->spool_path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "max_size=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in "
+                               "\"activity_spool\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[2].data + 9;
+        s.len = value[2].len - 9;
+
+        amcf->spool_max = ngx_parse_offset(&s);
+
+        if (amcf->spool_max == NGX_ERROR || amcf->spool_max < 65536) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid max_size \"%V\" in "
+                               "\"activity_spool\", at least 64k", &s);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    /* the directory is checked now, not at the first outage */
+
+    slash = (u_char *) strrchr((char *) amcf->spool_path.data, '/');
+
+    s.len = slash - amcf->spool_path.data;
+    s.data = ngx_pnalloc(cf->pool, s.len + 2);
+    if (s.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(s.data, amcf->spool_path.data, s.len + 1);
+
+    if (s.len == 0) {
+        ngx_cpystrn(s.data, (u_char *) "/", 2);
+    }
+
+    if (ngx_file_info(s.data, &fi) == NGX_FILE_ERROR || !ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "spool directory \"%s\" of \"activity_spool\" "
+                           "does not exist", s.data);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -38,6 +38,8 @@ typedef struct {
     ngx_http_activity_redis_addr_t   redis;
     ngx_str_t                        queue;
     size_t                           buffer_size;
+    ngx_str_t                        spool_path;
+    off_t                            spool_max;
     ngx_flag_t                       enabled;  /* some location emits */
     ngx_flag_t                       dashboards;  /* some location serves */
     ngx_flag_t                       access;      /* activity_auth_jwt */

@@ -22,6 +22,7 @@
 
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_redis.h"
+#include "ngx_http_activity_spool.h"
 #include "ngx_http_activity_status.h"
 
 
@@ -30,6 +31,9 @@
 
 /* a Redis that takes longer to answer is treated as gone */
 #define NGX_HTTP_ACTIVITY_REPLY_TIMEOUT 5000
+
+/* how often a connected worker looks for spooled events */
+#define NGX_HTTP_ACTIVITY_SPOOL_CHECK   1000
 
 
 typedef struct ngx_http_activity_entry_s  ngx_http_activity_entry_t;
@@ -62,16 +66,28 @@ struct ngx_http_activity_queue_s {
     ngx_event_t                  flush;
     ngx_event_t                  reply_timer;
 
+    ngx_http_activity_spool_t   *spool;
+    ngx_event_t                  replay;
+    ngx_event_t                  spool_timer;
+
     const char                  *argv[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
     size_t                       argvlen[NGX_HTTP_ACTIVITY_LPUSH_MAX + 2];
 
     unsigned                     broken:1;  /* ignore replies until down */
+    unsigned                     replay_waits:1;  /* for room */
 };
 
 
 static void ngx_http_activity_queue_flush(ngx_event_t *ev);
 static void ngx_http_activity_queue_send(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_reply_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_activity_queue_add(ngx_http_activity_queue_t *q,
+    u_char *data, size_t len);
+static void ngx_http_activity_queue_replay(ngx_event_t *ev);
+static ngx_int_t ngx_http_activity_queue_replay_line(void *data,
+    u_char *line, size_t len);
+static void ngx_http_activity_queue_spool_timer(ngx_event_t *ev);
+static void ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
@@ -106,6 +122,25 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->reply_timer.log = cycle->log;
     q->reply_timer.cancelable = 1;
 
+    if (amcf->spool_path.len) {
+        q->spool = ngx_http_activity_spool_create(cycle, &amcf->spool_path,
+                                                  amcf->spool_max);
+        if (q->spool == NULL) {
+            return NULL;
+        }
+
+        q->replay.handler = ngx_http_activity_queue_replay;
+        q->replay.data = q;
+        q->replay.log = cycle->log;
+
+        q->spool_timer.handler = ngx_http_activity_queue_spool_timer;
+        q->spool_timer.data = q;
+        q->spool_timer.log = cycle->log;
+        q->spool_timer.cancelable = 1;
+
+        ngx_add_timer(&q->spool_timer, NGX_HTTP_ACTIVITY_SPOOL_CHECK);
+    }
+
     ngx_http_activity_redis_init(&q->redis, &amcf->redis, cycle->log,
                                  "event queue");
 
@@ -136,12 +171,21 @@ ngx_int_t
 ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
     size_t len)
 {
-    size_t                      size;
-    ngx_http_activity_entry_t  *e;
+    size_t  size;
 
     size = offsetof(ngx_http_activity_entry_t, data) + len;
 
     if (q->bytes + size > q->limit) {
+
+        /* beyond memory, the disk, when there is a spool */
+
+        if (q->spool
+            && ngx_http_activity_spool_append(q->spool, data, len) == NGX_OK)
+        {
+            ngx_http_activity_stat_add(q->stats, events_spooled, 1);
+            return NGX_OK;
+        }
+
         q->dropped++;
         q->dropped_total++;
         ngx_http_activity_stat_add(q->stats, events_dropped, 1);
@@ -149,11 +193,28 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
         return NGX_DECLINED;
     }
 
-    e = ngx_alloc(size, q->log);
-    if (e == NULL) {
+    if (ngx_http_activity_queue_add(q, data, len) != NGX_OK) {
         q->dropped++;
         q->dropped_total++;
         ngx_http_activity_stat_add(q->stats, events_dropped, 1);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_activity_queue_add(ngx_http_activity_queue_t *q, u_char *data,
+    size_t len)
+{
+    size_t                      size;
+    ngx_http_activity_entry_t  *e;
+
+    size = offsetof(ngx_http_activity_entry_t, data) + len;
+
+    e = ngx_alloc(size, q->log);
+    if (e == NULL) {
         return NGX_ERROR;
     }
 
@@ -207,14 +268,29 @@ ngx_http_activity_queue_destroy(ngx_http_activity_queue_t *q)
         ngx_delete_posted_event(&q->flush);
     }
 
+    if (q->replay.posted) {
+        ngx_delete_posted_event(&q->replay);
+    }
+
+    if (q->spool_timer.timer_set) {
+        ngx_del_timer(&q->spool_timer);
+    }
+
     /* a last chance for events of the final loop iteration */
 
     ngx_http_activity_queue_send(q);
 
-    if (q->unsent) {
+    if (q->unsent && q->spool) {
+        ngx_http_activity_queue_spool_all(q);
+
+    } else if (q->unsent) {
         ngx_log_error(NGX_LOG_WARN, q->log, 0,
                       "activity: exiting with %ui event(s) not sent to redis",
                       q->held);
+    }
+
+    if (q->spool) {
+        ngx_http_activity_spool_destroy(q->spool);
     }
 
     ngx_http_activity_queue_report_drops(q);
@@ -373,6 +449,14 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         q->last = &q->head;
     }
 
+    if (q->replay_waits && q->bytes < q->limit / 2) {
+        q->replay_waits = 0;
+
+        if (!q->replay.posted) {
+            ngx_post_event(&q->replay, &ngx_posted_events);
+        }
+    }
+
     if (--q->in_flight) {
         return;
     }
@@ -406,6 +490,117 @@ ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
 
     if (q->unsent && !q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+
+    if (q->spool && !q->replay.posted) {
+        ngx_post_event(&q->replay, &ngx_posted_events);
+    }
+}
+
+
+/*
+ * Spooled events go back through the memory buffer, a chunk per loop
+ * iteration, leaving half of it to live traffic.
+ */
+
+static void
+ngx_http_activity_queue_replay(ngx_event_t *ev)
+{
+    ngx_http_activity_queue_t  *q = ev->data;
+
+    if (!q->redis.ready || ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    switch (ngx_http_activity_spool_replay(q->spool,
+                                           ngx_http_activity_queue_replay_line,
+                                           q))
+    {
+    case NGX_AGAIN:
+        ngx_post_event(&q->replay, &ngx_posted_events);
+        break;
+
+    case NGX_BUSY:
+        q->replay_waits = 1;
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_activity_queue_replay_line(void *data, u_char *line, size_t len)
+{
+    ngx_http_activity_queue_t  *q = data;
+
+    if (q->bytes + offsetof(ngx_http_activity_entry_t, data) + len
+        > q->limit / 2)
+    {
+        return NGX_BUSY;
+    }
+
+    if (ngx_http_activity_queue_add(q, line, len) != NGX_OK) {
+        return NGX_BUSY;
+    }
+
+    return NGX_OK;
+}
+
+
+/* other workers may have spooled, or died leaving a claim */
+
+static void
+ngx_http_activity_queue_spool_timer(ngx_event_t *ev)
+{
+    ngx_http_activity_queue_t  *q = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (q->redis.ready && !q->replay_waits && !q->replay.posted) {
+        ngx_post_event(&q->replay, &ngx_posted_events);
+    }
+
+    ngx_add_timer(&q->spool_timer, NGX_HTTP_ACTIVITY_SPOOL_CHECK);
+}
+
+
+/* exiting while Redis is away: nothing held in memory is lost */
+
+static void
+ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
+{
+    ngx_uint_t                  spooled, lost;
+    ngx_http_activity_entry_t  *e;
+
+    spooled = 0;
+    lost = 0;
+
+    for (e = q->head; e; e = e->next) {
+        if (ngx_http_activity_spool_append(q->spool, e->data, e->len)
+            == NGX_OK)
+        {
+            spooled++;
+
+        } else {
+            lost++;
+        }
+    }
+
+    ngx_http_activity_stat_add(q->stats, events_spooled, spooled);
+    ngx_http_activity_stat_add(q->stats, events_dropped, lost);
+
+    if (lost) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "activity: exiting: %ui event(s) spooled, %ui lost",
+                      spooled, lost);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
+                      "activity: exiting: %ui event(s) spooled", spooled);
     }
 }
 

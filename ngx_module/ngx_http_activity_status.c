@@ -55,6 +55,10 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
       "Events dropped because the per-worker buffer was full.",
       ngx_http_activity_stat_offset(events_dropped) },
 
+    { "activity_events_spooled_total", "counter",
+      "Events written to the disk spool (activity_spool).",
+      ngx_http_activity_stat_offset(events_spooled) },
+
     { "activity_redis_reconnects_total{connection=\"queue\"}", "counter",
       "Redis connection attempts after a failure or loss.",
       ngx_http_activity_stat_offset(queue_reconnects) },

@@ -27,6 +27,7 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    events_ingested;
     ngx_atomic_t    events_queued;          /* acknowledged by Redis */
     ngx_atomic_t    events_dropped;
+    ngx_atomic_t    events_spooled;
     ngx_atomic_t    queue_reconnects;
     ngx_atomic_t    subscriber_reconnects;
     ngx_atomic_t    pubsub_messages;
