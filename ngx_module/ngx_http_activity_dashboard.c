@@ -269,12 +269,8 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
 
     ngx_http_activity_fanout_attach(ctx->fanout, &ctx->listener);
 
-    if (ngx_http_activity_outq_init(&ctx->listener.out, r->pool,
-                                    alcf->dashboard_queue)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_http_activity_outq_init(&ctx->listener.out, alcf->dashboard_queue,
+                                c->log);
 
     ctx->ping.handler = ngx_http_activity_dashboard_ping;
     ctx->ping.data = ctx;

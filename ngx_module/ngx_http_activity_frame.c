@@ -102,20 +102,19 @@ ngx_http_activity_frame_release(ngx_http_activity_frame_t *frame)
 }
 
 
-ngx_int_t
-ngx_http_activity_outq_init(ngx_http_activity_outq_t *q, ngx_pool_t *pool,
-    ngx_uint_t size)
+/*
+ * The ring starts small and doubles up to max: an idle connection (the
+ * common case) keeps a few pointers, not a full-size ring.
+ */
+
+void
+ngx_http_activity_outq_init(ngx_http_activity_outq_t *q, ngx_uint_t max,
+    ngx_log_t *log)
 {
     ngx_memzero(q, sizeof(ngx_http_activity_outq_t));
 
-    q->frames = ngx_palloc(pool, size * sizeof(ngx_http_activity_frame_t *));
-    if (q->frames == NULL) {
-        return NGX_ERROR;
-    }
-
-    q->size = size;
-
-    return NGX_OK;
+    q->max = max;
+    q->log = log;
 }
 
 
@@ -123,8 +122,35 @@ ngx_int_t
 ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
     ngx_http_activity_frame_t *frame)
 {
+    ngx_uint_t                   size, i;
+    ngx_http_activity_frame_t  **frames;
+
     if (q->count == q->size) {
-        return NGX_DECLINED;
+
+        if (q->size == q->max) {
+            return NGX_DECLINED;
+        }
+
+        size = q->size ? ngx_min(q->size * 2, q->max)
+                       : ngx_min(NGX_HTTP_ACTIVITY_OUTQ_MIN, q->max);
+
+        frames = ngx_alloc(size * sizeof(ngx_http_activity_frame_t *),
+                           q->log);
+        if (frames == NULL) {
+            return NGX_DECLINED;
+        }
+
+        for (i = 0; i < q->count; i++) {
+            frames[i] = q->frames[(q->head + i) % q->size];
+        }
+
+        if (q->frames) {
+            ngx_free(q->frames);
+        }
+
+        q->frames = frames;
+        q->size = size;
+        q->head = 0;
     }
 
     q->frames[(q->head + q->count) % q->size] = frame;
@@ -150,18 +176,13 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     ngx_chain_t                *cl;
     ngx_http_activity_frame_t  *frame;
 
-    if (q->bufs == NULL && q->count) {
+    /*
+     * the chain is scratch: send_chain() keeps no link once it returns,
+     * so one per process serves every connection
+     */
 
-        /* the chain is per connection: only connections that write get one */
-
-        q->bufs = ngx_pcalloc(c->pool, NGX_HTTP_ACTIVITY_OUTQ_CHAIN
-                                       * sizeof(ngx_buf_t));
-        q->links = ngx_palloc(c->pool, NGX_HTTP_ACTIVITY_OUTQ_CHAIN
-                                       * sizeof(ngx_chain_t));
-        if (q->bufs == NULL || q->links == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    static ngx_buf_t    bufs[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
+    static ngx_chain_t  links[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
 
     while (q->count) {
 
@@ -174,18 +195,18 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
         for (i = 0; i < k; i++) {
             frame = q->frames[(q->head + i) % q->size];
 
-            ngx_memzero(&q->bufs[i], sizeof(ngx_buf_t));
-            q->bufs[i].pos = frame->data + (i == 0 ? q->offset : 0);
-            q->bufs[i].last = frame->data + frame->len;
-            q->bufs[i].memory = 1;
+            ngx_memzero(&bufs[i], sizeof(ngx_buf_t));
+            bufs[i].pos = frame->data + (i == 0 ? q->offset : 0);
+            bufs[i].last = frame->data + frame->len;
+            bufs[i].memory = 1;
 
-            q->links[i].buf = &q->bufs[i];
-            q->links[i].next = (i + 1 < k) ? &q->links[i + 1] : NULL;
+            links[i].buf = &bufs[i];
+            links[i].next = (i + 1 < k) ? &links[i + 1] : NULL;
         }
 
         sent = c->sent;
 
-        cl = c->send_chain(c, q->links, 0);
+        cl = c->send_chain(c, links, 0);
 
         if (cl == NGX_CHAIN_ERROR) {
             return NGX_ERROR;
@@ -234,5 +255,11 @@ ngx_http_activity_outq_free(ngx_http_activity_outq_t *q)
         ngx_http_activity_frame_release(q->frames[q->head]);
         q->head = (q->head + 1) % q->size;
         q->count--;
+    }
+
+    if (q->frames) {
+        ngx_free(q->frames);
+        q->frames = NULL;
+        q->size = 0;
     }
 }

@@ -14,6 +14,7 @@
 
 
 #define NGX_HTTP_ACTIVITY_OUTQ_CHAIN   16
+#define NGX_HTTP_ACTIVITY_OUTQ_MIN     8
 
 
 typedef struct {
@@ -25,13 +26,13 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_activity_frame_t  **frames;    /* a ring */
+    ngx_http_activity_frame_t  **frames;    /* a ring, grown on demand */
     ngx_uint_t                   size;
+    ngx_uint_t                   max;
     ngx_uint_t                   head;
     ngx_uint_t                   count;
     size_t                       offset;    /* sent of the head frame */
-    ngx_buf_t                   *bufs;
-    ngx_chain_t                 *links;
+    ngx_log_t                   *log;
 } ngx_http_activity_outq_t;
 
 
@@ -43,8 +44,8 @@ ngx_http_activity_frame_t *ngx_http_activity_frame_text(ngx_str_t *parts,
     ngx_uint_t n, ngx_log_t *log);
 void ngx_http_activity_frame_release(ngx_http_activity_frame_t *frame);
 
-ngx_int_t ngx_http_activity_outq_init(ngx_http_activity_outq_t *q,
-    ngx_pool_t *pool, ngx_uint_t size);
+void ngx_http_activity_outq_init(ngx_http_activity_outq_t *q,
+    ngx_uint_t max, ngx_log_t *log);
 ngx_int_t ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
     ngx_http_activity_frame_t *frame);
 ngx_int_t ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
