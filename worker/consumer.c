@@ -16,6 +16,13 @@
  * idempotent. The processing list, not memory, is the truth: after any
  * Redis error the batch is re-read from it.
  *
+ * When PostgreSQL refuses a batch, retry.c retries it, waits out an
+ * outage (holding the batch, taking no new one, but still refreshing
+ * the heartbeat and the stats) or isolates the events it refuses, which
+ * become dead letters while their neighbours are stored. Each worker
+ * keeps a heartbeat key and requeues the processing lists of workers
+ * whose heartbeat expired (reclaim.c).
+ *
  * Dashboards see a batch before PostgreSQL does: it is counted and
  * published as soon as it is in hand, then stored. The aggregation
  * script remembers the ids it has seen, so a batch handled again (after
@@ -34,7 +41,8 @@
 #include "dlq.h"
 #include "event.h"
 #include "log.h"
-#include "pgwriter.h"
+#include "reclaim.h"
+#include "retry.h"
 #include "signals.h"
 #include "timeutil.h"
 
@@ -45,7 +53,8 @@
 /* socket timeout: above the longest BLMOVE (a shorter one kills it) */
 #define CONSUMER_SOCKET_MS        (CONSUMER_BLOCK_MS + 4000)
 
-#define CONSUMER_STORE_RETRY_MS   2000
+/* while a batch waits for PostgreSQL, look after Redis this often */
+#define CONSUMER_WAIT_SLICE_MS    250
 #define CONSUMER_BACKOFF_MIN_MS   250
 #define CONSUMER_BACKOFF_MAX_MS   2000
 #define CONSUMER_SUMMARY_MS       (60 * 1000)
@@ -78,6 +87,7 @@ typedef struct {
     partitions_t          *parts;
     aggregate_t           *agg;
     int64_t                stats_at;       /* next idle stats tick */
+    reclaim_t              live;           /* heartbeat, reclaiming */
 
     redisContext          *rc;
     char                  *proc_key;
@@ -102,6 +112,9 @@ static int consumer_connect(consumer_t *c);
 static void consumer_redis_ok(consumer_t *c);
 static void consumer_backoff(consumer_t *c);
 static void consumer_redis_lost(consumer_t *c, const char *err);
+static int consumer_liveness(consumer_t *c, int force, char *err,
+    size_t errlen);
+static int consumer_wait(void *arg, int64_t ms);
 static int consumer_recover(consumer_t *c, char *err, size_t errlen);
 static int consumer_collect(consumer_t *c, char *err, size_t errlen);
 static int consumer_tick(consumer_t *c, char *err, size_t errlen);
@@ -141,7 +154,8 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
 
     if (c.agg == NULL
         || asprintf(&c.proc_key, "activity:processing:%s",
-                    settings->worker_id) < 0)
+                    settings->worker_id) < 0
+        || reclaim_init(&c.live, settings, c.proc_key) != 0)
     {
         log_error("out of memory", NULL);
         aggregate_free(c.agg);
@@ -161,8 +175,16 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
 
         err[0] = '\0';
 
+        /*
+         * Heartbeat first: a worker (re)starting on its own processing
+         * list must look alive before others consider reclaiming it.
+         */
+        rc = consumer_liveness(&c, need_recover, err, sizeof(err));
+
         /* after a start or any Redis error, the processing list is truth */
-        if (need_recover) {
+        if (rc != 0) {
+            /* handled below */
+        } else if (need_recover) {
             rc = consumer_recover(&c, err, sizeof(err));
         } else {
             rc = consumer_tick(&c, err, sizeof(err));
@@ -203,9 +225,11 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
     consumer_summary(&c, 1);
 
     if (c.rc != NULL) {
+        reclaim_goodbye(&c.live, c.rc);
         redisFree(c.rc);
     }
 
+    reclaim_free(&c.live);
     aggregate_free(c.agg);
     free(c.items);
     free(c.proc_key);
@@ -280,6 +304,68 @@ consumer_redis_lost(consumer_t *c, const char *err)
     if (c->rc != NULL) {
         redisFree(c->rc);
         c->rc = NULL;
+    }
+}
+
+
+/* Heartbeat when due (or forced), then a reclaim scan when due. */
+static int
+consumer_liveness(consumer_t *c, int force, char *err, size_t errlen)
+{
+    if (reclaim_heartbeat(&c->live, c->rc, force, err, errlen) != 0) {
+        return -1;
+    }
+
+    return reclaim_scan(&c->live, c->rc, err, errlen);
+}
+
+
+/*
+ * The wait of retry.c while a batch waits for PostgreSQL: sleep in
+ * slices and meanwhile keep the heartbeat and the idle stats going, so
+ * the worker is not reclaimed and the dashboards keep their clock. A
+ * Redis failure here only drops the connection (the next slice tries
+ * again): the batch in hand is still stored, and retired once Redis
+ * answers. 0, or -1 on a stop request.
+ */
+static int
+consumer_wait(void *arg, int64_t ms)
+{
+    consumer_t  *c;
+    int64_t      end, left;
+    char         err[512];
+
+    c = arg;
+    end = time_mono_ms() + ms;
+
+    for ( ;; ) {
+        left = end - time_mono_ms();
+        if (left <= 0) {
+            return 0;
+        }
+
+        if (time_sleep_ms(left < CONSUMER_WAIT_SLICE_MS
+                          ? left : CONSUMER_WAIT_SLICE_MS) != 0)
+        {
+            return -1;
+        }
+
+        if (c->rc == NULL && consumer_connect(c) != 0) {
+            continue;
+        }
+
+        err[0] = '\0';
+
+        if (reclaim_heartbeat(&c->live, c->rc, 0, err, sizeof(err)) != 0
+            || consumer_tick(c, err, sizeof(err)) != 0)
+        {
+            consumer_redis_lost(c, err);
+            continue;
+        }
+
+        if (c->redis_down) {
+            consumer_redis_ok(c);
+        }
     }
 }
 
@@ -363,6 +449,11 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
 
     while (c->n < batch && !signals_stop_requested()) {
         want = batch - c->n < chunk ? batch - c->n : chunk;
+
+        /* a long --flush-ms must not let the heartbeat lapse */
+        if (reclaim_heartbeat(&c->live, c->rc, 0, err, errlen) != 0) {
+            return -1;
+        }
 
         if (consumer_lmove_chunk(c, want, &drained, err, errlen) != 0) {
             return -1;
@@ -556,19 +647,19 @@ consumer_process(consumer_t *c)
 {
     process_result_e   result;
     event_t           *events;
-    size_t             i, nvalid, ndead;
+    retry_t            rt;
+    size_t             i, nvalid, ndead, nrefused;
     int64_t            t0;
-    long               inserted;
     char             **letters, err[1024], q[1100], q2[300];
-    int                attempt;
 
     events = calloc(c->n, sizeof(event_t));
     letters = calloc(c->n, sizeof(char *));
-    nvalid = ndead = 0;
-    inserted = 0;
+    memset(&rt, 0, sizeof(rt));
+    rt.errors = calloc(c->n, sizeof(char *));
+    nvalid = ndead = nrefused = 0;
     result = PROCESS_REDIS_LOST;
 
-    if (events == NULL || letters == NULL) {
+    if (events == NULL || letters == NULL || rt.errors == NULL) {
         log_error("out of memory", "events=%zu", c->n);
         goto done;
     }
@@ -607,33 +698,39 @@ consumer_process(consumer_t *c)
 
     t0 = time_mono_us();
 
-    for (attempt = 1; nvalid > 0; attempt++) {
-        if (pgw_store(c->db, events, nvalid, &inserted, err,
-                      sizeof(err)) == 0)
-        {
-            if (attempt > 1) {
-                log_info("batch stored after retry",
-                         "events=%zu inserted=%ld attempts=%d",
-                         nvalid, inserted, attempt);
-            }
-            break;
-        }
+    rt.db = c->db;
+    rt.delays = c->settings->retry_ms;
+    rt.attempts = c->settings->retry_attempts;
+    rt.wait = consumer_wait;
+    rt.arg = c;
 
-        /* once per outage; the retries in between stay quiet */
-        if (attempt == 1) {
-            log_error("batch store failed",
-                      "events=%zu retry_ms=%d err=%s", nvalid,
-                      CONSUMER_STORE_RETRY_MS,
-                      log_quote(q, sizeof(q), err));
-        }
-
+    if (nvalid > 0 && retry_store(&rt, events, nvalid) != 0) {
         /* the batch stays in the processing list: safe to leave */
-        if (time_sleep_ms(CONSUMER_STORE_RETRY_MS) != 0) {
-            log_warn("stopping with batch unstored",
-                     "events=%zu processing=%s", c->n, c->proc_key);
-            result = PROCESS_STOPPED;
+        log_warn("stopping with batch unstored",
+                 "events=%zu processing=%s", c->n, c->proc_key);
+        result = PROCESS_STOPPED;
+        goto done;
+    }
+
+    /* the events PostgreSQL refused join the dead letters */
+    for (i = 0; i < nvalid; i++) {
+        if (rt.errors[i] == NULL) {
+            continue;
+        }
+
+        letters[ndead] = dlq_letter(events[i].text, strlen(events[i].text),
+                                    rt.errors[i], rt.attempts);
+        if (letters[ndead] == NULL) {
+            log_error("out of memory", "events=%zu", c->n);
             goto done;
         }
+        ndead++;
+        nrefused++;
+    }
+
+    /* Redis may have gone while the batch waited for PostgreSQL */
+    if (c->rc == NULL && consumer_connect(c) != 0) {
+        goto done;
     }
 
     if (consumer_retire(c, letters, ndead, err, sizeof(err)) != 0) {
@@ -643,13 +740,19 @@ consumer_process(consumer_t *c)
 
     result = PROCESS_DONE;
 
+    if (nrefused > 0) {
+        log_warn("batch stored without refused events",
+                 "events=%zu inserted=%ld refused=%zu dead=%s", c->n,
+                 rt.inserted, nrefused, c->settings->dead_key);
+    }
+
     log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
-              c->n, inserted, ndead,
+              c->n, rt.inserted, ndead,
               (double) (time_mono_us() - t0) / 1000.0);
 
     c->sum_batches++;
     c->sum_events += (long) c->n;
-    c->sum_inserted += inserted;
+    c->sum_inserted += rt.inserted;
     c->sum_dead += (long) ndead;
 
 done:
@@ -658,10 +761,15 @@ done:
         event_free(&events[i]);
     }
 
+    for (i = 0; rt.errors != NULL && i < c->n; i++) {
+        free(rt.errors[i]);
+    }
+
     for (i = 0; letters != NULL && i < ndead; i++) {
         free(letters[i]);
     }
 
+    free(rt.errors);
     free(events);
     free(letters);
     return result;

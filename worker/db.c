@@ -19,6 +19,10 @@
 #define DB_BACKOFF_MAX_MS  2000
 
 
+/* per thread: an HTTP thread may have its own connection */
+static __thread char  db_last_sqlstate[6];
+
+
 struct db_s {
     char    *conninfo;
     PGconn  *conn;
@@ -216,11 +220,36 @@ db_error(PGconn *conn, PGresult *res, char *err, size_t errlen)
 
     snprintf(err, errlen, "%s", msg);
 
+    msg = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(db_last_sqlstate, sizeof(db_last_sqlstate), "%s",
+             msg ? msg : "");
+
     /* libpq ends messages with a newline; logfmt wants one line */
     n = strlen(err);
     while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) {
         err[--n] = '\0';
     }
+}
+
+
+const char *
+db_sqlstate(void)
+{
+    return db_last_sqlstate;
+}
+
+
+void
+db_sqlstate_clear(void)
+{
+    db_last_sqlstate[0] = '\0';
+}
+
+
+int
+db_is_up(db_t *db)
+{
+    return db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK;
 }
 
 

@@ -48,8 +48,27 @@ const char *db_describe(db_t *db);
 int db_exec(PGconn *conn, const char *sql, ExecStatusType expect,
     char *err, size_t errlen);
 
-/* Copy a result's error message (or the connection's) into err. */
+/*
+ * Copy a result's error message (or the connection's) into err, and
+ * remember its SQLSTATE for db_sqlstate().
+ */
 void db_error(PGconn *conn, PGresult *res, char *err, size_t errlen);
+
+/*
+ * The SQLSTATE ("23505") of the last error db_error() saw in this
+ * thread since db_sqlstate_clear(); "" when it had none (a lost
+ * connection, our own failure).
+ */
+const char *db_sqlstate(void);
+
+void db_sqlstate_clear(void);
+
+/*
+ * Non-zero while the connection is usable. After a failed query, zero
+ * means the server went away (db_check() dropped the connection): an
+ * outage, not a fault of the data sent.
+ */
+int db_is_up(db_t *db);
 
 
 #endif /* ACTIVITY_DB_H */

@@ -55,6 +55,7 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
     PGconn    *conn;
 
     *inserted = 0;
+    db_sqlstate_clear();
 
     conn = db_get(db);
     if (conn == NULL) {

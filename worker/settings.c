@@ -45,6 +45,7 @@ static const setting_t *settings_find(const char *name, size_t len);
 static void settings_usage(FILE *f);
 static int settings_parse_bool(const char *v, int *out);
 static void settings_wrap(FILE *f, const char *left, const char *text);
+static void settings_parse_delays(settings_t *s);
 
 
 #define OFF(field)  offsetof(settings_t, field)
@@ -69,6 +70,18 @@ static const setting_t  settings_table[] = {
     { "dead", "ACTIVITY_DEAD_KEY", "activity:dead", "KEY",
       "Redis list that receives events that cannot be stored",
       SET_STRING, 0, 0, OFF(dead_key) },
+
+    { "retry-delays", "ACTIVITY_RETRY_DELAYS", "2000,4000,8000", "MS,...",
+      "a batch PostgreSQL refuses is tried once per entry, waiting that"
+      " many ms after each failure; then it is split to find the events"
+      " that fail, which go to --dead (1..10 entries, 0..600000 each)",
+      SET_STRING, 0, 0, OFF(retry_delays) },
+
+    { "heartbeat-ttl", "ACTIVITY_HEARTBEAT_TTL", "10", "SECONDS",
+      "the key activity:alive:<NAME> says this worker lives; once it has"
+      " expired for N s, another worker requeues its processing list"
+      " (2..3600; keep it above --flush-ms)",
+      SET_INT, 2, 3600, OFF(heartbeat_ttl) },
 
     { "id", "ACTIVITY_WORKER_ID", NULL, "NAME",
       "worker name, stable across restarts so the worker recovers its"
@@ -241,6 +254,8 @@ settings_load(settings_t *s, int argc, char **argv)
             exit(1);
         }
     }
+
+    settings_parse_delays(s);
 }
 
 
@@ -443,4 +458,39 @@ settings_wrap(FILE *f, const char *left, const char *text)
             p++;
         }
     } while (*p != '\0');
+}
+
+
+/* "2000,4000,8000" into retry_ms[], retry_attempts; exit 2 when bad. */
+static void
+settings_parse_delays(settings_t *s)
+{
+    const char  *p;
+    char        *end;
+    long         n;
+
+    s->retry_attempts = 0;
+    p = s->retry_delays;
+
+    for ( ;; ) {
+        errno = 0;
+        n = strtol(p, &end, 10);
+
+        if (errno != 0 || end == p || n < 0 || n > 600000
+            || (*end != ',' && *end != '\0')
+            || s->retry_attempts == SETTINGS_RETRY_MAX)
+        {
+            settings_fail("retry-delays", s->retry_delays,
+                          "expected 1..10 comma-separated integers"
+                          " 0..600000");
+        }
+
+        s->retry_ms[s->retry_attempts++] = (int) n;
+
+        if (*end == '\0') {
+            break;
+        }
+
+        p = end + 1;
+    }
 }

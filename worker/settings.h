@@ -6,6 +6,10 @@
 #define ACTIVITY_SETTINGS_H
 
 
+/* most entries of --retry-delays */
+#define SETTINGS_RETRY_MAX  10
+
+
 #ifndef ACTIVITY_SQL_DIR
 #define ACTIVITY_SQL_DIR  "/usr/share/activity-worker/sql"
 #endif
@@ -16,6 +20,10 @@ typedef struct {
     char  *pg_conninfo;
     char  *queue;
     char  *dead_key;
+    char  *retry_delays;          /* as given; parsed into retry_ms */
+    int    retry_ms[SETTINGS_RETRY_MAX];
+    int    retry_attempts;        /* entries in retry_ms */
+    int    heartbeat_ttl;
     char  *worker_id;
     char  *sql_dir;
     char  *log_level;
