@@ -1,11 +1,13 @@
 // Requests per minute over the last WINDOW: plain SVG, redrawn on every
 // stats:update, every few seconds (the time axis moves on) and on
-// resize. Each stats:update is a point; the last value holds until the
-// next one.
+// resize. stats:update may come several times a second: one point per
+// SLOT_MS (the latest value in it), joined by straight lines, the last
+// one held until now.
 
 import { svg } from './dom.js';
 
 const WINDOW_MS = 10 * 60 * 1000;
+const SLOT_MS = 5000;
 const PAD = { top: 10, right: 12, bottom: 22, left: 40 };
 
 function niceMax(v) {
@@ -78,13 +80,10 @@ export function createChart(box) {
             t.textContent = 'waiting for stats:update';
             root.append(t);
         } else {
-            // steps: a value holds until the next one arrives
             let d = '';
             shown.forEach((p, i) => {
-                const px = x(p.t).toFixed(1);
-                const py = y(p.v).toFixed(1);
-                d += i === 0 ? `M${px},${py}`
-                    : `H${px}V${py}`;
+                d += (i === 0 ? 'M' : 'L') + x(p.t).toFixed(1) + ',' +
+                    y(p.v).toFixed(1);
             });
             const last = shown[shown.length - 1];
             d += `H${x(now).toFixed(1)}`;
@@ -107,7 +106,13 @@ export function createChart(box) {
             if (typeof v !== 'number' || !isFinite(v)) {
                 return;
             }
-            points.push({ t, v });
+            const last = points[points.length - 1];
+            if (last && Math.floor(last.t / SLOT_MS)
+                === Math.floor(t / SLOT_MS)) {
+                last.v = v;
+            } else {
+                points.push({ t, v });
+            }
             const cut = Date.now() - WINDOW_MS;
             while (points.length > 2 && points[1].t < cut) {
                 points.shift();

@@ -64,7 +64,9 @@ function showWho(token) {
     let text = `signed in as ${str(c.sub, '?')}`;
     const exp = typeof c.exp === 'number' ? new Date(c.exp * 1000) : null;
     if (exp) {
-        text += `, token until ${exp.toLocaleString()}`;
+        const today = exp.toDateString() === new Date().toDateString();
+        text += ` until ${today ? '' : exp.toLocaleDateString() + ' '}` +
+            clock(exp);
     }
     ui.whoText.textContent = text;
     ui.who.hidden = false;
