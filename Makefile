@@ -14,7 +14,8 @@ NGX_BUILD := $(BUILD)/nginx
 
 # Debian 12 packages: build, servers, and the test tools.
 APT_BUILD := build-essential pkg-config nginx nginx-dev libhiredis-dev \
-             libpq-dev libjansson-dev libjwt-dev redis-server postgresql
+             libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev \
+             redis-server postgresql
 APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl
 
 CC      ?= cc
@@ -22,14 +23,15 @@ WARN    := -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
 W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql \
             -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
-W_LIBS  := -lhiredis -lpq -ljansson -ljwt
+W_LIBS  := -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
 
 MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
                worker/event.c worker/event.h
 WORKER_SRCS := $(wildcard worker/*.c)
 WORKER_HDRS := $(wildcard worker/*.h)
 
-.PHONY: all deps deps-test module worker test run stop clean bench-track
+.PHONY: all deps deps-test module worker test run stop clean bench-track \
+        bench-dashboard
 
 all: module worker
 
@@ -92,6 +94,9 @@ stop:
 bench-track: deps-test all
 	bench/track.sh
 
+bench-dashboard: deps-test all
+	bench/dashboard.sh
+
 clean:
 	rm -rf $(BUILD)
 
@@ -113,3 +118,69 @@ browser-deps: web-deps
 	@if [ ! -d t/browser/node_modules ] || [ t/browser/package-lock.json \
 	    -nt t/browser/node_modules/.package-lock.json ]; then \
 	    npm ci --prefix t/browser --no-audit --no-fund; fi
+
+# --- fuzzing and sanitizers (fuzz/README.md) -----------------------------
+#
+#   make fuzz        each libFuzzer target for FUZZ_TIME seconds (60)
+#   make fuzz-smoke  each target for FUZZ_SMOKE_TIME seconds (8); part of
+#                    `make test`, fails on any crash
+#   make test-asan   the suite against the module and the worker built
+#                    with -fsanitize=address,undefined (TESTS= to narrow)
+.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build asan test-asan
+
+APT_FUZZ   := clang libclang-rt-14-dev libssl-dev
+FUZZ_CC    := clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all -Wall -Wextra -Werror \
+              -std=gnu11 -D_GNU_SOURCE
+FUZZ_DIR   := $(BUILD)/fuzz
+FUZZ_TIME  ?= 60
+FUZZ_SMOKE_TIME ?= 8
+FUZZERS    := ws_frames sio_packet event_json jwt_token
+
+$(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
+                        ngx_module/ngx_http_activity_ws.h
+$(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
+                        ngx_module/ngx_http_activity_sio.h
+$(FUZZ_DIR)/event_json: worker/event.c worker/event.h
+$(FUZZ_DIR)/jwt_token:  FUZZ_LIBS := -lcrypto
+
+$(FUZZ_DIR)/%: fuzz/%.c
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljwt -ljansson \
+	    $(FUZZ_LIBS)
+
+deps-fuzz:
+	$(call apt_install,$(APT_FUZZ))
+
+fuzz-build: deps-fuzz $(FUZZERS:%=$(FUZZ_DIR)/%)
+
+# $(1): target, $(2): seconds. New inputs go to build/fuzz/corpus/, the
+# seeds in fuzz/corpus/ are only read; a crash leaves
+# build/fuzz/crashes/<target>-crash-<sha1> and fails the rule.
+define fuzz_run
+	@mkdir -p $(FUZZ_DIR)/corpus/$(1) $(FUZZ_DIR)/crashes
+	@printf 'fuzz %-11s %3ss ' $(1) $(2); \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 \
+	$(FUZZ_DIR)/$(1) -max_total_time=$(2) -max_len=4096 -timeout=10 \
+	    -rss_limit_mb=1024 -dict=fuzz/dict/$(1).dict \
+	    -artifact_prefix=$(FUZZ_DIR)/crashes/$(1)- \
+	    $(FUZZ_DIR)/corpus/$(1) fuzz/corpus/$(1) \
+	    >$(FUZZ_DIR)/$(1).log 2>&1; rc=$$?; \
+	if [ $$rc != 0 ]; then echo FAILED; \
+	    grep -A30 -m1 -E 'ERROR|runtime error|deadly signal' \
+	        $(FUZZ_DIR)/$(1).log; \
+	    grep -E 'Test unit written|^Base64' $(FUZZ_DIR)/$(1).log; \
+	    exit 1; fi; \
+	grep -o 'Done [0-9]* runs' $(FUZZ_DIR)/$(1).log
+endef
+
+fuzz: $(FUZZERS:%=fuzz-long-%)
+fuzz-smoke: $(FUZZERS:%=fuzz-smoke-%)
+
+fuzz-long-%: deps-fuzz $(FUZZ_DIR)/%
+	$(call fuzz_run,$*,$(FUZZ_TIME))
+
+fuzz-smoke-%: deps-fuzz $(FUZZ_DIR)/%
+	$(call fuzz_run,$*,$(FUZZ_SMOKE_TIME))
