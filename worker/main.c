@@ -6,7 +6,9 @@
  *
  *   settings -> signals -> PostgreSQL -> migrations (--migrate: apply
  *   and exit; otherwise refuse to run on a stale schema) -> partition
- *   maintenance -> the consumer loop until SIGTERM.
+ *   maintenance -> the consumer loop until SIGTERM. With --listen, an
+ *   HTTP thread (http.c) serves metrics, health and the read API from
+ *   before the database wait until the loop has stopped.
  *
  * "activity-worker token ..." is a separate one-shot command (token.c).
  */
@@ -20,7 +22,9 @@
 
 #include "consumer.h"
 #include "db.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "partitions.h"
 #include "redisconn.h"
@@ -31,7 +35,7 @@
 
 static void main_validate(const settings_t *s, redis_target_t *target);
 static int main_exit(int rc, settings_t *s, redis_target_t *target,
-    db_t *db);
+    db_t *db, http_t *http);
 
 
 int
@@ -40,8 +44,9 @@ main(int argc, char **argv)
     redis_target_t  target;
     partitions_t    parts;
     settings_t      s;
+    http_t         *http;
     db_t           *db;
-    char            where[300], q[600];
+    char            where[300], q[600], err[300];
     int             pending, rc;
 
     if (argc > 1 && strcmp(argv[1], "token") == 0) {
@@ -52,11 +57,13 @@ main(int argc, char **argv)
     main_validate(&s, &target);
 
     signals_install();
+    metrics_init();
+    http = NULL;
 
     db = db_new(s.pg_conninfo);
     if (db == NULL) {
         log_error("out of memory", NULL);
-        return main_exit(1, &s, &target, NULL);
+        return main_exit(1, &s, &target, NULL, NULL);
     }
 
     if (s.migrate) {
@@ -65,7 +72,7 @@ main(int argc, char **argv)
 
         /* a one-shot command: fail fast rather than wait for the server */
         rc = migrate_run(db, s.sql_dir) == 0 ? 0 : 1;
-        return main_exit(rc, &s, &target, db);
+        return main_exit(rc, &s, &target, db, NULL);
     }
 
     log_info("starting", "id=%s pid=%d redis=%s queue=%s batch=%d"
@@ -73,10 +80,23 @@ main(int argc, char **argv)
              redis_target_describe(&target, where, sizeof(where)),
              s.queue, s.batch, s.flush_ms, db_describe(db));
 
+    /* up first: /healthz answers 503 while the database is awaited */
+    if (strcmp(s.listen, "off") != 0) {
+        http = http_start(&s, &target, err, sizeof(err));
+        if (http == NULL) {
+            log_error("cannot serve http", "listen=%s err=%s", s.listen,
+                      log_quote(q, sizeof(q), err));
+            fprintf(stderr, "activity-worker: --listen %s: %s\n",
+                    s.listen, err);
+            return main_exit(1, &s, &target, db, NULL);
+        }
+        log_info("http listening", "listen=%s", s.listen);
+    }
+
     /* a daemon may start before its database: wait for it, calmly */
     if (db_wait(db) == NULL) {
         log_info("stopped", "reason=signal");
-        return main_exit(0, &s, &target, db);
+        return main_exit(0, &s, &target, db, http);
     }
 
     pending = migrate_pending(db, s.sql_dir);
@@ -88,7 +108,7 @@ main(int argc, char **argv)
             fprintf(stderr, "activity-worker: %d migration(s) pending;"
                     " run activity-worker --migrate first\n", pending);
         }
-        return main_exit(1, &s, &target, db);
+        return main_exit(1, &s, &target, db, http);
     }
 
     partitions_init(&parts, db, s.partitions_ahead, s.retain_days);
@@ -96,14 +116,17 @@ main(int argc, char **argv)
     rc = consumer_run(&s, &target, db, &parts);
 
     log_info("stopped", "reason=signal");
-    return main_exit(rc, &s, &target, db);
+    return main_exit(rc, &s, &target, db, http);
 }
 
 
 /* Release everything, so a sanitizer build reports only real leaks. */
 static int
-main_exit(int rc, settings_t *s, redis_target_t *target, db_t *db)
+main_exit(int rc, settings_t *s, redis_target_t *target, db_t *db,
+    http_t *http)
 {
+    /* the HTTP thread goes first: it reads settings and target */
+    http_stop(http);
     db_free(db);
     redis_target_free(target);
     settings_free(s);
@@ -115,9 +138,11 @@ main_exit(int rc, settings_t *s, redis_target_t *target, db_t *db)
 static void
 main_validate(const settings_t *s, redis_target_t *target)
 {
-    PQconninfoOption  *opts;
-    log_level_e        level;
-    char               err[256], *pqerr;
+    struct sockaddr_storage   ss;
+    PQconninfoOption         *opts;
+    log_level_e               level;
+    socklen_t                 sslen;
+    char                      err[256], *pqerr;
 
     if (log_parse_level(s->log_level, &level) != 0) {
         settings_fail("log-level", s->log_level,
@@ -136,4 +161,19 @@ main_validate(const settings_t *s, redis_target_t *target)
         settings_fail("pg", "...", pqerr ? pqerr : "cannot parse");
     }
     PQconninfoFree(opts);
+
+    if (s->pg_read != NULL) {
+        pqerr = NULL;
+        opts = PQconninfoParse(s->pg_read, &pqerr);
+        if (opts == NULL) {
+            settings_fail("pg-read", "...", pqerr ? pqerr : "cannot parse");
+        }
+        PQconninfoFree(opts);
+    }
+
+    if (strcmp(s->listen, "off") != 0
+        && http_parse_listen(s->listen, &ss, &sslen, err, sizeof(err)) != 0)
+    {
+        settings_fail("listen", s->listen, err);
+    }
 }

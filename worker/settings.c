@@ -63,6 +63,16 @@ static const setting_t  settings_table[] = {
       "PostgreSQL to store into: any libpq conninfo string or URI",
       SET_STRING, 0, 0, OFF(pg_conninfo) },
 
+    { "pg-read", "ACTIVITY_PG_READ_URL", NULL, "CONNINFO",
+      "PostgreSQL for the read API (/api/events, /api/timeseries), e.g."
+      " a replica; read-only, 5 s per query (default: --pg)",
+      SET_STRING, 0, 0, OFF(pg_read) },
+
+    { "listen", "ACTIVITY_LISTEN", "off", "ADDR:PORT",
+      "serve /metrics, /healthz and the read API /api/... over HTTP"
+      " here, e.g. 127.0.0.1:9187; off: no listener",
+      SET_STRING, 0, 0, OFF(listen) },
+
     { "queue", "ACTIVITY_QUEUE", "activity:events", "KEY",
       "Redis list the nginx module LPUSHes events onto",
       SET_STRING, 0, 0, OFF(queue) },
