@@ -82,7 +82,7 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 	@mkdir -p $(BUILD)
 	$(CC) $(W_CFLAGS) -o $@.tmp $(WORKER_SRCS) $(W_LIBS) && mv -f $@.tmp $@
 
-test: deps-test all
+test: deps-test all fuzz-smoke
 	prove -r t/
 
 run: deps all
@@ -124,9 +124,7 @@ browser-deps: web-deps
 #   make fuzz        each libFuzzer target for FUZZ_TIME seconds (60)
 #   make fuzz-smoke  each target for FUZZ_SMOKE_TIME seconds (8); part of
 #                    `make test`, fails on any crash
-#   make test-asan   the suite against the module and the worker built
-#                    with -fsanitize=address,undefined (TESTS= to narrow)
-.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build asan test-asan
+.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build
 
 APT_FUZZ   := clang libclang-rt-14-dev libssl-dev
 FUZZ_CC    := clang
@@ -154,6 +152,72 @@ deps-fuzz:
 	$(call apt_install,$(APT_FUZZ))
 
 fuzz-build: deps-fuzz $(FUZZERS:%=$(FUZZ_DIR)/%)
+
+# $(1): target, $(2): seconds. New inputs go to build/fuzz/corpus/, the
+# seeds in fuzz/corpus/ are only read; a crash leaves
+# build/fuzz/crashes/<target>-crash-<sha1> and fails the rule.
+define fuzz_run
+	@mkdir -p $(FUZZ_DIR)/corpus/$(1) $(FUZZ_DIR)/crashes
+	@printf 'fuzz %-11s %3ss ' $(1) $(2); \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 \
+	$(FUZZ_DIR)/$(1) -max_total_time=$(2) -max_len=4096 -timeout=10 \
+	    -rss_limit_mb=1024 -dict=fuzz/dict/$(1).dict \
+	    -artifact_prefix=$(FUZZ_DIR)/crashes/$(1)- \
+	    $(FUZZ_DIR)/corpus/$(1) fuzz/corpus/$(1) \
+	    >$(FUZZ_DIR)/$(1).log 2>&1; rc=$$?; \
+	if [ $$rc != 0 ]; then echo FAILED; \
+	    grep -A30 -m1 -E 'ERROR|runtime error|deadly signal' \
+	        $(FUZZ_DIR)/$(1).log; \
+	    grep -E 'Test unit written|^Base64' $(FUZZ_DIR)/$(1).log; \
+	    exit 1; fi; \
+	grep -o 'Done [0-9]* runs' $(FUZZ_DIR)/$(1).log
+endef
+
+fuzz: $(FUZZERS:%=fuzz-long-%)
+fuzz-smoke: $(FUZZERS:%=fuzz-smoke-%)
+
+fuzz-long-%: deps-fuzz $(FUZZ_DIR)/%
+	$(call fuzz_run,$*,$(FUZZ_TIME))
+
+fuzz-smoke-%: deps-fuzz $(FUZZ_DIR)/%
+	$(call fuzz_run,$*,$(FUZZ_SMOKE_TIME))
+
+# --- fuzzing and sanitizers (fuzz/README.md) -----------------------------
+#
+#   make fuzz        each libFuzzer target for FUZZ_TIME seconds (60)
+#   make fuzz-smoke  each target for FUZZ_SMOKE_TIME seconds (8); part of
+#                    `make test`, fails on any crash
+.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build
+
+APT_FUZZ   := clang libclang-rt-14-dev libssl-dev
+FUZZ_CC    := clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all -Wall -Wextra -Werror \
+              -std=gnu11 -D_GNU_SOURCE
+FUZZ_DIR   := $(BUILD)/fuzz
+FUZZ_TIME  ?= 60
+FUZZ_SMOKE_TIME ?= 8
+FUZZERS    := ws_frames sio_packet event_json jwt_token
+
+$(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
+                        ngx_module/ngx_http_activity_ws.h
+$(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
+                        ngx_module/ngx_http_activity_sio.h
+$(FUZZ_DIR)/event_json: worker/event.c worker/event.h
+$(FUZZ_DIR)/jwt_token:  FUZZ_LIBS := -lcrypto
+
+$(FUZZ_DIR)/%: fuzz/%.c
+	@mkdir -p $(FUZZ_DIR)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -ljwt -ljansson \
+	    $(FUZZ_LIBS)
+
+deps-fuzz:
+	$(call apt_install,$(APT_FUZZ))
+
+fuzz-build: deps-fuzz $(FUZZERS:%=$(FUZZ_DIR)/%)
+
+.PRECIOUS: $(FUZZ_DIR)/%
 
 # $(1): target, $(2): seconds. New inputs go to build/fuzz/corpus/, the
 # seeds in fuzz/corpus/ are only read; a crash leaves
