@@ -2,22 +2,57 @@
  * activity-worker: dead letters.
  *
  * A dead letter carries the event exactly as it arrived, so an operator
- * can fix and replay it; replay, retry counting and backoff will grow
- * here.
+ * can fix what refused it and replay it:
+ *
+ *   activity-worker dlq list [--limit N]   the letters, oldest first,
+ *                                          one JSON object a line
+ *   activity-worker dlq replay [--all | N] requeue the N oldest events
+ *   activity-worker dlq purge              delete every letter
+ *
+ * Replay moves one letter at a time with a compare-and-move script: the
+ * letter is popped and its event LPUSHed onto the queue in one atomic
+ * step, only if it is still the oldest letter, so concurrent replays or
+ * workers adding letters never lose or duplicate one.
  */
 
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "dlq.h"
+#include "redisconn.h"
+#include "settings.h"
 #include "timeutil.h"
+
+
+#define DLQ_LIST_CHUNK  100
+
+/* KEYS: dead, queue; ARGV: the oldest letter as read, its event */
+#define DLQ_REPLAY_SCRIPT                                                  \
+    "if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end "   \
+    "redis.call('RPOP', KEYS[1]) "                                         \
+    "redis.call('LPUSH', KEYS[2], ARGV[2]) "                               \
+    "return 1"
+
+
+typedef enum {
+    DLQ_LIST = 0,
+    DLQ_REPLAY,
+    DLQ_PURGE
+} dlq_action_e;
 
 
 static char *dlq_utf8_clean(const char *s, size_t len, size_t *outlen);
 static size_t dlq_utf8_seq(const unsigned char *p, size_t left);
+static int dlq_usage(const char *why);
+static long dlq_count(const char *s);
+static int dlq_list(redisContext *rc, const settings_t *s, long limit);
+static int dlq_replay(redisContext *rc, const settings_t *s, long limit);
+static int dlq_purge(redisContext *rc, const settings_t *s);
 
 
 char *
@@ -73,6 +108,334 @@ dlq_append_push(redisContext *c, const char *key, const char *letter)
     argvlen[2] = strlen(letter);
 
     return redisAppendCommandArgv(c, 3, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+
+int
+dlq_main(int argc, char **argv)
+{
+    redis_target_t   target;
+    dlq_action_e     action;
+    redisContext    *rc;
+    settings_t       s;
+    char           **rest, err[512];
+    long             limit;
+    int              a, nrest, status;
+
+    if (argc < 2) {
+        return dlq_usage("missing action: list, replay or purge");
+    }
+
+    if (strcmp(argv[1], "list") == 0) {
+        action = DLQ_LIST;
+    } else if (strcmp(argv[1], "replay") == 0) {
+        action = DLQ_REPLAY;
+    } else if (strcmp(argv[1], "purge") == 0) {
+        action = DLQ_PURGE;
+    } else if (strcmp(argv[1], "--help") == 0
+               || strcmp(argv[1], "-h") == 0)
+    {
+        dlq_usage(NULL);
+        return 0;
+    } else {
+        return dlq_usage("unknown action");
+    }
+
+    /* our own arguments out; the rest are the worker's flags */
+    rest = calloc((size_t) argc + 1, sizeof(char *));
+    if (rest == NULL) {
+        fprintf(stderr, "activity-worker: out of memory\n");
+        return 1;
+    }
+
+    rest[0] = "activity-worker";
+    nrest = 1;
+    limit = -1;
+
+    for (a = 2; a < argc; a++) {
+        if (action == DLQ_LIST && strcmp(argv[a], "--limit") == 0) {
+            if (a + 1 == argc || (limit = dlq_count(argv[++a])) < 0) {
+                free(rest);
+                return dlq_usage("--limit takes a count");
+            }
+        } else if (action == DLQ_LIST && strncmp(argv[a], "--limit=", 8) == 0)
+        {
+            if ((limit = dlq_count(argv[a] + 8)) < 0) {
+                free(rest);
+                return dlq_usage("--limit takes a count");
+            }
+        } else if (action == DLQ_REPLAY && strcmp(argv[a], "--all") == 0) {
+            limit = -1;
+        } else if (action == DLQ_REPLAY && a == 2 && argv[a][0] != '-') {
+            if ((limit = dlq_count(argv[a])) < 0) {
+                free(rest);
+                return dlq_usage("replay takes --all or a count");
+            }
+        } else {
+            rest[nrest++] = argv[a];
+        }
+    }
+
+    settings_load(&s, nrest, rest);
+    free(rest);
+
+    if (redis_target_parse(&target, s.redis_url, err, sizeof(err)) != 0) {
+        settings_fail("redis", "...", err);
+    }
+
+    rc = redis_open(&target, 10000, err, sizeof(err));
+    redis_target_free(&target);
+
+    if (rc == NULL) {
+        fprintf(stderr, "activity-worker: redis: %s\n", err);
+        settings_free(&s);
+        return 1;
+    }
+
+    switch (action) {
+    case DLQ_LIST:
+        status = dlq_list(rc, &s, limit);
+        break;
+    case DLQ_REPLAY:
+        status = dlq_replay(rc, &s, limit);
+        break;
+    default:
+        status = dlq_purge(rc, &s);
+        break;
+    }
+
+    redisFree(rc);
+    settings_free(&s);
+    return status;
+}
+
+
+static int
+dlq_usage(const char *why)
+{
+    if (why != NULL) {
+        fprintf(stderr, "activity-worker dlq: %s\n", why);
+    }
+
+    fprintf(why ? stderr : stdout,
+        "usage: activity-worker dlq list [--limit N] [options]\n"
+        "       activity-worker dlq replay [--all | N] [options]\n"
+        "       activity-worker dlq purge [options]\n"
+        "\n"
+        "list prints the dead letters (--dead), oldest first, one JSON\n"
+        "object a line; replay moves the N oldest (default: all) events\n"
+        "back onto the queue (--queue); purge deletes every letter and\n"
+        "prints how many. Options: --redis, --queue, --dead and their\n"
+        "environment variables, as for the worker.\n");
+
+    return why != NULL ? 2 : 0;
+}
+
+
+/* A non-negative decimal count, or -1. */
+static long
+dlq_count(const char *s)
+{
+    char  *end;
+    long   n;
+
+    errno = 0;
+    n = strtol(s, &end, 10);
+
+    if (errno != 0 || end == s || *end != '\0' || n < 0) {
+        return -1;
+    }
+
+    return n;
+}
+
+
+/* Print up to limit letters (-1: all), oldest first. */
+static int
+dlq_list(redisContext *rc, const settings_t *s, long limit)
+{
+    redisReply  *r;
+    long         off, want;
+    size_t       i;
+    char         err[512];
+
+    for (off = 0; limit < 0 || off < limit; off += want) {
+        want = limit < 0 || limit - off > DLQ_LIST_CHUNK
+               ? DLQ_LIST_CHUNK : limit - off;
+
+        /* the oldest letters are at the right end */
+        r = redisCommand(rc, "LRANGE %s %ld %ld", s->dead_key,
+                         -(off + want), -(off + 1));
+
+        if (redis_reply_check(rc, r, err, sizeof(err)) != 0
+            || r->type != REDIS_REPLY_ARRAY)
+        {
+            fprintf(stderr, "activity-worker: redis: %s\n",
+                    r != NULL && r->type != REDIS_REPLY_ERROR
+                    ? "unexpected reply" : err);
+            if (r != NULL) {
+                freeReplyObject(r);
+            }
+            return 1;
+        }
+
+        for (i = r->elements; i > 0; i--) {
+            if (r->element[i - 1]->type == REDIS_REPLY_STRING) {
+                fwrite(r->element[i - 1]->str, 1, r->element[i - 1]->len,
+                       stdout);
+                fputc('\n', stdout);
+            }
+        }
+
+        /* a short chunk: the list's left end was reached */
+        if ((long) r->elements < want) {
+            freeReplyObject(r);
+            break;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+
+/* Requeue up to limit letters' events (-1: all), oldest first. */
+static int
+dlq_replay(redisContext *rc, const settings_t *s, long limit)
+{
+    json_error_t   jerr;
+    redisReply    *r, *m;
+    json_t        *letter, *ev;
+    const char    *argv[7];
+    size_t         argvlen[7];
+    long           done;
+    char           err[512];
+    int            moved;
+
+    done = 0;
+
+    while (limit < 0 || done < limit) {
+        r = redisCommand(rc, "LINDEX %s -1", s->dead_key);
+
+        if (redis_reply_check(rc, r, err, sizeof(err)) != 0) {
+            fprintf(stderr, "activity-worker: redis: %s\n", err);
+            if (r != NULL) {
+                freeReplyObject(r);
+            }
+            return 1;
+        }
+
+        if (r->type != REDIS_REPLY_STRING) {
+            /* the list is empty */
+            freeReplyObject(r);
+            break;
+        }
+
+        letter = json_loadb(r->str, r->len, JSON_ALLOW_NUL, &jerr);
+        ev = json_object_get(letter, "event");
+
+        if (!json_is_string(ev)) {
+            fprintf(stderr, "activity-worker: the oldest entry of %s is"
+                    " not a dead letter; left in place after replaying"
+                    " %ld\n", s->dead_key, done);
+            json_decref(letter);
+            freeReplyObject(r);
+            return 1;
+        }
+
+        argv[0] = "EVAL";
+        argv[1] = DLQ_REPLAY_SCRIPT;
+        argv[2] = "2";
+        argv[3] = s->dead_key;
+        argv[4] = s->queue;
+        argv[5] = r->str;
+        argv[6] = json_string_value(ev);
+
+        argvlen[0] = 4;
+        argvlen[1] = sizeof(DLQ_REPLAY_SCRIPT) - 1;
+        argvlen[2] = 1;
+        argvlen[3] = strlen(s->dead_key);
+        argvlen[4] = strlen(s->queue);
+        argvlen[5] = r->len;
+        argvlen[6] = json_string_length(ev);
+
+        m = redisCommandArgv(rc, 7, argv, argvlen);
+
+        json_decref(letter);
+        freeReplyObject(r);
+
+        if (redis_reply_check(rc, m, err, sizeof(err)) != 0) {
+            fprintf(stderr, "activity-worker: redis: %s (after replaying"
+                    " %ld)\n", err, done);
+            if (m != NULL) {
+                freeReplyObject(m);
+            }
+            return 1;
+        }
+
+        /* 0: the list changed under us; read the oldest again */
+        moved = m->type == REDIS_REPLY_INTEGER && m->integer == 1;
+        freeReplyObject(m);
+
+        if (moved) {
+            done++;
+        }
+    }
+
+    printf("replayed %ld dead letter(s) onto %s\n", done, s->queue);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+
+/* Delete every letter, saying how many there were. */
+static int
+dlq_purge(redisContext *rc, const settings_t *s)
+{
+    redisReply  *r;
+    char         err[512];
+    int          i;
+
+    if (redisAppendCommand(rc, "MULTI") != REDIS_OK
+        || redisAppendCommand(rc, "LLEN %s", s->dead_key) != REDIS_OK
+        || redisAppendCommand(rc, "DEL %s", s->dead_key) != REDIS_OK
+        || redisAppendCommand(rc, "EXEC") != REDIS_OK)
+    {
+        fprintf(stderr, "activity-worker: redis: %s\n", rc->errstr);
+        return 1;
+    }
+
+    /* MULTI, LLEN, DEL (QUEUED each), then EXEC's array */
+    for (i = 0; i < 4; i++) {
+        r = NULL;
+        if (redisGetReply(rc, (void **) &r) != REDIS_OK
+            || redis_reply_check(rc, r, err, sizeof(err)) != 0)
+        {
+            fprintf(stderr, "activity-worker: redis: %s\n",
+                    r != NULL ? err : rc->errstr);
+            if (r != NULL) {
+                freeReplyObject(r);
+            }
+            return 1;
+        }
+
+        if (i == 3) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+                || r->element[0]->type != REDIS_REPLY_INTEGER)
+            {
+                fprintf(stderr, "activity-worker: redis: unexpected"
+                        " reply to EXEC\n");
+                freeReplyObject(r);
+                return 1;
+            }
+            printf("purged %lld dead letter(s) from %s\n",
+                   r->element[0]->integer, s->dead_key);
+        }
+
+        freeReplyObject(r);
+    }
+
+    return fflush(stdout) == 0 ? 0 : 1;
 }
 
 

@@ -26,5 +26,13 @@ char *dlq_letter(const char *text, size_t len, const char *reason,
  */
 int dlq_append_push(redisContext *c, const char *key, const char *letter);
 
+/*
+ * "activity-worker dlq list [--limit N] | replay [--all | N] | purge",
+ * argv[0] being "dlq"; the worker's own flags (--redis, --queue, --dead)
+ * and environment apply. Returns the exit status: 0, 1 on a Redis
+ * error, 2 on bad usage.
+ */
+int dlq_main(int argc, char **argv);
+
 
 #endif /* ACTIVITY_DLQ_H */
