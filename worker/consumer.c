@@ -41,6 +41,7 @@
 #include "dlq.h"
 #include "event.h"
 #include "log.h"
+#include "metrics.h"
 #include "reclaim.h"
 #include "retry.h"
 #include "signals.h"
@@ -754,6 +755,7 @@ consumer_process(consumer_t *c)
     c->sum_events += (long) c->n;
     c->sum_inserted += rt.inserted;
     c->sum_dead += (long) ndead;
+    metrics_batch(c->n, rt.inserted, ndead, time_mono_us() - t0);
 
 done:
 

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pgwriter.h"
 
 
@@ -123,6 +124,8 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
     return 0;
 
 failed:
+
+    metrics_store_failed();
 
     /* a broken socket is dropped here so the retry reconnects */
     db_check(db);

@@ -18,6 +18,8 @@
 typedef struct {
     char  *redis_url;
     char  *pg_conninfo;
+    char  *pg_read;         /* NULL: the same as pg_conninfo */
+    char  *listen;          /* "off": no HTTP listener */
     char  *queue;
     char  *dead_key;
     char  *retry_delays;          /* as given; parsed into retry_ms */

@@ -1,0 +1,721 @@
+/*
+ * activity-worker: the HTTP listener (/metrics, /healthz, /api/...).
+ *
+ * libmicrohttpd with one internal polling thread: every request is
+ * served, one at a time, on that thread, so the connections it keeps
+ * (one to Redis, one or two to PostgreSQL) need no lock. They are its
+ * own: the consumer loop never waits on a scrape or a history query, and
+ * a slow query cannot touch a batch in flight. Requests are short
+ * (statement_timeout 5 s on the read connection; Redis calls time out
+ * after 1 s), so serving them in turn is enough for an operator's API.
+ *
+ *   GET /metrics          Prometheus text (metrics.c)
+ *   GET /healthz          200 when Redis and PostgreSQL (--pg) answer,
+ *                         503 with the reason otherwise
+ *   GET /api/events       history (history.c), on --pg-read
+ *   GET /api/timeseries   per-minute rollups, on --pg-read
+ *   GET /api/stats        the live stats from Redis
+ *
+ * Connections are opened lazily and dropped on the first error; the
+ * next request reconnects. An outage is logged once, not per request.
+ */
+
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "db.h"
+#include "history.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "timeutil.h"
+
+
+#define HTTP_REDIS_TIMEOUT_MS   1000
+#define HTTP_CONN_TIMEOUT_S     30
+#define HTTP_CONN_LIMIT         64
+
+#define HTTP_JSON  "application/json"
+#define HTTP_PROM  "text/plain; version=0.0.4; charset=utf-8"
+
+
+typedef struct {
+    PGconn      *conn;
+    const char  *conninfo;
+    const char  *what;          /* "read" or "primary", for the log */
+    int          down;          /* an outage was logged */
+} http_pg_t;
+
+
+struct http_s {
+    struct MHD_Daemon     *mhd;
+    const settings_t      *settings;
+    const redis_target_t  *target;
+    char                  *proc_key;
+    redisContext          *rc;
+    int                    redis_down;
+    http_pg_t              read;        /* --pg-read: the API */
+    http_pg_t              primary;     /* --pg: health, unless the same */
+    int                    same;        /* --pg-read is --pg */
+};
+
+
+static enum MHD_Result http_handler(void *cls, struct MHD_Connection *c,
+    const char *url, const char *method, const char *version,
+    const char *upload_data, size_t *upload_data_size, void **con_cls);
+static enum MHD_Result http_arg(void *cls, enum MHD_ValueKind kind,
+    const char *key, const char *value);
+static void http_metrics(http_t *h, history_reply_t *reply,
+    const char **type);
+static void http_health(http_t *h, history_reply_t *reply);
+static void http_probe(http_t *h, metrics_probe_t *p);
+static redisContext *http_redis(http_t *h, char *err, size_t errlen);
+static void http_redis_drop(http_t *h, const char *err);
+static PGconn *http_pg(http_pg_t *pg, char *err, size_t errlen);
+static int http_pg_ping(http_pg_t *pg, double *secs, char *err,
+    size_t errlen);
+static void http_pg_drop(http_pg_t *pg, const char *err);
+static enum MHD_Result http_send(struct MHD_Connection *c, int status,
+    const char *type, char *body);
+static void http_first_line(char *s);
+static void http_log(void *cls, const char *fmt, va_list ap);
+
+
+int
+http_parse_listen(const char *s, struct sockaddr_storage *ss,
+    socklen_t *len, char *err, size_t errlen)
+{
+    struct addrinfo   hints, *ai;
+    const char       *colon, *port;
+    char              host[256];
+    size_t            hlen;
+    int               rc;
+
+    colon = strrchr(s, ':');
+    if (colon == NULL || colon[1] == '\0') {
+        snprintf(err, errlen, "expected ADDR:PORT");
+        return -1;
+    }
+
+    port = colon + 1;
+    hlen = (size_t) (colon - s);
+
+    if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
+        s++;
+        hlen -= 2;
+    }
+
+    if (hlen >= sizeof(host)) {
+        snprintf(err, errlen, "address too long");
+        return -1;
+    }
+
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+
+    rc = getaddrinfo(hlen == 0 || strcmp(host, "*") == 0 ? NULL : host,
+                     port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", gai_strerror(rc));
+        return -1;
+    }
+
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+
+http_t *
+http_start(const settings_t *settings, const redis_target_t *target,
+    char *err, size_t errlen)
+{
+    struct sockaddr_storage  ss;
+    unsigned int             flags;
+    sigset_t                 block, old;
+    socklen_t                sslen;
+    http_t                  *h;
+
+    if (http_parse_listen(settings->listen, &ss, &sslen, err, errlen) != 0)
+    {
+        return NULL;
+    }
+
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || asprintf(&h->proc_key, "activity:processing:%s",
+                              settings->worker_id) < 0)
+    {
+        free(h);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    h->settings = settings;
+    h->target = target;
+    h->read.conninfo = settings->pg_read ? settings->pg_read
+                                         : settings->pg_conninfo;
+    h->read.what = "read";
+    h->primary.conninfo = settings->pg_conninfo;
+    h->primary.what = "primary";
+    h->same = strcmp(h->read.conninfo, h->primary.conninfo) == 0;
+
+    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO
+            | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+    }
+
+    /* the thread inherits this mask: signals stay with the main loop */
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    /* the logger first, so that it hears about the other options */
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, http_handler, h,
+                  MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
+                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
+                  MHD_OPTION_CONNECTION_TIMEOUT,
+                  (unsigned int) HTTP_CONN_TIMEOUT_S,
+                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HTTP_CONN_LIMIT,
+                  MHD_OPTION_END);
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (h->mhd == NULL) {
+        snprintf(err, errlen, "cannot listen on %s (in use, or not an"
+                 " address of this host)", settings->listen);
+        free(h->proc_key);
+        free(h);
+        return NULL;
+    }
+
+    return h;
+}
+
+
+void
+http_stop(http_t *h)
+{
+    if (h == NULL) {
+        return;
+    }
+
+    MHD_stop_daemon(h->mhd);
+
+    if (h->rc != NULL) {
+        redisFree(h->rc);
+    }
+    if (h->read.conn != NULL) {
+        PQfinish(h->read.conn);
+    }
+    if (h->primary.conn != NULL) {
+        PQfinish(h->primary.conn);
+    }
+
+    free(h->proc_key);
+    free(h);
+}
+
+
+static enum MHD_Result
+http_handler(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+    history_reply_t   reply;
+    history_args_t    args;
+    enum MHD_Result   rc;
+    const char       *type;
+    http_t           *h;
+    int64_t           t0;
+    char              err[256];
+
+    (void) version;
+    (void) upload_data;
+    (void) upload_data_size;
+    (void) con_cls;
+
+    h = cls;
+    t0 = time_mono_us();
+
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
+        && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    {
+        return http_send(c, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_JSON,
+                         strdup("{\"error\":\"method not allowed\"}"));
+    }
+
+    memset(&args, 0, sizeof(args));
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_arg, &args);
+
+    reply.status = 500;
+    reply.body = NULL;
+    type = HTTP_JSON;
+
+    if (strcmp(url, "/metrics") == 0) {
+        http_metrics(h, &reply, &type);
+
+    } else if (strcmp(url, "/healthz") == 0) {
+        http_health(h, &reply);
+
+    } else if (strcmp(url, "/api/events") == 0) {
+        history_events(http_pg(&h->read, err, sizeof(err)), &args, &reply);
+
+    } else if (strcmp(url, "/api/timeseries") == 0) {
+        history_timeseries(http_pg(&h->read, err, sizeof(err)), &args,
+                           &reply);
+
+    } else if (strcmp(url, "/api/stats") == 0) {
+        history_stats(http_redis(h, err, sizeof(err)),
+                      h->settings->stats_key, &args, &reply);
+        if (reply.status == 503) {
+            http_redis_drop(h, "GET failed");
+        }
+
+    } else {
+        history_error(&reply, 404, "not found", NULL);
+    }
+
+    /* a query that failed on a broken socket: reconnect next time */
+    if (h->read.conn != NULL && PQstatus(h->read.conn) != CONNECTION_OK) {
+        http_pg_drop(&h->read, PQerrorMessage(h->read.conn));
+    }
+
+    log_debug("http request", "method=%s path=%s status=%d ms=%.1f",
+              method, url, reply.status,
+              (double) (time_mono_us() - t0) / 1000.0);
+
+    rc = http_send(c, reply.status, type, reply.body);
+    return rc;
+}
+
+
+static enum MHD_Result
+http_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+    history_args_t  *args;
+
+    (void) kind;
+
+    args = cls;
+
+    if (args->n == HISTORY_ARGS_MAX) {
+        args->overflow = 1;
+        return MHD_NO;
+    }
+
+    args->name[args->n] = key;
+    args->value[args->n] = value ? value : "";
+    args->n++;
+    return MHD_YES;
+}
+
+
+static void
+http_metrics(http_t *h, history_reply_t *reply, const char **type)
+{
+    metrics_probe_t  probe;
+    metrics_buf_t    b;
+
+    http_probe(h, &probe);
+
+    memset(&b, 0, sizeof(b));
+    metrics_render(&b, &probe);
+
+    if (b.failed || b.data == NULL) {
+        free(b.data);
+        history_error(reply, 500, "out of memory", NULL);
+        return;
+    }
+
+    reply->status = 200;
+    reply->body = b.data;
+    *type = HTTP_PROM;
+}
+
+
+/*
+ * Healthy when this process can reach both servers its work needs:
+ * Redis and the PostgreSQL it writes to. The read replica (--pg-read,
+ * when it differs) is reported too but does not make the worker
+ * unhealthy: storing events goes on without it.
+ */
+static void
+http_health(http_t *h, history_reply_t *reply)
+{
+    redisContext  *rc;
+    redisReply    *r;
+    json_t        *obj;
+    double         secs;
+    char           rerr[256], perr[256], xerr[256];
+    int            redis_ok, pg_ok, read_ok;
+
+    rc = http_redis(h, rerr, sizeof(rerr));
+    redis_ok = 0;
+
+    if (rc != NULL) {
+        r = redisCommand(rc, "PING");
+        if (redis_reply_check(rc, r, rerr, sizeof(rerr)) == 0) {
+            redis_ok = 1;
+        } else {
+            http_redis_drop(h, rerr);
+        }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+    }
+
+    pg_ok = http_pg_ping(h->same ? &h->read : &h->primary, &secs, perr,
+                         sizeof(perr)) == 0;
+
+    read_ok = h->same || http_pg_ping(&h->read, &secs, xerr,
+                                      sizeof(xerr)) == 0;
+
+    obj = json_pack("{s:s, s:s, s:s}",
+                    "status", redis_ok && pg_ok ? "ok" : "unavailable",
+                    "redis", redis_ok ? "ok" : rerr,
+                    "postgres", pg_ok ? "ok" : perr);
+
+    if (!h->same && obj != NULL) {
+        json_object_set_new(obj, "postgresRead",
+                            json_string(read_ok ? "ok" : xerr));
+    }
+
+    reply->status = redis_ok && pg_ok ? 200 : 503;
+    reply->body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+}
+
+
+/* The gauges measured at scrape time, on this thread's connections. */
+static void
+http_probe(http_t *h, metrics_probe_t *p)
+{
+    redisContext  *rc;
+    redisReply    *r;
+    int64_t        t0;
+    size_t         i;
+    char           err[256];
+    long          *lens[3];
+
+    memset(p, 0, sizeof(*p));
+    p->queue_len = p->processing_len = p->dead_len = -1;
+
+    rc = http_redis(h, err, sizeof(err));
+
+    if (rc != NULL) {
+        lens[0] = &p->queue_len;
+        lens[1] = &p->processing_len;
+        lens[2] = &p->dead_len;
+
+        t0 = time_mono_us();
+        r = redisCommand(rc, "PING");
+
+        if (redis_reply_check(rc, r, err, sizeof(err)) == 0) {
+            p->redis_up = 1;
+            p->redis_ping_s = (double) (time_mono_us() - t0) / 1e6;
+        }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+
+        if (p->redis_up) {
+            redisAppendCommand(rc, "LLEN %s", h->settings->queue);
+            redisAppendCommand(rc, "LLEN %s", h->proc_key);
+            redisAppendCommand(rc, "LLEN %s", h->settings->dead_key);
+
+            for (i = 0; i < 3; i++) {
+                r = NULL;
+                if (redisGetReply(rc, (void **) &r) != REDIS_OK) {
+                    p->redis_up = 0;
+                    break;
+                }
+                if (r->type == REDIS_REPLY_INTEGER) {
+                    *lens[i] = (long) r->integer;
+                }
+                freeReplyObject(r);
+            }
+        }
+
+        if (!p->redis_up) {
+            http_redis_drop(h, rc->err ? rc->errstr : err);
+        }
+    }
+
+    p->pg_up = http_pg_ping(h->same ? &h->read : &h->primary,
+                            &p->pg_ping_s, err, sizeof(err)) == 0;
+}
+
+
+static redisContext *
+http_redis(http_t *h, char *err, size_t errlen)
+{
+    char  where[300], q[300];
+
+    if (h->rc != NULL) {
+        return h->rc;
+    }
+
+    h->rc = redis_open(h->target, HTTP_REDIS_TIMEOUT_MS, err, errlen);
+
+    if (h->rc == NULL) {
+        if (!h->redis_down) {
+            log_warn("http: redis unavailable", "redis=%s err=%s",
+                     redis_target_describe(h->target, where,
+                                           sizeof(where)),
+                     log_quote(q, sizeof(q), err));
+            h->redis_down = 1;
+        }
+        return NULL;
+    }
+
+    h->redis_down = 0;
+    return h->rc;
+}
+
+
+static void
+http_redis_drop(http_t *h, const char *err)
+{
+    char  q[300];
+
+    if (h->rc == NULL) {
+        return;
+    }
+
+    if (!h->redis_down) {
+        log_warn("http: redis unavailable", "err=%s",
+                 log_quote(q, sizeof(q), err));
+        h->redis_down = 1;
+    }
+
+    redisFree(h->rc);
+    h->rc = NULL;
+}
+
+
+/*
+ * The connection, (re)connected: UTC like the writer's, read-only, and
+ * every statement bounded so one bad query cannot hold the thread.
+ */
+static PGconn *
+http_pg(http_pg_t *pg, char *err, size_t errlen)
+{
+    static const char *const  keys[] = {
+        "connect_timeout", "fallback_application_name", "dbname", NULL
+    };
+    const char               *values[4];
+    PGresult                 *res;
+    char                      q[300];
+
+    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
+        return pg->conn;
+    }
+
+    if (pg->conn != NULL) {
+        PQfinish(pg->conn);
+    }
+
+    values[0] = "3";
+    values[1] = "activity-worker-http";
+    values[2] = pg->conninfo;
+    values[3] = NULL;
+
+    pg->conn = PQconnectdbParams(keys, values, 1);
+
+    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
+        res = PQexec(pg->conn, "SET timezone = 'UTC';"
+                     " SET statement_timeout = '5s';"
+                     " SET default_transaction_read_only = on");
+        if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+            PQclear(res);
+            if (pg->down) {
+                log_info("http: postgres connected", "connection=%s",
+                         pg->what);
+            }
+            pg->down = 0;
+            return pg->conn;
+        }
+        if (res != NULL) {
+            PQclear(res);
+        }
+    }
+
+    snprintf(err, errlen, "%s", pg->conn ? PQerrorMessage(pg->conn)
+                                         : "out of memory");
+    http_first_line(err);
+
+    if (!pg->down) {
+        log_warn("http: postgres unavailable", "connection=%s err=%s",
+                 pg->what, log_quote(q, sizeof(q), err));
+        pg->down = 1;
+    }
+
+    if (pg->conn != NULL) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+
+    return NULL;
+}
+
+
+static int
+http_pg_ping(http_pg_t *pg, double *secs, char *err, size_t errlen)
+{
+    PGresult  *res;
+    PGconn    *conn;
+    int64_t    t0;
+    char       q[300];
+    int        tries;
+
+    *secs = 0;
+
+    /*
+     * A kept connection may have broken since it was last used (a
+     * server restart): that alone is no outage, so it is retried once
+     * on a fresh one before the failure counts.
+     */
+    for (tries = pg->conn != NULL ? 2 : 1; tries > 0; tries--) {
+        conn = http_pg(pg, err, errlen);
+        if (conn == NULL) {
+            return -1;
+        }
+
+        t0 = time_mono_us();
+        res = PQexec(conn, "SELECT 1");
+
+        if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+            PQclear(res);
+            *secs = (double) (time_mono_us() - t0) / 1e6;
+            return 0;
+        }
+
+        db_error(conn, res, err, errlen);
+        http_first_line(err);
+        if (res != NULL) {
+            PQclear(res);
+        }
+
+        if (PQstatus(conn) == CONNECTION_OK) {
+            return -1;
+        }
+
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+
+    if (!pg->down) {
+        log_warn("http: postgres unavailable", "connection=%s err=%s",
+                 pg->what, log_quote(q, sizeof(q), err));
+        pg->down = 1;
+    }
+
+    return -1;
+}
+
+
+static void
+http_pg_drop(http_pg_t *pg, const char *err)
+{
+    char  q[300];
+
+    if (pg->conn == NULL) {
+        return;
+    }
+
+    if (!pg->down) {
+        log_warn("http: postgres unavailable", "connection=%s err=%s",
+                 pg->what, log_quote(q, sizeof(q), err));
+        pg->down = 1;
+    }
+
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+}
+
+
+/* Queue the answer; body is malloc'd (or NULL: out of memory, a 500). */
+static enum MHD_Result
+http_send(struct MHD_Connection *c, int status, const char *type,
+    char *body)
+{
+    static char             oom[] = "{\"error\":\"out of memory\"}";
+    struct MHD_Response    *resp;
+    enum MHD_Result         rc;
+
+    if (body == NULL) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        type = HTTP_JSON;
+        resp = MHD_create_response_from_buffer(sizeof(oom) - 1, oom,
+                                               MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer(strlen(body), body,
+                                               MHD_RESPMEM_MUST_FREE);
+    }
+
+    if (resp == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    }
+
+    rc = MHD_queue_response(c, (unsigned int) status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+
+/* libpq's messages span lines; a JSON reason or log value wants one. */
+static void
+http_first_line(char *s)
+{
+    size_t  n;
+
+    n = strcspn(s, "\n");
+    s[n] = '\0';
+
+    while (n > 0 && s[n - 1] == ' ') {
+        s[--n] = '\0';
+    }
+}
+
+
+static void
+http_log(void *cls, const char *fmt, va_list ap)
+{
+    size_t  n;
+    char    msg[512], q[600];
+
+    (void) cls;
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n') {
+        msg[--n] = '\0';
+    }
+
+    log_warn("http server", "err=%s", log_quote(q, sizeof(q), msg));
+}

@@ -1,0 +1,58 @@
+/*
+ * activity-worker: counters and the Prometheus text page.
+ */
+
+#ifndef ACTIVITY_METRICS_H
+#define ACTIVITY_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/* What the HTTP side measured at scrape time (a probe of its own). */
+typedef struct {
+    double   redis_ping_s;
+    double   pg_ping_s;
+    long     queue_len;
+    long     processing_len;
+    long     dead_len;
+    int      redis_up;
+    int      pg_up;
+} metrics_probe_t;
+
+
+/* A growing text buffer; data is NUL-terminated, NULL when empty. */
+typedef struct {
+    char    *data;
+    size_t   len;
+    size_t   cap;
+    int      failed;        /* out of memory: data holds a prefix */
+} metrics_buf_t;
+
+
+/* Remember the start time; call once, before any thread starts. */
+void metrics_init(void);
+
+/*
+ * Count one batch the consumer finished: events taken from Redis, rows
+ * really inserted, dead letters written, and the time storing it took,
+ * retries included. Thread-safe; cheap.
+ */
+void metrics_batch(size_t consumed, long stored, size_t dead,
+    int64_t store_us);
+
+/* Count a store transaction that failed (it is retried or bisected). */
+void metrics_store_failed(void);
+
+/*
+ * Append the exposition text (format 0.0.4): the counters, the
+ * histograms, and the gauges of probe (NULL: none). Thread-safe.
+ */
+void metrics_render(metrics_buf_t *b, const metrics_probe_t *probe);
+
+/* printf into a metrics_buf_t. */
+void metrics_printf(metrics_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+
+#endif /* ACTIVITY_METRICS_H */
