@@ -10,7 +10,8 @@
  *   HTTP thread (http.c) serves metrics, health and the read API from
  *   before the database wait until the loop has stopped.
  *
- * "activity-worker token ..." is a separate one-shot command (token.c).
+ * "activity-worker token ..." is a separate one-shot command (token.c),
+ * as is "activity-worker dlq ..." (dlq.c).
  */
 
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "consumer.h"
 #include "db.h"
+#include "dlq.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -51,6 +53,10 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "token") == 0) {
         return token_main(argc - 1, argv + 1);
+    }
+
+    if (argc > 1 && strcmp(argv[1], "dlq") == 0) {
+        return dlq_main(argc - 1, argv + 1);
     }
 
     settings_load(&s, argc, argv);

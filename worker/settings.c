@@ -405,6 +405,8 @@ settings_usage(FILE *f)
         "usage: activity-worker [options]\n"
         "       activity-worker token --sub NAME --role ROLE [--ttl TTL]\n"
         "                             [--secret SECRET]\n"
+        "       activity-worker dlq list [--limit N] | replay [--all | N]\n"
+        "                           | purge [options]\n"
         "\n"
         "Moves activity events from a Redis list into PostgreSQL, and\n"
         "keeps the live counters and pub/sub feed of the dashboards.\n"
@@ -436,7 +438,12 @@ settings_usage(FILE *f)
         "activity-worker token prints an HS256 JWT (claims sub, role, iat,\n"
         "exp) for trying dashboards: --ttl is seconds or 30m, 8h, 7d\n"
         "(default 8h); the secret comes from --secret or ACTIVITY_JWT_SECRET\n"
-        "and must match the module's activity_jwt_secret.\n");
+        "and must match the module's activity_jwt_secret.\n"
+        "\n"
+        "activity-worker dlq list prints the dead letters (--dead), oldest\n"
+        "first, one JSON object a line; dlq replay moves the N oldest\n"
+        "(default all) events back onto --queue, one atomic step each;\n"
+        "dlq purge deletes them all and prints how many.\n");
 }
 
 
