@@ -2,12 +2,14 @@
 /*
  * The dashboard endpoint.
  *
- * The handshake is checked and answered here, and the request is then held
- * (one r->main->count++, one finalize) while the connection speaks
- * WebSocket.  The 101 response is written as raw bytes at the head of the
- * connection's frame queue, so that it always precedes the first frame.
- * Every close goes through ngx_http_activity_dashboard_finalize(); the pool
- * cleanup undoes everything else, also when nginx ends the request itself.
+ * The handshake is checked and answered in the content handler.  Right
+ * after it, the HTTP request is released (logged and freed, as at the end
+ * of any request) and the connection is kept alone: an idle dashboard then
+ * costs its connection and a small state, not a whole request pool.  The
+ * 101 response is written as raw bytes at the head of the connection's
+ * frame queue, so that it always precedes the first frame.  Every close
+ * goes through ngx_http_activity_dashboard_finalize(); a cleanup of the
+ * connection's pool undoes the rest, also when nginx closes it itself.
  */
 
 
@@ -35,7 +37,8 @@
 
 typedef struct {
     ngx_http_activity_listener_t     listener;
-    ngx_http_request_t              *request;
+    ngx_connection_t                *connection;
+    ngx_http_request_t              *request;   /* until detached */
     ngx_http_activity_loc_conf_t    *conf;
     ngx_http_activity_main_conf_t   *amcf;
     ngx_http_activity_fanout_t      *fanout;
@@ -50,6 +53,7 @@ typedef struct {
     ngx_event_t                      ping;
     ngx_event_t                      expiry;
     ngx_event_t                      close_event;
+    ngx_event_t                      detach;
 
     ngx_str_t                        user;
     ngx_str_t                        token;     /* from the handshake */
@@ -77,8 +81,9 @@ static ngx_int_t ngx_http_activity_dashboard_find_token(ngx_http_request_t *r,
 static ngx_int_t ngx_http_activity_dashboard_accept(
     ngx_http_activity_dashboard_t *ctx, ngx_str_t *key);
 static void ngx_http_activity_dashboard_cleanup(void *data);
-static void ngx_http_activity_dashboard_read(ngx_http_request_t *r);
-static void ngx_http_activity_dashboard_write(ngx_http_request_t *r);
+static void ngx_http_activity_dashboard_detach(ngx_event_t *ev);
+static void ngx_http_activity_dashboard_read(ngx_event_t *rev);
+static void ngx_http_activity_dashboard_write(ngx_event_t *wev);
 static ngx_int_t ngx_http_activity_dashboard_input(
     ngx_http_activity_dashboard_t *ctx);
 static ngx_int_t ngx_http_activity_dashboard_frame(
@@ -134,7 +139,6 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ngx_connection_t                *c;
     ngx_pool_cleanup_t              *cln;
     ngx_http_activity_loc_conf_t    *alcf;
-    ngx_http_activity_ctx_t         *rctx;
     ngx_http_activity_dashboard_t   *ctx;
     ngx_http_activity_main_conf_t   *amcf;
     ngx_http_activity_jwt_claims_t   claims;
@@ -236,7 +240,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
                                         "connections\"}");
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_activity_dashboard_t));
+    /* what outlives the request lives in the connection's pool */
+
+    ctx = ngx_pcalloc(c->pool, sizeof(ngx_http_activity_dashboard_t));
     if (ctx == NULL) {
         (void) ngx_atomic_fetch_add(count, -1);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -245,8 +251,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ctx->counted = 1;
     ngx_http_activity_stat_add(amcf->stats, dashboards[alcf->dashboard], 1);
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    cln = ngx_pool_cleanup_add(c->pool, 0);
     if (cln == NULL) {
+        ctx->counted = 0;
         (void) ngx_atomic_fetch_add(count, -1);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -254,13 +261,23 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     cln->handler = ngx_http_activity_dashboard_cleanup;
     cln->data = ctx;
 
+    ctx->connection = c;
     ctx->request = r;
     ctx->conf = alcf;
     ctx->amcf = amcf;
     ctx->fanout = amcf->fanout_state;
     ctx->started = ngx_time();
     ctx->rate_time = ngx_current_msec;
-    ctx->token = token;
+
+    if (token.len) {
+        ctx->token.data = ngx_pnalloc(c->pool, token.len);
+        if (ctx->token.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ctx->token.data, token.data, token.len);
+        ctx->token.len = token.len;
+    }
 
     ctx->listener.connection = c;
     ctx->listener.protocol = alcf->dashboard;
@@ -284,12 +301,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ctx->close_event.data = ctx;
     ctx->close_event.log = c->log;
 
-    rctx = ngx_http_activity_get_ctx(r);
-    if (rctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rctx->dashboard = ctx;
+    ctx->detach.handler = ngx_http_activity_dashboard_detach;
+    ctx->detach.data = ctx;
+    ctx->detach.log = c->log;
 
     /* from here on the connection speaks WebSocket */
 
@@ -297,19 +311,16 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->main->count++;
-
-    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
-    r->header_sent = 1;
-    r->keepalive = 0;
-    r->lingering_close = 0;
-
-    r->read_event_handler = ngx_http_activity_dashboard_read;
-    r->write_event_handler = ngx_http_activity_dashboard_write;
-
     if (alcf->dashboard == NGX_HTTP_ACTIVITY_WEBSOCKET) {
-        ctx->user = claims.sub;
-        ctx->authed = 1;
+        if (claims.sub.len) {
+            ctx->user.data = ngx_pnalloc(c->pool, claims.sub.len);
+            if (ctx->user.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_memcpy(ctx->user.data, claims.sub.data, claims.sub.len);
+            ctx->user.len = claims.sub.len;
+        }
 
         if (claims.exp) {
             ngx_add_timer(&ctx->expiry,
@@ -318,8 +329,7 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
         }
 
         if (ngx_http_activity_dashboard_ready(ctx) != NGX_OK) {
-            ngx_http_activity_dashboard_finalize(ctx);
-            return NGX_DONE;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
     } else {
@@ -331,31 +341,80 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
 
     ngx_add_timer(&ctx->ping, alcf->ping_interval);
 
-    /* frames the client sent right behind its handshake */
+    /*
+     * The request is held (one count) until the detach event, right after
+     * this handler returns, frees it; meanwhile nothing is read.
+     */
 
-    if (r->header_in->pos < r->header_in->last) {
-        ctx->in_len = r->header_in->last - r->header_in->pos;
-        ctx->in_size = ngx_max(ctx->in_len, NGX_HTTP_ACTIVITY_INPUT_MIN);
+    r->main->count++;
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    r->header_sent = 1;
+    r->keepalive = 0;
+    r->lingering_close = 0;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_post_event(&ctx->detach, &ngx_posted_events);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The request is logged (status 101) and freed; the connection stays,
+ * with these handlers.  Bytes the client sent behind its handshake are
+ * taken over first.
+ */
+
+static void
+ngx_http_activity_dashboard_detach(ngx_event_t *ev)
+{
+    ngx_http_activity_dashboard_t  *ctx = ev->data;
+
+    size_t               n;
+    ngx_buf_t           *b;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = ctx->connection;
+    b = r->header_in;
+
+    n = b->last - b->pos;
+
+    if (n) {
+        ctx->in_size = ngx_max(n, NGX_HTTP_ACTIVITY_INPUT_MIN);
 
         ctx->in = ngx_alloc(ctx->in_size, c->log);
         if (ctx->in == NULL) {
             ngx_http_activity_dashboard_finalize(ctx);
-            return NGX_DONE;
+            return;
         }
 
-        ngx_memcpy(ctx->in, r->header_in->pos, ctx->in_len);
-        r->header_in->pos = r->header_in->last;
-
-        if (ngx_http_activity_dashboard_input(ctx) != NGX_OK) {
-            return NGX_DONE;
-        }
+        ngx_memcpy(ctx->in, b->pos, n);
+        ctx->in_len = n;
     }
 
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_activity_dashboard_finalize(ctx);
+    ctx->request = NULL;
+
+    ngx_http_free_request(r, 0);
+
+    /* ngx_http_free_request() marks the connection as going away */
+
+    c->destroyed = 0;
+    c->data = ctx;
+    c->read->handler = ngx_http_activity_dashboard_read;
+    c->write->handler = ngx_http_activity_dashboard_write;
+
+    if (ctx->in_len && ngx_http_activity_dashboard_input(ctx) != NGX_OK) {
+        return;
     }
 
-    return NGX_DONE;
+    /* what arrived meanwhile was not read: edge-triggered, look now */
+
+    ngx_http_activity_dashboard_read(c->read);
 }
 
 
@@ -538,7 +597,7 @@ static ngx_int_t
 ngx_http_activity_dashboard_accept(ngx_http_activity_dashboard_t *ctx,
     ngx_str_t *key)
 {
-    u_char                      hash[20], accept[28], *p;
+    u_char                      hash[20], accept[28], open[160], *p;
     ngx_str_t                   src, dst;
     ngx_sha1_t                  sha1;
     ngx_http_activity_frame_t  *frame;
@@ -561,7 +620,7 @@ ngx_http_activity_dashboard_accept(ngx_http_activity_dashboard_t *ctx,
     ngx_encode_base64(&dst, &src);
 
     frame = ngx_http_activity_frame_raw(sizeof(head) - 1 + dst.len + 4,
-                                        ctx->request->connection->log);
+                                        ctx->connection->log);
     if (frame == NULL) {
         return NGX_ERROR;
     }
@@ -584,11 +643,7 @@ ngx_http_activity_dashboard_accept(ngx_http_activity_dashboard_t *ctx,
              "0123456789-_"[ngx_random() & 63];
     }
 
-    p = ngx_pnalloc(ctx->request->pool, 160);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
+    p = open;
     src.data = p;
     src.len = ngx_sprintf(p, "0{\"sid\":\"%*s\",\"upgrades\":[],"
                           "\"pingInterval\":%M,\"pingTimeout\":%M,"
@@ -624,6 +679,10 @@ ngx_http_activity_dashboard_cleanup(void *data)
         ngx_delete_posted_event(&ctx->close_event);
     }
 
+    if (ctx->detach.posted) {
+        ngx_delete_posted_event(&ctx->detach);
+    }
+
     if (ctx->in) {
         ngx_free(ctx->in);
         ctx->in = NULL;
@@ -645,13 +704,13 @@ ngx_http_activity_dashboard_cleanup(void *data)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "activity: dashboard %V disconnected, user \"%V\", "
-                  "%T s", &ctx->request->connection->addr_text, &ctx->user,
+                  "%T s", &ctx->connection->addr_text, &ctx->user,
                   ngx_time() - ctx->started);
 }
 
 
 static void
-ngx_http_activity_dashboard_read(ngx_http_request_t *r)
+ngx_http_activity_dashboard_read(ngx_event_t *rev)
 {
     size_t                          size;
     ssize_t                         n;
@@ -659,11 +718,17 @@ ngx_http_activity_dashboard_read(ngx_http_request_t *r)
     ngx_connection_t               *c;
     ngx_http_activity_dashboard_t  *ctx;
 
-    c = r->connection;
-    ctx = ((ngx_http_activity_ctx_t *)
-           ngx_http_get_module_ctx(r, ngx_http_activity_module))->dashboard;
+    c = rev->data;
+    ctx = c->data;
 
     if (ctx->finalized) {
+        return;
+    }
+
+    /* worker_shutdown_timeout, or an nginx-side close */
+
+    if (c->close) {
+        ngx_http_activity_dashboard_finalize(ctx);
         return;
     }
 
@@ -725,19 +790,20 @@ ngx_http_activity_dashboard_read(ngx_http_request_t *r)
 
 
 static void
-ngx_http_activity_dashboard_write(ngx_http_request_t *r)
+ngx_http_activity_dashboard_write(ngx_event_t *wev)
 {
     ngx_int_t                       rc;
+    ngx_connection_t               *c;
     ngx_http_activity_dashboard_t  *ctx;
 
-    ctx = ((ngx_http_activity_ctx_t *)
-           ngx_http_get_module_ctx(r, ngx_http_activity_module))->dashboard;
+    c = wev->data;
+    ctx = c->data;
 
     if (ctx->finalized) {
         return;
     }
 
-    rc = ngx_http_activity_outq_flush(&ctx->listener.out, r->connection);
+    rc = ngx_http_activity_outq_flush(&ctx->listener.out, c);
 
     if (rc == NGX_ERROR || (rc == NGX_OK && ctx->closing)) {
         ngx_http_activity_dashboard_finalize(ctx);
@@ -777,7 +843,7 @@ ngx_http_activity_dashboard_input(ngx_http_activity_dashboard_t *ctx)
             if (ctx->in_size < total) {
                 u_char  *in;
 
-                in = ngx_alloc(total, ctx->request->connection->log);
+                in = ngx_alloc(total, ctx->connection->log);
                 if (in == NULL) {
                     ngx_http_activity_dashboard_finalize(ctx);
                     return NGX_ERROR;
@@ -917,7 +983,7 @@ ngx_http_activity_dashboard_frame(ngx_http_activity_dashboard_t *ctx,
 
     if (ctx->msg == NULL) {
         ctx->msg = ngx_alloc(NGX_HTTP_ACTIVITY_MESSAGE_MAX,
-                             ctx->request->connection->log);
+                             ctx->connection->log);
         if (ctx->msg == NULL) {
             ngx_http_activity_dashboard_finalize(ctx);
             return NGX_ERROR;
@@ -1011,7 +1077,7 @@ ngx_http_activity_dashboard_sio(ngx_http_activity_dashboard_t *ctx,
         if (pkt.type == NGX_HTTP_ACTIVITY_SIO_CONNECT) {
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                           "activity: dashboard %V asked for namespace "
-                          "\"%*s\"", &ctx->request->connection->addr_text,
+                          "\"%*s\"", &ctx->connection->addr_text,
                           pkt.nsp_len, pkt.nsp);
 
             return ngx_http_activity_dashboard_send(ctx,
@@ -1369,7 +1435,7 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
      * many times, and the request pool only grows
      */
 
-    pool = ngx_create_pool(1024, ctx->request->connection->log);
+    pool = ngx_create_pool(1024, ctx->connection->log);
     if (pool == NULL) {
         return NGX_ERROR;
     }
@@ -1381,7 +1447,7 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard refused %V: %s",
-                      &ctx->request->connection->addr_text, claims->reason);
+                      &ctx->connection->addr_text, claims->reason);
 
         ngx_http_activity_stat_add(ctx->amcf->stats,
                                    auth_refused[claims->code], 1);
@@ -1406,7 +1472,7 @@ ngx_http_activity_dashboard_authenticate(ngx_http_activity_dashboard_t *ctx,
 
         /* the request pool lives as long as the connection */
 
-        sub = ngx_pnalloc(ctx->request->pool, claims->sub.len);
+        sub = ngx_pnalloc(ctx->connection->pool, claims->sub.len);
         if (sub == NULL) {
             ngx_destroy_pool(pool);
             return NGX_ERROR;
@@ -1435,7 +1501,7 @@ ngx_http_activity_dashboard_ready(ngx_http_activity_dashboard_t *ctx)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "activity: dashboard %V connected (%s), user \"%V\"",
-                  &ctx->request->connection->addr_text,
+                  &ctx->connection->addr_text,
                   ctx->listener.protocol == NGX_HTTP_ACTIVITY_SOCKETIO
                   ? "socketio" : "websocket", &ctx->user);
 
@@ -1474,7 +1540,7 @@ ngx_http_activity_dashboard_send(ngx_http_activity_dashboard_t *ctx,
     part.len = len;
 
     frame = ngx_http_activity_frame_text(&part, 1,
-                                         ctx->request->connection->log);
+                                         ctx->connection->log);
     if (frame == NULL) {
         return NGX_ERROR;
     }
@@ -1512,7 +1578,7 @@ ngx_http_activity_dashboard_send_json(ngx_http_activity_dashboard_t *ctx,
     parts[2].len = ngx_strlen(suffix);
 
     frame = ngx_http_activity_frame_text(parts, 3,
-                                         ctx->request->connection->log);
+                                         ctx->connection->log);
     free(text);
 
     if (frame == NULL) {
@@ -1534,7 +1600,7 @@ ngx_http_activity_dashboard_send_control(ngx_http_activity_dashboard_t *ctx,
     ngx_http_activity_frame_t  *frame;
 
     frame = ngx_http_activity_frame_create(opcode, len,
-                                           ctx->request->connection->log);
+                                           ctx->connection->log);
     if (frame == NULL) {
         return NGX_ERROR;
     }
@@ -1571,7 +1637,7 @@ ngx_http_activity_dashboard_rate(ngx_http_activity_dashboard_t *ctx)
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard %V sent more than %ui messages "
                       "a second, closing",
-                      &ctx->request->connection->addr_text,
+                      &ctx->connection->addr_text,
                       ctx->conf->dashboard_rate);
 
         ngx_http_activity_dashboard_close(ctx, NGX_HTTP_ACTIVITY_WS_POLICY,
@@ -1599,7 +1665,7 @@ ngx_http_activity_dashboard_ping(ngx_event_t *ev)
         if (!ctx->closing) {
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                           "activity: dashboard %V did not answer a ping",
-                          &ctx->request->connection->addr_text);
+                          &ctx->connection->addr_text);
         }
 
         ngx_http_activity_dashboard_finalize(ctx);
@@ -1638,7 +1704,7 @@ ngx_http_activity_dashboard_expired(ngx_event_t *ev)
     if (!ctx->authed) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "activity: dashboard %V sent no CONNECT in time",
-                      &ctx->request->connection->addr_text);
+                      &ctx->connection->addr_text);
 
         ngx_http_activity_dashboard_close(ctx, NGX_HTTP_ACTIVITY_WS_POLICY,
                                           "no CONNECT");
@@ -1647,7 +1713,7 @@ ngx_http_activity_dashboard_expired(ngx_event_t *ev)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "activity: dashboard %V token expired, user \"%V\"",
-                  &ctx->request->connection->addr_text, &ctx->user);
+                  &ctx->connection->addr_text, &ctx->user);
 
     if (ctx->listener.protocol == NGX_HTTP_ACTIVITY_SOCKETIO) {
         (void) ngx_http_activity_dashboard_send(ctx, sio, sizeof(sio) - 1);
@@ -1733,7 +1799,7 @@ ngx_http_activity_dashboard_close(ngx_http_activity_dashboard_t *ctx,
 
     frame = ngx_http_activity_frame_create(NGX_HTTP_ACTIVITY_WS_CLOSE,
                                            2 + len,
-                                           ctx->request->connection->log);
+                                           ctx->connection->log);
     if (frame == NULL) {
         ngx_http_activity_dashboard_finalize(ctx);
         return;
@@ -1750,7 +1816,7 @@ ngx_http_activity_dashboard_close(ngx_http_activity_dashboard_t *ctx,
 
     if (rc == NGX_OK) {
         rc = ngx_http_activity_outq_flush(&ctx->listener.out,
-                                          ctx->request->connection);
+                                          ctx->connection);
     }
 
     if (rc != NGX_AGAIN) {
@@ -1787,14 +1853,26 @@ ngx_http_activity_dashboard_finalize(ngx_http_activity_dashboard_t *ctx)
         ngx_del_timer(&ctx->expiry);
     }
 
-    c = ctx->request->connection;
+    c = ctx->connection;
 
-    ngx_http_finalize_request(ctx->request, NGX_HTTP_CLOSE);
+    if (ctx->request) {
 
-    /*
-     * the close is a posted request; from a timer or a posted event no
-     * connection handler runs posted requests afterwards
-     */
+        /*
+         * still in the handshake's loop iteration: the close is a posted
+         * request, which no connection handler runs after a timer or a
+         * posted event
+         */
 
-    ngx_http_run_posted_requests(c);
+        if (ctx->detach.posted) {
+            ngx_delete_posted_event(&ctx->detach);
+        }
+
+        ngx_http_finalize_request(ctx->request, NGX_HTTP_CLOSE);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    /* the cleanup of c->pool undoes the rest */
+
+    ngx_http_close_connection(c);
 }

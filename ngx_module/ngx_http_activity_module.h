@@ -97,12 +97,11 @@ typedef struct {
 } ngx_http_activity_loc_conf_t;
 
 
-/* per request: what activity_auth_jwt learned, or a dashboard's state */
+/* per request: what activity_auth_jwt learned */
 
 typedef struct {
     ngx_str_t                   jwt_sub;
     ngx_str_t                   jwt_role;
-    void                       *dashboard;
 } ngx_http_activity_ctx_t;
 
 
