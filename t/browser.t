@@ -313,6 +313,23 @@ call('click', selector => '#pause');
 $s = call('summary');
 is($s->{rows}[0]{user}, 'paused-1', 'resumed: on top');
 
+# nginx goes away and comes back: the page retries with backoff and
+# reconnects by itself; the new snapshot adds no duplicate rows
+
+my $rows_before = @{ call('summary')->{rows} };
+$t->nginx_stop;
+$s = page_until(sub { $_->{state} eq 'reconnecting' }, 10);
+is($s->{state}, 'reconnecting', 'nginx stopped: state reconnecting');
+like($s->{connText}, qr/retry \d+ in \d+ s/, 'it shows the next retry')
+    or diag($s->{connText});
+$t->nginx_start;
+$s = page_until(sub { $_->{state} eq 'connected' }, 20);
+is($s->{state}, 'connected', 'nginx back: connected again');
+my %ids;
+is(scalar(grep { $ids{ $_->{id} }++ } @{ $s->{rows} }), 0,
+    'no event twice in the feed after the new snapshot');
+is(scalar @{ $s->{rows} }, $rows_before, 'no row lost or added');
+
 # screenshots of the populated dashboard
 
 get("/api/orders/$_", "shopper-$_") for 1 .. 3;
