@@ -1,0 +1,66 @@
+#!/usr/bin/perl
+
+# Fault: PostgreSQL is stopped for 10 s under a steady tracked load and
+# started again. The worker holds its batch, takes no new one (events
+# wait in the Redis queue), keeps the stats going, and resumes: every
+# request answered 200 is stored exactly once, no dead letters.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use ActivityTest qw(wait_for from_json);
+
+use ActivityLoad;
+
+my $t = ActivityTest->new(needs => [qw(module redis pg worker)]);
+
+$t->write_conf(ActivityLoad::nginx_conf());
+$t->redis_start;
+$t->pg_start;
+$t->worker_migrate;
+$t->worker_start(args => [ '--batch', 200, '--retry-delays', '200,400,800',
+    '--stats-max-ms', 1000 ]);
+$t->nginx_start;
+
+my $r = $t->redis;
+my $load = ActivityLoad->start($t, tag => 'pg', seconds => 20, rate => 300);
+
+$load->at(4);
+$t->pg_stop;
+note('PostgreSQL stopped');
+
+# the queue is the buffer: it grows while the worker holds one batch
+sleep 3;
+my $q1 = $r->llen('activity:events');
+my $held = $r->llen('activity:processing:w1');
+my $s1 = $r->get('dashboard:stats');
+sleep 3;
+my $q2 = $r->llen('activity:events');
+my $s2 = $r->get('dashboard:stats');
+ok($q2 > $q1, "events wait in the queue ($q1, then $q2)");
+ok($held <= 200, "at most one batch held ($held)");
+isnt(from_json($s2 // '{}')->{timestamp}, from_json($s1 // '{}')->{timestamp},
+    'the stats keep being computed');
+
+$load->at(14);
+$t->pg_start;
+note('PostgreSQL started');
+
+my $res = $load->finish;
+ok($t->worker_running, 'the worker rode the outage out');
+ActivityLoad::check_stored($t, $res, 'pg');
+
+my $log = do { local (@ARGV, $/) = $t->worker_log; <> };
+my $n = () = $log =~ /msg="postgres unavailable"/g;
+is($n, 1, 'the outage is logged once');
+my $re = 'msg="batch held until postgres is back"[\s\S]*'
+    . 'msg="batch resumed"';
+like($log, qr/$re/, 'held, then resumed');
+unlike($log, qr/msg="batch store failed"/, 'no batch counted as failed');
+
+$t->done;

@@ -1,0 +1,59 @@
+#!/usr/bin/perl
+
+# Fault: two workers share the queue; one is SIGKILLed mid-batch and
+# never restarted. Its heartbeat expires and the other worker requeues
+# its processing list: every request answered 200 is stored once.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use ActivityTest qw(wait_for);
+
+use ActivityLoad;
+
+my $t = ActivityTest->new(needs => [qw(module redis pg worker)]);
+
+$t->write_conf(ActivityLoad::nginx_conf());
+$t->redis_start;
+$t->pg_start;
+$t->worker_migrate;
+
+my @args = ('--batch', 200, '--flush-ms', 400, '--heartbeat-ttl', 2);
+$t->worker_start(id => 'w1', args => \@args);
+$t->worker_start(id => 'w2', args => \@args);
+$t->nginx_start;
+
+my $r = $t->redis;
+ok(wait_for(sub { $r->exists('activity:alive:w1')
+    && $r->exists('activity:alive:w2') }, 10), 'both heartbeats are set');
+
+my $load = ActivityLoad->start($t, tag => 'two', seconds => 15,
+    rate => 300);
+
+$load->at(5);
+wait_for(sub { $r->llen('activity:processing:w1') > 0 }, 5, 0.002);
+$t->worker_kill(id => 'w1');
+my $held = $r->llen('activity:processing:w1');
+note("w1 SIGKILLed with $held events in its processing list");
+
+my $res = $load->finish;
+ok($t->worker_running(id => 'w2'), 'w2 still running');
+ActivityLoad::check_stored($t, $res, 'two');
+
+is($r->llen('activity:processing:w1'), 0, 'w1\'s list was emptied');
+ok(!$r->exists('activity:alive:w1'), 'w1\'s heartbeat expired');
+
+SKIP: {
+    skip 'the kill fell between two batches', 1 unless $held;
+    my $log = do { local (@ARGV, $/) = $t->worker_log('w2'); <> };
+    my $re = 'msg="requeued the batch of a dead worker"'
+        . ' processing=activity:processing:w1 events=\d+';
+    like($log, qr/$re/,
+        'w2 requeued w1\'s batch');
+}
+
+$t->done;
