@@ -27,7 +27,9 @@ package ActivityTest;
 #
 # Environment: TEST_KEEP=1 keeps the temporary directory; TEST_NGINX,
 # TEST_PG_BIN, TEST_REDIS_SERVER, TEST_ACTIVITY_MODULE and
-# TEST_ACTIVITY_WORKER override the binaries used.
+# TEST_ACTIVITY_WORKER override the binaries used; TEST_NGINX_PRELOAD
+# is preloaded into nginx alone (make test-asan: the ASan runtime that a
+# sanitized module needs in a stock nginx), see _nginx_cmd.
 
 use strict;
 use warnings;
@@ -687,6 +689,18 @@ sub write_conf {
     return $path;
 }
 
+# The nginx command line. With TEST_NGINX_PRELOAD set, nginx (and only
+# nginx: not Perl, Redis or PostgreSQL) runs with that LD_PRELOAD and
+# with ASAN_OPTIONS from TEST_NGINX_ASAN_OPTIONS, by default
+# detect_leaks=0: nginx frees its pools, not each allocation, at exit.
+# Reports go to nginx's stderr or error log, both checked by done().
+sub _nginx_cmd {
+    my @cmd = ($BIN{nginx}, @_);
+    my $preload = $ENV{TEST_NGINX_PRELOAD} or return @cmd;
+    return ('env', "LD_PRELOAD=$preload", 'ASAN_OPTIONS='
+        . ($ENV{TEST_NGINX_ASAN_OPTIONS} // 'detect_leaks=0'), @cmd);
+}
+
 # nginx -t on a configuration text (or nginx.conf when none is given);
 # returns (exit status, output, path of the file tested).
 sub nginx_test {
@@ -697,8 +711,8 @@ sub nginx_test {
         $self->write_conf($text, $file);
     }
     my $path = "$self->{dir}/$file";
-    my ($rc, $out) = $self->run_cmd($BIN{nginx}, '-t', '-q',
-        '-p', "$self->{dir}/", '-c', $path);
+    my ($rc, $out) = $self->run_cmd(_nginx_cmd('-t', '-q',
+        '-p', "$self->{dir}/", '-c', $path));
     return ($rc, $out, $path);
 }
 
@@ -711,9 +725,9 @@ sub nginx_start {
     croak "write_conf first" unless $self->{conf};
     croak "nginx already running" if $self->_alive('nginx');
 
-    $self->_spawn('nginx', "$self->{dir}/nginx.stderr", $BIN{nginx},
+    $self->_spawn('nginx', "$self->{dir}/nginx.stderr", _nginx_cmd(
         '-p', "$self->{dir}/", '-c', $self->{conf},
-        '-e', "$self->{dir}/error.log");
+        '-e', "$self->{dir}/error.log"));
 
     my $port = $self->port('http');
     my $dead;
@@ -737,8 +751,8 @@ sub _nginx_start_instance {
     croak "nginx $name already running" if $self->_alive($proc);
 
     my $d = $self->{dir};
-    $self->_spawn($proc, "$d/nginx-$name.stderr", $BIN{nginx},
-        '-p', "$d/", '-c', $conf, '-e', $self->error_log($name));
+    $self->_spawn($proc, "$d/nginx-$name.stderr", _nginx_cmd(
+        '-p', "$d/", '-c', $conf, '-e', $self->error_log($name)));
 
     my $port = $self->port($name);
     my $dead;
