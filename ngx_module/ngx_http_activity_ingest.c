@@ -29,6 +29,7 @@
 #define NGX_HTTP_ACTIVITY_STRING_MAX     4096
 
 
+static ngx_int_t ngx_http_activity_ingest_json(ngx_http_request_t *r);
 static void ngx_http_activity_ingest_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_activity_ingest_read(ngx_http_request_t *r,
     ngx_str_t *body);
@@ -68,13 +69,7 @@ ngx_http_activity_ingest_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    if (r->headers_in.content_type == NULL
-        || ngx_strlcasestrn(r->headers_in.content_type->value.data,
-                            r->headers_in.content_type->value.data
-                            + r->headers_in.content_type->value.len,
-                            (u_char *) "application/json", 16 - 1)
-           == NULL)
-    {
+    if (!ngx_http_activity_ingest_json(r)) {
         return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
     }
 
@@ -85,6 +80,40 @@ ngx_http_activity_ingest_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+}
+
+
+/* the media type is application/json, parameters (charset) aside */
+
+static ngx_int_t
+ngx_http_activity_ingest_json(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    ngx_str_t  *type;
+
+    if (r->headers_in.content_type == NULL) {
+        return 0;
+    }
+
+    type = &r->headers_in.content_type->value;
+    p = type->data;
+    last = p + type->len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if ((size_t) (last - p) < sizeof("application/json") - 1
+        || ngx_strncasecmp(p, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0)
+    {
+        return 0;
+    }
+
+    p += sizeof("application/json") - 1;
+
+    return p == last || *p == ';' || *p == ' ';
 }
 
 
