@@ -110,6 +110,8 @@ static ngx_int_t ngx_http_activity_dashboard_ready(
     ngx_http_activity_dashboard_t *ctx);
 static ngx_int_t ngx_http_activity_dashboard_send(
     ngx_http_activity_dashboard_t *ctx, u_char *data, size_t len);
+static ngx_int_t ngx_http_activity_dashboard_send_frame(
+    ngx_http_activity_dashboard_t *ctx, ngx_http_activity_frame_t *frame);
 static ngx_int_t ngx_http_activity_dashboard_send_json(
     ngx_http_activity_dashboard_t *ctx, const char *prefix, json_t *json,
     const char *suffix);
@@ -1533,14 +1535,25 @@ ngx_http_activity_dashboard_send(ngx_http_activity_dashboard_t *ctx,
     u_char *data, size_t len)
 {
     ngx_str_t                   part;
-    ngx_int_t                   rc;
     ngx_http_activity_frame_t  *frame;
 
     part.data = data;
     part.len = len;
 
-    frame = ngx_http_activity_frame_text(&part, 1,
-                                         ctx->connection->log);
+    frame = ngx_http_activity_frame_text(&part, 1, ctx->connection->log);
+
+    return ngx_http_activity_dashboard_send_frame(ctx, frame);
+}
+
+
+/* queues a frame made for this connection alone, and lets go of it */
+
+static ngx_int_t
+ngx_http_activity_dashboard_send_frame(ngx_http_activity_dashboard_t *ctx,
+    ngx_http_activity_frame_t *frame)
+{
+    ngx_int_t  rc;
+
     if (frame == NULL) {
         return NGX_ERROR;
     }
@@ -1558,7 +1571,6 @@ ngx_http_activity_dashboard_send_json(ngx_http_activity_dashboard_t *ctx,
 {
     char                       *text;
     ngx_str_t                   parts[3];
-    ngx_int_t                   rc;
     ngx_http_activity_frame_t  *frame;
 
     if (json == NULL) {
@@ -1577,18 +1589,10 @@ ngx_http_activity_dashboard_send_json(ngx_http_activity_dashboard_t *ctx,
     parts[2].data = (u_char *) suffix;
     parts[2].len = ngx_strlen(suffix);
 
-    frame = ngx_http_activity_frame_text(parts, 3,
-                                         ctx->connection->log);
+    frame = ngx_http_activity_frame_text(parts, 3, ctx->connection->log);
     free(text);
 
-    if (frame == NULL) {
-        return NGX_ERROR;
-    }
-
-    rc = ngx_http_activity_fanout_send(ctx->fanout, &ctx->listener, frame);
-    ngx_http_activity_frame_release(frame);
-
-    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+    return ngx_http_activity_dashboard_send_frame(ctx, frame);
 }
 
 
@@ -1596,21 +1600,15 @@ static ngx_int_t
 ngx_http_activity_dashboard_send_control(ngx_http_activity_dashboard_t *ctx,
     ngx_uint_t opcode, u_char *data, size_t len)
 {
-    ngx_int_t                   rc;
     ngx_http_activity_frame_t  *frame;
 
     frame = ngx_http_activity_frame_create(opcode, len,
                                            ctx->connection->log);
-    if (frame == NULL) {
-        return NGX_ERROR;
+    if (frame) {
+        ngx_memcpy(frame->payload, data, len);
     }
 
-    ngx_memcpy(frame->payload, data, len);
-
-    rc = ngx_http_activity_fanout_send(ctx->fanout, &ctx->listener, frame);
-    ngx_http_activity_frame_release(frame);
-
-    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+    return ngx_http_activity_dashboard_send_frame(ctx, frame);
 }
 
 
