@@ -124,7 +124,9 @@ browser-deps: web-deps
 #   make fuzz        each libFuzzer target for FUZZ_TIME seconds (60)
 #   make fuzz-smoke  each target for FUZZ_SMOKE_TIME seconds (8); part of
 #                    `make test`, fails on any crash
-.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build
+#   make test-asan   the suite against the module and the worker built
+#                    with -fsanitize=address,undefined (TESTS= to narrow)
+.PHONY: deps-fuzz fuzz fuzz-smoke fuzz-build asan test-asan
 
 APT_FUZZ   := clang libclang-rt-14-dev libssl-dev
 FUZZ_CC    := clang
@@ -184,3 +186,41 @@ fuzz-long-%: deps-fuzz $(FUZZ_DIR)/%
 
 fuzz-smoke-%: deps-fuzz $(FUZZ_DIR)/%
 	$(call fuzz_run,$*,$(FUZZ_SMOKE_TIME))
+
+# The sanitizer build: the worker and a second configure of the module
+# with ASan and UBSan (gcc, like nginx itself), for the test suite. The
+# stock nginx is not instrumented, so the harness preloads gcc's ASan
+# runtime into nginx alone (TEST_NGINX_PRELOAD).
+ASAN_DIR   := $(BUILD)/asan
+ASAN_FLAGS := -fsanitize=address,undefined,float-cast-overflow \
+              -fno-omit-frame-pointer
+TESTS      ?= t/
+
+$(ASAN_DIR)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
+	@mkdir -p $(ASAN_DIR)
+	$(CC) $(W_CFLAGS) -O1 $(ASAN_FLAGS) -o $@.tmp $(WORKER_SRCS) \
+	    $(W_LIBS) && mv -f $@.tmp $@
+
+$(ASAN_DIR)/nginx/Makefile: config
+	@mkdir -p $(ASAN_DIR)/nginx
+	cd $(NGX_SRC) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $(ASAN_FLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC $(ASAN_FLAGS)" \
+	    --add-dynamic-module=$(CURDIR) --builddir=$(ASAN_DIR)/nginx \
+	    >$(ASAN_DIR)/nginx/configure.log \
+	    || { tail -20 $(ASAN_DIR)/nginx/configure.log; exit 1; }
+
+$(ASAN_DIR)/ngx_http_activity_module.so: $(ASAN_DIR)/nginx/Makefile \
+                                         $(MODULE_SRCS)
+	$(MAKE) -s -f $(ASAN_DIR)/nginx/Makefile -C $(NGX_SRC) modules
+	cp $(ASAN_DIR)/nginx/ngx_http_activity_module.so $@.tmp && mv -f $@.tmp $@
+
+asan: deps $(ASAN_DIR)/activity-worker $(ASAN_DIR)/ngx_http_activity_module.so
+
+test-asan: deps-test asan web-deps
+	TEST_ACTIVITY_MODULE=$(ASAN_DIR)/ngx_http_activity_module.so \
+	TEST_ACTIVITY_WORKER=$(ASAN_DIR)/activity-worker \
+	TEST_NGINX_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 \
+	prove -r $(TESTS)
