@@ -157,18 +157,20 @@ fuzz-build: deps-fuzz $(FUZZERS:%=$(FUZZ_DIR)/%)
 
 .PRECIOUS: $(FUZZ_DIR)/%
 
-# $(1): target, $(2): seconds. New inputs go to build/fuzz/corpus/, the
-# seeds in fuzz/corpus/ are only read; a crash leaves
-# build/fuzz/crashes/<target>-crash-<sha1> and fails the rule.
+# $(1): target, $(2): seconds, $(3): the corpus that grows (fuzz keeps
+# build/fuzz/corpus/, fuzz-smoke starts afresh from the seeds each time
+# so that its run time stays put). The seeds in fuzz/corpus/ are only
+# read; a crash leaves build/fuzz/crashes/<target>-crash-<sha1> and
+# fails the rule.
 define fuzz_run
-	@mkdir -p $(FUZZ_DIR)/corpus/$(1) $(FUZZ_DIR)/crashes
+	@mkdir -p $(3) $(FUZZ_DIR)/crashes
 	@printf 'fuzz %-11s %3ss ' $(1) $(2); \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	$(FUZZ_DIR)/$(1) -max_total_time=$(2) -max_len=4096 -timeout=10 \
 	    -rss_limit_mb=1024 -dict=fuzz/dict/$(1).dict \
 	    -artifact_prefix=$(FUZZ_DIR)/crashes/$(1)- \
-	    $(FUZZ_DIR)/corpus/$(1) fuzz/corpus/$(1) \
+	    $(3) fuzz/corpus/$(1) \
 	    >$(FUZZ_DIR)/$(1).log 2>&1; rc=$$?; \
 	if [ $$rc != 0 ]; then echo FAILED; \
 	    grep -A30 -m1 -E 'ERROR|runtime error|deadly signal' \
@@ -182,10 +184,11 @@ fuzz: $(FUZZERS:%=fuzz-long-%)
 fuzz-smoke: $(FUZZERS:%=fuzz-smoke-%)
 
 fuzz-long-%: deps-fuzz $(FUZZ_DIR)/%
-	$(call fuzz_run,$*,$(FUZZ_TIME))
+	$(call fuzz_run,$*,$(FUZZ_TIME),$(FUZZ_DIR)/corpus/$*)
 
 fuzz-smoke-%: deps-fuzz $(FUZZ_DIR)/%
-	$(call fuzz_run,$*,$(FUZZ_SMOKE_TIME))
+	@rm -rf $(FUZZ_DIR)/smoke/$*
+	$(call fuzz_run,$*,$(FUZZ_SMOKE_TIME),$(FUZZ_DIR)/smoke/$*)
 
 # The sanitizer build: the worker and a second configure of the module
 # with ASan and UBSan (gcc, like nginx itself), for the test suite. The
