@@ -65,6 +65,7 @@ typedef struct {
     unsigned                         authed:1;
     unsigned                         awaiting_pong:1;
     unsigned                         closing:1;
+    unsigned                         lingering:1;
     unsigned                         finalized:1;
     unsigned                         counted:1;
 } ngx_http_activity_dashboard_t;
@@ -129,6 +130,8 @@ static void ngx_http_activity_dashboard_going_away(
 static void ngx_http_activity_dashboard_close_handler(ngx_event_t *ev);
 static void ngx_http_activity_dashboard_close(
     ngx_http_activity_dashboard_t *ctx, ngx_uint_t code, const char *reason);
+static void ngx_http_activity_dashboard_linger(
+    ngx_http_activity_dashboard_t *ctx);
 static void ngx_http_activity_dashboard_finalize(
     ngx_http_activity_dashboard_t *ctx);
 
@@ -734,6 +737,29 @@ ngx_http_activity_dashboard_read(ngx_event_t *rev)
         return;
     }
 
+    if (ctx->lingering) {
+        u_char  discard[NGX_HTTP_ACTIVITY_INPUT_MIN];
+
+        for ( ;; ) {
+            n = c->recv(c, discard, sizeof(discard));
+
+            if (n == NGX_AGAIN) {
+                break;
+            }
+
+            if (n == 0 || n == NGX_ERROR) {
+                ngx_http_activity_dashboard_finalize(ctx);
+                return;
+            }
+        }
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_http_activity_dashboard_finalize(ctx);
+        }
+
+        return;
+    }
+
     for ( ;; ) {
 
         if (ctx->in_size - ctx->in_len == 0) {
@@ -807,8 +833,11 @@ ngx_http_activity_dashboard_write(ngx_event_t *wev)
 
     rc = ngx_http_activity_outq_flush(&ctx->listener.out, c);
 
-    if (rc == NGX_ERROR || (rc == NGX_OK && ctx->closing)) {
+    if (rc == NGX_ERROR) {
         ngx_http_activity_dashboard_finalize(ctx);
+
+    } else if (rc == NGX_OK && ctx->closing) {
+        ngx_http_activity_dashboard_linger(ctx);
     }
 }
 
@@ -1807,7 +1836,9 @@ ngx_http_activity_dashboard_close(ngx_http_activity_dashboard_t *ctx,
     buf[1] = (u_char) code;
 
     ngx_memcpy(frame->payload, buf, 2);
-    ngx_memcpy(frame->payload + 2, reason, len);
+    if (len) {
+        ngx_memcpy(frame->payload + 2, reason, len);
+    }
 
     rc = ngx_http_activity_outq_push(&ctx->listener.out, frame);
     ngx_http_activity_frame_release(frame);
@@ -1817,7 +1848,51 @@ ngx_http_activity_dashboard_close(ngx_http_activity_dashboard_t *ctx,
                                           ctx->connection);
     }
 
+    if (rc == NGX_OK) {
+        ngx_http_activity_dashboard_linger(ctx);
+        return;
+    }
+
     if (rc != NGX_AGAIN) {
+        ngx_http_activity_dashboard_finalize(ctx);
+        return;
+    }
+
+    /* the close frame waits for the write event, a linger at most */
+
+    if (ctx->ping.timer_set) {
+        ngx_del_timer(&ctx->ping);
+    }
+
+    ngx_add_timer(&ctx->ping, NGX_HTTP_ACTIVITY_LINGER);
+}
+
+
+/*
+ * The close frame is out: stop writing, and read and drop what the client
+ * still sends until it closes, or the linger ends.  Closing with unread
+ * input would make the kernel send a reset, which can destroy the close
+ * frame (and the last replies) before the client reads them.
+ */
+
+static void
+ngx_http_activity_dashboard_linger(ngx_http_activity_dashboard_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->connection;
+
+    if (ctx->lingering || ctx->request) {
+        if (ctx->request) {
+            ngx_http_activity_dashboard_finalize(ctx);
+        }
+
+        return;
+    }
+
+    ctx->lingering = 1;
+
+    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
         ngx_http_activity_dashboard_finalize(ctx);
         return;
     }
@@ -1827,6 +1902,8 @@ ngx_http_activity_dashboard_close(ngx_http_activity_dashboard_t *ctx,
     }
 
     ngx_add_timer(&ctx->ping, NGX_HTTP_ACTIVITY_LINGER);
+
+    ngx_http_activity_dashboard_read(c->read);
 }
 
 

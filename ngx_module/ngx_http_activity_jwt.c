@@ -344,6 +344,7 @@ static ngx_int_t
 ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim, time_t *t)
 {
     char    *text;
+    double   d;
     json_t  *v;
 
     text = jwt_get_grants_json(jwt, claim);
@@ -359,8 +360,19 @@ ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim, time_t *t)
         return NGX_ERROR;
     }
 
-    *t = (time_t) json_number_value(v);
+    d = json_number_value(v);
     json_decref(v);
+
+    /* beyond time_t the cast is undefined: far past or far future */
+
+    if (d > (double) (NGX_MAX_TIME_T_VALUE / 2)) {
+        d = (double) (NGX_MAX_TIME_T_VALUE / 2);
+
+    } else if (d < (double) -(NGX_MAX_TIME_T_VALUE / 2)) {
+        d = (double) -(NGX_MAX_TIME_T_VALUE / 2);
+    }
+
+    *t = (time_t) d;
 
     return NGX_OK;
 }
