@@ -136,7 +136,7 @@ sub newest_first {
 }
 
 
-# --- pagination -------------------------------------------------------------
+# --- pagination -----------------------------------------------------------
 
 my ($rows, $pages) = all_pages(from => $from, to => $to, limit => 50);
 is($pages, 5, '237 rows in 5 pages of 50');
@@ -147,7 +147,9 @@ is(scalar(grep { $count{$_} != 1 } keys %count), 0, 'none twice');
 is_deeply([ sort keys %count ], [ sort keys %by_id ], 'the very rows');
 ok(newest_first($rows), 'newest first, ties by id descending');
 
-my $e = $events[236];
+my ($e) = sort {
+    $b->{timestamp} cmp $a->{timestamp} || $b->{id} cmp $a->{id}
+} @events;
 is_deeply($rows->[0], {
     id => $e->{id}, eventType => $e->{eventType}, userId => $e->{userId},
     timestamp => $e->{timestamp}, metadata => $e->{metadata},
@@ -171,7 +173,7 @@ ok(wait_for(sub { $t->row_count("user_id = 'late'") == 1 }, 10),
 is($b->{events}[0]{id}, $rows->[100]{id}, 'page 2 continues where it was');
 
 
-# --- filters ----------------------------------------------------------------
+# --- filters --------------------------------------------------------------
 
 ($rows) = all_pages(userId => 'u3', from => $from, to => $to, limit => 7);
 my @want = grep { $_->{userId} eq 'u3' } @events;
@@ -203,7 +205,7 @@ is_deeply([ $st, $b->{events}, $b->{nextCursor} ], [ 200, [], undef ],
     'no rows: an empty page');
 
 
-# --- bad parameters -------------------------------------------------------------
+# --- bad parameters -------------------------------------------------------
 
 for my $case (
     [ { limit => 0 }, 'limit' ], [ { limit => 501 }, 'limit' ],
@@ -232,7 +234,7 @@ is_deeply([ $st, $b->{parameter} ], [ 400, 'from' ],
 is($st, 400, '400 for a parameter /api/stats does not take');
 
 
-# --- the plan -------------------------------------------------------------------
+# --- the plan -------------------------------------------------------------
 
 my @parts = @{ $t->dbh->selectcol_arrayref(q{
     SELECT c.relname FROM pg_inherits i JOIN pg_class c
@@ -282,7 +284,7 @@ ok(!grep({ $_ eq 'activity_logs_' . strftime('%Y%m%d', gmtime time) }
     or diag($plan);
 
 
-# --- timeseries ---------------------------------------------------------------
+# --- timeseries -----------------------------------------------------------
 
 my %minute;
 $minute{ strftime('%Y-%m-%dT%H:%M:00Z', gmtime int $_->{ts}) }++
@@ -328,7 +330,7 @@ is($t->sql_value(q{SELECT sum(count) FROM activity_rollup_minute}),
     $t->row_count, 'rollup total equals the rows stored');
 
 
-# --- stats ----------------------------------------------------------------------
+# --- stats ----------------------------------------------------------------
 
 ok(wait_for(sub { (api('/api/stats'))[0] == 200 }, 10), 'stats 200');
 ($st, $b) = api('/api/stats');
@@ -336,7 +338,7 @@ ok(exists $b->{activeUsers} && exists $b->{apiRequestsPerMinute},
     'the live stats JSON');
 
 
-# --- through nginx -------------------------------------------------------------
+# --- through nginx --------------------------------------------------------
 
 my $admin = jwt_hs256('history-secret',
     { sub => 'ops', role => 'admin', exp => time + 600 });

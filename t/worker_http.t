@@ -92,10 +92,10 @@ sub parse_prometheus {
     }
 
     for my $h (grep { $type{$_} eq 'histogram' } keys %type) {
-        my @b = map { [ $1, $samples{$_} ] }
-            grep { /^\Q$h\E_bucket\{le="([^"]+)"\}$/ } keys %samples;
         my @le = sort { $a->[0] <=> $b->[0] }
-            grep { $_->[0] ne '+Inf' } map { [ $_->[0], $_->[1] ] } @b;
+            map { /^\Q$h\E_bucket\{le="([^"]+)"\}$/
+                    && $1 ne '+Inf' ? [ $1, $samples{$_} ] : () }
+            keys %samples;
         my $prev = 0;
         for (@le) {
             push @errors, "$h: buckets not cumulative" if $_->[1] < $prev;
@@ -233,7 +233,7 @@ ok(wait_for(sub {
     'stored counter moves (counted since the restart)');
 
 
-# --- the rest of HTTP ------------------------------------------------------
+# --- the rest of HTTP -----------------------------------------------------
 
 is(get('/metrics', method => 'POST')->{status}, 405, 'POST 405');
 is(get('/metrics', method => 'POST')->{headers}{allow}, 'GET, HEAD',
