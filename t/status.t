@@ -19,6 +19,7 @@ use IO::Socket::INET;
 use MIME::Base64 qw(encode_base64);
 use POSIX ();
 use Test::More;
+use ActivityPrometheus qw(parse_prometheus);
 use ActivityTest qw(wait_for jwt_hs256 jwt_unsigned to_json);
 
 my $t = ActivityTest->new(needs => [qw(module redis)]);
@@ -85,61 +86,6 @@ my $workers = 2;
 
 # --- the exposition format ---------------------------------------------
 
-my $name_re = qr/[a-zA-Z_:][a-zA-Z0-9_:]*/;
-my $label_re = qr/[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"/;
-my $value_re = qr/[-+]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?
-    |\.[0-9]+(?:[eE][-+]?[0-9]+)?|NaN|Inf)/x;
-
-# Parses a Prometheus text page; returns (\%samples, \@errors) where
-# samples maps 'name{labels}' (labels as sent) to its value.
-sub parse_prometheus {
-    my ($text) = @_;
-    my (%samples, @errors, %type, %help, %seen_family, $current);
-
-    push @errors, 'does not end with a newline' unless $text =~ /\n\z/;
-
-    my $n = 0;
-    for my $line (split /\n/, $text) {
-        $n++;
-        if ($line =~ /^#\s*(HELP|TYPE)\s/) {
-            if ($line =~ /^# HELP ($name_re) (.*)$/) {
-                push @errors, "line $n: second HELP for $1" if $help{$1}++;
-            } elsif ($line =~
-                /^# TYPE ($name_re) (counter|gauge|histogram|summary|untyped)$/)
-            {
-                push @errors, "line $n: second TYPE for $1" if $type{$1};
-                push @errors, "line $n: TYPE after samples of $1"
-                    if $seen_family{$1};
-                $type{$1} = $2;
-            } else {
-                push @errors, "line $n: malformed: $line";
-            }
-            next;
-        }
-        next if $line =~ /^#/;
-        if ($line !~ /^($name_re)(\{(?:$label_re(?:,$label_re)*,?)?\})?
-            [ \t]+($value_re)(?:[ \t]+-?[0-9]+)?$/x)
-        {
-            push @errors, "line $n: malformed: $line";
-            next;
-        }
-        my ($name, $labels, $value) = ($1, $2 // '', $3);
-        my $family = $name;
-        $family =~ s/_(?:bucket|sum|count)$//
-            unless $type{$family};
-        push @errors, "line $n: $name has no TYPE" unless $type{$family};
-        push @errors, "line $n: samples of $family are not grouped"
-            if $seen_family{$family} && ($current // '') ne $family;
-        push @errors, "line $n: counter $name does not end in _total"
-            if ($type{$family} // '') eq 'counter' && $name !~ /_total$/;
-        $seen_family{$family} = 1;
-        $current = $family;
-        push @errors, "line $n: duplicate series $name$labels"
-            if exists $samples{"$name$labels"};
-        $samples{"$name$labels"} = $value;
-    }
-    return (\%samples, \@errors);
-}
 
 sub scrape {
     my $r = $t->http(GET => '/metrics');
