@@ -82,8 +82,14 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 	@mkdir -p $(BUILD)
 	$(CC) $(W_CFLAGS) -o $@.tmp $(WORKER_SRCS) $(W_LIBS) && mv -f $@.tmp $@
 
+# The sanitizer pass covers the network-facing paths (a full pass is
+# make test-asan, about 4 minutes).
+ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
+              t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t
+
 test: deps-test all fuzz-smoke
 	prove -r t/
+	$(MAKE) --no-print-directory test-asan TESTS="$(ASAN_SMOKE)"
 
 run: deps all
 	scripts/stack start
