@@ -23,7 +23,7 @@ WARN    := -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
 W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql \
             -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
-W_LIBS  := -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
+W_LIBS  := -pthread -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
 
 MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
                worker/event.c worker/event.h

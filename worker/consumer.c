@@ -7,29 +7,32 @@
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
  *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, fill the batch
  *   EVALSHA <aggregate script> <valid events>      count and publish
+ *   hand the batch to the store thread (store.c), collect the next one
+ *
+ * and the store thread, in the order the batches were taken:
+ *
  *   ... store the batch in PostgreSQL, COMMIT ...
- *   MULTI; LPUSH dead <letters>; DEL processing:<id>; EXEC
+ *   MULTI; LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1); EXEC
  *
  * An event leaves Redis only after the transaction holding it committed,
- * so a crash at any point loses nothing: the next start finds the batch
- * in the processing list and stores it again, which the writer makes
- * idempotent. The processing list, not memory, is the truth: after any
- * Redis error the batch is re-read from it.
+ * so a crash at any point loses nothing: the next start finds the
+ * batches in the processing list and stores them again, which the writer
+ * makes idempotent. The processing list, not memory, is the truth: after
+ * any Redis error, once the store has finished or dropped what it holds,
+ * the whole list is re-read.
  *
- * When PostgreSQL refuses a batch, retry.c retries it, waits out an
- * outage (holding the batch, taking no new one, but still refreshing
- * the heartbeat and the stats) or isolates the events it refuses, which
- * become dead letters while their neighbours are stored. Each worker
- * keeps a heartbeat key and requeues the processing lists of workers
- * whose heartbeat expired (reclaim.c).
- *
- * Dashboards see a batch before PostgreSQL does: it is counted and
- * published as soon as it is in hand, then stored. The aggregation
- * script remembers the ids it has seen, so a batch handled again (after
- * a crash, a lost connection, a resend by nginx) is stored again, which
- * is harmless, but neither counted nor published twice. While the queue
- * is idle the loop still recomputes the stats about once a second,
- * because the windows slide even when nothing happens.
+ * Dashboards see a batch before PostgreSQL does, and events arriving
+ * while a batch is being stored do not wait for it: at most
+ * --store-ahead batches are in the store's hands; beyond that this loop
+ * takes no new events (they wait in the Redis queue, as while
+ * PostgreSQL is down) but keeps the heartbeat and the stats going. The
+ * aggregation script remembers the ids it has seen, so a batch handled
+ * again (after a crash, a lost connection, a resend by nginx) is stored
+ * again, which is harmless, but neither counted nor published twice.
+ * While the queue is idle the loop still recomputes the stats about
+ * once a second, because the windows slide even when nothing happens.
+ * Each worker keeps a heartbeat key and requeues the processing lists of
+ * workers whose heartbeat expired (reclaim.c).
  */
 
 #include <stdio.h>
@@ -43,8 +46,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "reclaim.h"
-#include "retry.h"
 #include "signals.h"
+#include "store.h"
 #include "timeutil.h"
 
 
@@ -68,13 +71,6 @@
 #define CONSUMER_CHUNK_MAX        1024
 
 
-typedef enum {
-    PROCESS_DONE = 0,
-    PROCESS_REDIS_LOST,
-    PROCESS_STOPPED
-} process_result_e;
-
-
 typedef struct {
     char    *data;
     size_t   len;
@@ -84,9 +80,8 @@ typedef struct {
 typedef struct {
     const settings_t      *settings;
     const redis_target_t  *target;
-    db_t                  *db;
-    partitions_t          *parts;
     aggregate_t           *agg;
+    store_t               *store;          /* the store thread */
     int64_t                stats_at;       /* next idle stats tick */
     reclaim_t              live;           /* heartbeat, reclaiming */
 
@@ -101,11 +96,8 @@ typedef struct {
     size_t                 cap;
 
     int64_t                summary_at;
-    long                   sum_batches;
-    long                   sum_events;
-    long                   sum_inserted;
     long                   sum_live;
-    long                   sum_dead;
+    store_summary_t        sum;
 } consumer_t;
 
 
@@ -115,7 +107,8 @@ static void consumer_backoff(consumer_t *c);
 static void consumer_redis_lost(consumer_t *c, const char *err);
 static int consumer_liveness(consumer_t *c, int force, char *err,
     size_t errlen);
-static int consumer_wait(void *arg, int64_t ms);
+static int consumer_pause(consumer_t *c, int idle, char *err,
+    size_t errlen);
 static int consumer_recover(consumer_t *c, char *err, size_t errlen);
 static int consumer_collect(consumer_t *c, char *err, size_t errlen);
 static int consumer_tick(consumer_t *c, char *err, size_t errlen);
@@ -125,9 +118,7 @@ static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
     size_t errlen);
 static int consumer_lmove_chunk(consumer_t *c, size_t want, int *drained,
     char *err, size_t errlen);
-static process_result_e consumer_process(consumer_t *c);
-static int consumer_retire(consumer_t *c, char **letters, size_t nletters,
-    char *err, size_t errlen);
+static int consumer_process(consumer_t *c);
 static int consumer_push(consumer_t *c, const char *data, size_t len);
 static void consumer_items_clear(consumer_t *c);
 static void consumer_summary(consumer_t *c, int force);
@@ -137,16 +128,14 @@ int
 consumer_run(const settings_t *settings, const redis_target_t *target,
     db_t *db, partitions_t *parts)
 {
-    process_result_e  pr;
-    consumer_t        c;
-    char              err[512];
-    int               need_recover, rc;
+    store_summary_t  last;
+    consumer_t       c;
+    char             err[512], q[600];
+    int              need_recover, rc;
 
     memset(&c, 0, sizeof(c));
     c.settings = settings;
     c.target = target;
-    c.db = db;
-    c.parts = parts;
     c.backoff_ms = CONSUMER_BACKOFF_MIN_MS;
     c.summary_at = time_mono_ms() + CONSUMER_SUMMARY_MS;
     c.stats_at = time_mono_ms();
@@ -163,15 +152,30 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
         return 1;
     }
 
+    /* from here on db and partition maintenance belong to the store */
+    c.store = store_start(settings, target, db, parts, c.proc_key, err,
+                          sizeof(err));
+    if (c.store == NULL) {
+        log_error("cannot start", "err=%s", log_quote(q, sizeof(q), err));
+        reclaim_free(&c.live);
+        aggregate_free(c.agg);
+        free(c.proc_key);
+        return 1;
+    }
+
     need_recover = 1;
 
     while (!signals_stop_requested()) {
-        partitions_tick(parts);
         consumer_summary(&c, 0);
 
         if (c.rc == NULL && consumer_connect(&c) != 0) {
             consumer_backoff(&c);
             continue;
+        }
+
+        /* the store could not retire a batch: the list is truth again */
+        if (!need_recover && store_broken(c.store)) {
+            need_recover = 1;
         }
 
         err[0] = '\0';
@@ -182,14 +186,31 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
          */
         rc = consumer_liveness(&c, need_recover, err, sizeof(err));
 
-        /* after a start or any Redis error, the processing list is truth */
         if (rc != 0) {
             /* handled below */
+
         } else if (need_recover) {
-            rc = consumer_recover(&c, err, sizeof(err));
+            /* re-read the list only once the store holds nothing */
+            if (!store_wait_idle(c.store, 0)) {
+                rc = consumer_pause(&c, 1, err, sizeof(err));
+                if (rc == 0) {
+                    continue;
+                }
+            } else {
+                store_resync(c.store);
+                rc = consumer_recover(&c, err, sizeof(err));
+            }
+
         } else {
             rc = consumer_tick(&c, err, sizeof(err));
-            if (rc == 0) {
+
+            if (rc == 0 && !store_wait_room(c.store, 0)) {
+                /* PostgreSQL is behind: leave new events in the queue */
+                rc = consumer_pause(&c, 0, err, sizeof(err));
+                if (rc == 0) {
+                    continue;
+                }
+            } else if (rc == 0) {
                 rc = consumer_collect(&c, err, sizeof(err));
             }
         }
@@ -212,17 +233,23 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
             continue;
         }
 
-        pr = consumer_process(&c);
+        rc = consumer_process(&c);
         consumer_items_clear(&c);
 
-        if (pr == PROCESS_REDIS_LOST) {
+        if (rc != 0) {
             need_recover = 1;
             consumer_backoff(&c);
-        } else if (pr == PROCESS_STOPPED) {
-            break;
         }
     }
 
+    /* SIGTERM: the store finishes what it holds, then we say goodbye */
+    consumer_items_clear(&c);
+    store_stop(c.store, &last);
+    c.store = NULL;
+    c.sum.batches += last.batches;
+    c.sum.events += last.events;
+    c.sum.inserted += last.inserted;
+    c.sum.dead += last.dead;
     consumer_summary(&c, 1);
 
     if (c.rc != NULL) {
@@ -322,52 +349,35 @@ consumer_liveness(consumer_t *c, int force, char *err, size_t errlen)
 
 
 /*
- * The wait of retry.c while a batch waits for PostgreSQL: sleep in
- * slices and meanwhile keep the heartbeat and the idle stats going, so
- * the worker is not reclaimed and the dashboards keep their clock. A
- * Redis failure here only drops the connection (the next slice tries
- * again): the batch in hand is still stored, and retired once Redis
- * answers. 0, or -1 on a stop request.
+ * The store is full (idle == 0) or, before a re-read of the processing
+ * list, not yet idle (idle == 1): wait a slice for it, then let the loop
+ * keep the heartbeat and the stats going. Redis was just answering, so
+ * an outage it had is over. 0, or -1 on a Redis error.
  */
 static int
-consumer_wait(void *arg, int64_t ms)
+consumer_pause(consumer_t *c, int idle, char *err, size_t errlen)
 {
-    consumer_t  *c;
-    int64_t      end, left;
-    char         err[512];
+    int64_t  slice;
 
-    c = arg;
-    end = time_mono_ms() + ms;
-
-    for ( ;; ) {
-        left = end - time_mono_ms();
-        if (left <= 0) {
-            return 0;
-        }
-
-        if (time_sleep_ms(left < CONSUMER_WAIT_SLICE_MS
-                          ? left : CONSUMER_WAIT_SLICE_MS) != 0)
-        {
-            return -1;
-        }
-
-        if (c->rc == NULL && consumer_connect(c) != 0) {
-            continue;
-        }
-
-        err[0] = '\0';
-
-        if (reclaim_heartbeat(&c->live, c->rc, 0, err, sizeof(err)) != 0
-            || consumer_tick(c, err, sizeof(err)) != 0)
-        {
-            consumer_redis_lost(c, err);
-            continue;
-        }
-
-        if (c->redis_down) {
-            consumer_redis_ok(c);
-        }
+    if (consumer_tick(c, err, errlen) != 0) {
+        return -1;
     }
+
+    if (c->redis_down) {
+        consumer_redis_ok(c);
+    }
+
+    slice = c->stats_at - time_mono_ms();
+    slice = slice < 1 ? 1 : slice > CONSUMER_WAIT_SLICE_MS
+                            ? CONSUMER_WAIT_SLICE_MS : slice;
+
+    if (idle) {
+        (void) store_wait_idle(c->store, slice);
+    } else {
+        (void) store_wait_room(c->store, slice);
+    }
+
+    return 0;
 }
 
 
@@ -640,201 +650,79 @@ consumer_lmove_chunk(consumer_t *c, size_t want, int *drained, char *err,
 
 
 /*
- * Parse the batch, store the good events, then retire the batch from
- * Redis together with the dead letters of the bad ones.
+ * Parse the batch, dead-letter the invalid events, count and publish the
+ * valid ones, and hand the batch to the store. 0, or -1 when Redis
+ * failed (nothing was applied: the batch stays in the processing list).
  */
-static process_result_e
+static int
 consumer_process(consumer_t *c)
 {
-    process_result_e   result;
-    event_t           *events;
-    retry_t            rt;
-    size_t             i, nvalid, ndead, nrefused;
-    int64_t            t0;
-    char             **letters, err[1024], q[1100], q2[300];
+    store_batch_t  *b;
+    size_t          i;
+    char            err[1024], q[1100], q2[300];
 
-    events = calloc(c->n, sizeof(event_t));
-    letters = calloc(c->n, sizeof(char *));
-    memset(&rt, 0, sizeof(rt));
-    rt.errors = calloc(c->n, sizeof(char *));
-    nvalid = ndead = nrefused = 0;
-    result = PROCESS_REDIS_LOST;
-
-    if (events == NULL || letters == NULL || rt.errors == NULL) {
-        log_error("out of memory", "events=%zu", c->n);
-        goto done;
+    b = calloc(1, sizeof(store_batch_t));
+    if (b == NULL) {
+        goto nomem;
     }
 
+    b->texts = calloc(c->n, sizeof(char *));
+    b->events = calloc(c->n, sizeof(event_t));
+    b->letters = calloc(c->n, sizeof(char *));
+
+    if (b->texts == NULL || b->events == NULL || b->letters == NULL) {
+        goto nomem;
+    }
+
+    /* the texts move into the batch: events borrow from them */
     for (i = 0; i < c->n; i++) {
-        if (event_parse(&events[nvalid], c->items[i].data, c->items[i].len,
-                        err, sizeof(err)) == 0)
+        b->texts[i] = c->items[i].data;
+        c->items[i].data = NULL;
+    }
+    b->n = c->n;
+
+    for (i = 0; i < b->n; i++) {
+        if (event_parse(&b->events[b->nvalid], b->texts[i],
+                        c->items[i].len, err, sizeof(err)) == 0)
         {
-            nvalid++;
+            b->nvalid++;
             continue;
         }
 
-        letters[ndead] = dlq_letter(c->items[i].data, c->items[i].len, err,
-                                    1);
-        if (letters[ndead] == NULL) {
-            log_error("out of memory", "events=%zu", c->n);
-            goto done;
+        b->letters[b->ndead] = dlq_letter(b->texts[i], c->items[i].len,
+                                          err, 1);
+        if (b->letters[b->ndead] == NULL) {
+            goto nomem;
         }
-        ndead++;
+        b->ndead++;
 
         log_warn("event dead-lettered", "err=%s event=%s",
                  log_quote(q, sizeof(q), err),
-                 log_quote(q2, sizeof(q2), c->items[i].data));
+                 log_quote(q2, sizeof(q2), b->texts[i]));
     }
 
     /*
      * Live first: dashboards must not wait for PostgreSQL. Nothing is
      * applied when this fails; the batch stays in the processing list.
      */
-    if (nvalid > 0
-        && consumer_aggregate(c, events, nvalid, err, sizeof(err)) != 0)
+    if (b->nvalid > 0
+        && consumer_aggregate(c, b->events, b->nvalid, err, sizeof(err))
+           != 0)
     {
         consumer_redis_lost(c, err);
-        goto done;
-    }
-
-    t0 = time_mono_us();
-
-    rt.db = c->db;
-    rt.delays = c->settings->retry_ms;
-    rt.attempts = c->settings->retry_attempts;
-    rt.wait = consumer_wait;
-    rt.arg = c;
-
-    if (nvalid > 0 && retry_store(&rt, events, nvalid) != 0) {
-        /* the batch stays in the processing list: safe to leave */
-        log_warn("stopping with batch unstored",
-                 "events=%zu processing=%s", c->n, c->proc_key);
-        result = PROCESS_STOPPED;
-        goto done;
-    }
-
-    /* the events PostgreSQL refused join the dead letters */
-    for (i = 0; i < nvalid; i++) {
-        if (rt.errors[i] == NULL) {
-            continue;
-        }
-
-        letters[ndead] = dlq_letter(events[i].text, strlen(events[i].text),
-                                    rt.errors[i], rt.attempts);
-        if (letters[ndead] == NULL) {
-            log_error("out of memory", "events=%zu", c->n);
-            goto done;
-        }
-        ndead++;
-        nrefused++;
-    }
-
-    /* Redis may have gone while the batch waited for PostgreSQL */
-    if (c->rc == NULL && consumer_connect(c) != 0) {
-        goto done;
-    }
-
-    if (consumer_retire(c, letters, ndead, err, sizeof(err)) != 0) {
-        consumer_redis_lost(c, err);
-        goto done;
-    }
-
-    result = PROCESS_DONE;
-
-    if (nrefused > 0) {
-        log_warn("batch stored without refused events",
-                 "events=%zu inserted=%ld refused=%zu dead=%s", c->n,
-                 rt.inserted, nrefused, c->settings->dead_key);
-    }
-
-    log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
-              c->n, rt.inserted, ndead,
-              (double) (time_mono_us() - t0) / 1000.0);
-
-    c->sum_batches++;
-    c->sum_events += (long) c->n;
-    c->sum_inserted += rt.inserted;
-    c->sum_dead += (long) ndead;
-    metrics_batch(c->n, rt.inserted, ndead, time_mono_us() - t0);
-
-done:
-
-    for (i = 0; events != NULL && i < nvalid; i++) {
-        event_free(&events[i]);
-    }
-
-    for (i = 0; rt.errors != NULL && i < c->n; i++) {
-        free(rt.errors[i]);
-    }
-
-    for (i = 0; letters != NULL && i < ndead; i++) {
-        free(letters[i]);
-    }
-
-    free(rt.errors);
-    free(events);
-    free(letters);
-    return result;
-}
-
-
-/*
- * MULTI; LPUSH dead letter...; DEL processing; EXEC. One transaction, so
- * a letter is pushed exactly when its batch leaves the processing list:
- * a crash before EXEC replays the batch and pushes it then, never twice.
- */
-static int
-consumer_retire(consumer_t *c, char **letters, size_t nletters, char *err,
-    size_t errlen)
-{
-    redisReply  *r;
-    size_t       i, replies;
-    int          rc;
-
-    if (redisAppendCommand(c->rc, "MULTI") != REDIS_OK) {
-        snprintf(err, errlen, "%s", c->rc->errstr);
+        store_batch_free(b);
         return -1;
     }
 
-    for (i = 0; i < nletters; i++) {
-        if (dlq_append_push(c->rc, c->settings->dead_key, letters[i]) != 0) {
-            snprintf(err, errlen, "%s", c->rc->errstr);
-            return -1;
-        }
-    }
+    store_put(c->store, b);
+    return 0;
 
-    if (redisAppendCommand(c->rc, "DEL %s", c->proc_key) != REDIS_OK
-        || redisAppendCommand(c->rc, "EXEC") != REDIS_OK)
-    {
-        snprintf(err, errlen, "%s", c->rc->errstr);
-        return -1;
-    }
+nomem:
 
-    /* MULTI, each queued command, EXEC: all must be read */
-    replies = nletters + 3;
-    rc = 0;
-
-    for (i = 0; i < replies; i++) {
-        r = NULL;
-        if (redisGetReply(c->rc, (void **) &r) != REDIS_OK) {
-            snprintf(err, errlen, "%s", c->rc->errstr);
-            return -1;
-        }
-
-        if (rc == 0 && redis_reply_check(c->rc, r, err, errlen) != 0) {
-            rc = -1;
-        }
-
-        /* EXEC answers nil when the transaction was discarded */
-        if (rc == 0 && i == replies - 1 && r->type != REDIS_REPLY_ARRAY) {
-            snprintf(err, errlen, "EXEC did not run the transaction");
-            rc = -1;
-        }
-
-        freeReplyObject(r);
-    }
-
-    return rc;
+    /* like a Redis error: the processing list is re-read */
+    log_error("out of memory", "events=%zu", c->n);
+    store_batch_free(b);
+    return -1;
 }
 
 
@@ -885,7 +773,8 @@ consumer_items_clear(consumer_t *c)
 static void
 consumer_summary(consumer_t *c, int force)
 {
-    int64_t  now;
+    store_summary_t  got;
+    int64_t          now;
 
     now = time_mono_ms();
 
@@ -895,14 +784,22 @@ consumer_summary(consumer_t *c, int force)
 
     c->summary_at = now + CONSUMER_SUMMARY_MS;
 
-    if (c->sum_batches == 0 && !force) {
+    if (c->store != NULL) {
+        store_summary(c->store, &got);
+        c->sum.batches += got.batches;
+        c->sum.events += got.events;
+        c->sum.inserted += got.inserted;
+        c->sum.dead += got.dead;
+    }
+
+    if (c->sum.batches == 0 && !force) {
         return;
     }
 
     log_info("summary", "batches=%ld events=%ld inserted=%ld live=%ld"
-             " dead=%ld", c->sum_batches, c->sum_events, c->sum_inserted,
-             c->sum_live, c->sum_dead);
+             " dead=%ld", c->sum.batches, c->sum.events, c->sum.inserted,
+             c->sum_live, c->sum.dead);
 
-    c->sum_batches = c->sum_events = c->sum_inserted = c->sum_dead = 0;
+    memset(&c->sum, 0, sizeof(c->sum));
     c->sum_live = 0;
 }

@@ -13,9 +13,12 @@
 
 /*
  * Consume the queue until a stop is requested: move events into this
- * worker's processing list, store them, and only then delete them from
- * Redis. Starts by finishing whatever the processing list holds from a
- * previous life. Returns the process exit status (0).
+ * worker's processing list, count and publish them, and hand them to
+ * the store thread (store.c), which stores them and only then deletes
+ * them from Redis; db and parts belong to that thread from the start.
+ * Starts by finishing whatever the processing list holds from a
+ * previous life; a stop drains the store. Returns the process exit
+ * status (0).
  */
 int consumer_run(const settings_t *settings, const redis_target_t *target,
     db_t *db, partitions_t *parts);

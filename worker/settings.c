@@ -107,6 +107,11 @@ static const setting_t  settings_table[] = {
       " (0..10000)",
       SET_INT, 0, 10000, OFF(flush_ms) },
 
+    { "store-ahead", "ACTIVITY_STORE_AHEAD", "4", "N",
+      "most batches counted and published but not yet stored; when"
+      " PostgreSQL is slow or down, new events wait in the queue (1..64)",
+      SET_INT, 1, 64, OFF(store_ahead) },
+
     { "recent-key", "ACTIVITY_RECENT_KEY", "dashboard:events:recent",
       "KEY",
       "Redis list of the latest events, newest first, for dashboard"

@@ -42,6 +42,7 @@ typedef struct {
     int    stats_max_ms;
     int    batch;
     int    flush_ms;
+    int    store_ahead;
     int    retain_days;
     int    partitions_ahead;
     int    migrate;

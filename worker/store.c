@@ -1,0 +1,570 @@
+/*
+ * activity-worker: the store thread.
+ *
+ * The consumer counts and publishes a batch as soon as it is in hand,
+ * then hands it over here and goes back to the queue: dashboards never
+ * wait for PostgreSQL, and neither do the events behind the batch. This
+ * thread stores the batches in the order they were taken (retry.c:
+ * retries, outages, refused events), and after each COMMIT retires
+ * exactly that batch from the processing list:
+ *
+ *   MULTI; LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1); EXEC
+ *
+ * BLMOVE and LMOVE push on the left, so the oldest batch in hand is the
+ * n rightmost elements of the list, whatever the consumer has added on
+ * the left meanwhile. LTRIM by count is not idempotent, so a retire
+ * whose outcome is unknown (Redis failed) is never sent again: the
+ * store turns "broken", drops the later batches unretired, and the
+ * consumer, once the store is idle, re-reads the whole list, as after a
+ * crash. Storing and counting are idempotent by event id, so a batch
+ * handled twice is harmless.
+ *
+ * At most --store-ahead batches are in hand; then the consumer takes no
+ * new events (they wait in the Redis queue) but keeps the heartbeat and
+ * the stats going. The thread has its own PostgreSQL connection (db.c,
+ * also partition maintenance from now on) and its own Redis connection:
+ * hiredis contexts are not thread-safe.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dlq.h"
+#include "log.h"
+#include "metrics.h"
+#include "retry.h"
+#include "store.h"
+#include "timeutil.h"
+
+
+/* Redis socket timeout of the store's own connection */
+#define STORE_SOCKET_MS     5000
+
+/* with nothing to store, look at partition maintenance this often */
+#define STORE_IDLE_MS       1000
+
+
+struct store_s {
+    const settings_t      *settings;
+    const redis_target_t  *target;
+    db_t                  *db;
+    partitions_t          *parts;
+    const char            *proc_key;
+    redisContext          *rc;            /* the store thread's own */
+
+    pthread_t              thread;
+    pthread_mutex_t        lock;
+    pthread_cond_t         put;           /* a batch came, or closing */
+    pthread_cond_t         done;          /* a batch was finished */
+
+    /* under lock */
+    store_batch_t         *head;          /* oldest first; head in work */
+    store_batch_t         *tail;
+    size_t                 pending;       /* handed over, not finished */
+    int                    closing;
+    int                    broken;
+    store_summary_t        sum;
+};
+
+
+static void *store_thread(void *arg);
+static void store_batch(store_t *s, store_batch_t *b);
+static int store_retire(store_t *s, store_batch_t *b, char *err,
+    size_t errlen);
+static void store_lost(store_t *s, const char *what, const char *err);
+static int store_wait(void *arg, int64_t ms);
+static void store_deadline(struct timespec *ts, int64_t ms);
+
+
+store_t *
+store_start(const settings_t *settings, const redis_target_t *target,
+    db_t *db, partitions_t *parts, const char *proc_key, char *err,
+    size_t errlen)
+{
+    pthread_condattr_t   ca;
+    sigset_t             block, old;
+    store_t             *s;
+    int                  rc;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    s->settings = settings;
+    s->target = target;
+    s->db = db;
+    s->parts = parts;
+    s->proc_key = proc_key;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->put, &ca);
+    pthread_cond_init(&s->done, &ca);
+    pthread_condattr_destroy(&ca);
+
+    /* the thread inherits this mask: signals stay with the main loop */
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    rc = pthread_create(&s->thread, NULL, store_thread, s);
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the store thread: %s",
+                 strerror(rc));
+        pthread_cond_destroy(&s->done);
+        pthread_cond_destroy(&s->put);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+    }
+
+    return s;
+}
+
+
+void
+store_stop(store_t *s, store_summary_t *sum)
+{
+    store_batch_t  *b;
+
+    pthread_mutex_lock(&s->lock);
+    s->closing = 1;
+    pthread_cond_signal(&s->put);
+    pthread_mutex_unlock(&s->lock);
+
+    pthread_join(s->thread, NULL);
+
+    *sum = s->sum;
+
+    while (s->head != NULL) {
+        b = s->head;
+        s->head = b->next;
+        store_batch_free(b);
+    }
+
+    if (s->rc != NULL) {
+        redisFree(s->rc);
+    }
+
+    pthread_cond_destroy(&s->done);
+    pthread_cond_destroy(&s->put);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+
+void
+store_put(store_t *s, store_batch_t *b)
+{
+    b->next = NULL;
+
+    pthread_mutex_lock(&s->lock);
+
+    if (s->tail != NULL) {
+        s->tail->next = b;
+    } else {
+        s->head = b;
+    }
+
+    s->tail = b;
+    s->pending++;
+
+    pthread_cond_signal(&s->put);
+    pthread_mutex_unlock(&s->lock);
+}
+
+
+int
+store_wait_room(store_t *s, int64_t ms)
+{
+    struct timespec  ts;
+    size_t           ahead;
+    int              room;
+
+    ahead = (size_t) s->settings->store_ahead;
+    store_deadline(&ts, ms);
+
+    pthread_mutex_lock(&s->lock);
+
+    while (s->pending >= ahead) {
+        if (pthread_cond_timedwait(&s->done, &s->lock, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+
+    room = s->pending < ahead;
+
+    pthread_mutex_unlock(&s->lock);
+    return room;
+}
+
+
+int
+store_wait_idle(store_t *s, int64_t ms)
+{
+    struct timespec  ts;
+    int              idle;
+
+    store_deadline(&ts, ms);
+
+    pthread_mutex_lock(&s->lock);
+
+    while (s->pending > 0) {
+        if (pthread_cond_timedwait(&s->done, &s->lock, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+
+    idle = s->pending == 0;
+
+    pthread_mutex_unlock(&s->lock);
+    return idle;
+}
+
+
+int
+store_broken(store_t *s)
+{
+    int  broken;
+
+    pthread_mutex_lock(&s->lock);
+    broken = s->broken;
+    pthread_mutex_unlock(&s->lock);
+
+    return broken;
+}
+
+
+void
+store_resync(store_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->broken = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+
+void
+store_summary(store_t *s, store_summary_t *sum)
+{
+    pthread_mutex_lock(&s->lock);
+    *sum = s->sum;
+    memset(&s->sum, 0, sizeof(s->sum));
+    pthread_mutex_unlock(&s->lock);
+}
+
+
+void
+store_batch_free(store_batch_t *b)
+{
+    size_t  i;
+
+    if (b == NULL) {
+        return;
+    }
+
+    for (i = 0; b->events != NULL && i < b->nvalid; i++) {
+        event_free(&b->events[i]);
+    }
+
+    for (i = 0; b->letters != NULL && i < b->ndead; i++) {
+        free(b->letters[i]);
+    }
+
+    for (i = 0; b->texts != NULL && i < b->n; i++) {
+        free(b->texts[i]);
+    }
+
+    free(b->events);
+    free(b->letters);
+    free(b->texts);
+    free(b);
+}
+
+
+/*
+ * Take the batches in order; a batch stays at the head (and counts as
+ * pending) until it is finished. Runs until closing and nothing is left.
+ */
+static void *
+store_thread(void *arg)
+{
+    struct timespec   ts;
+    store_batch_t    *b;
+    store_t          *s;
+    int               closing;
+
+    s = arg;
+
+    for ( ;; ) {
+        partitions_tick(s->parts);
+
+        pthread_mutex_lock(&s->lock);
+
+        if (s->head == NULL && !s->closing) {
+            store_deadline(&ts, STORE_IDLE_MS);
+            (void) pthread_cond_timedwait(&s->put, &s->lock, &ts);
+        }
+
+        b = s->head;
+        closing = s->closing;
+
+        pthread_mutex_unlock(&s->lock);
+
+        if (b == NULL) {
+            if (closing) {
+                break;
+            }
+            continue;
+        }
+
+        store_batch(s, b);
+
+        pthread_mutex_lock(&s->lock);
+        s->head = b->next;
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        s->pending--;
+        pthread_cond_broadcast(&s->done);
+        pthread_mutex_unlock(&s->lock);
+
+        store_batch_free(b);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Store the good events, then retire the batch from Redis together with
+ * the dead letters of the bad ones. A batch that cannot be finished is
+ * left in the processing list, where the consumer finds it again.
+ */
+static void
+store_batch(store_t *s, store_batch_t *b)
+{
+    retry_t   rt;
+    size_t    i, nrefused;
+    int64_t   t0;
+    char      err[1024];
+
+    if (store_broken(s)) {
+        /* an earlier batch was not retired: the consumer re-reads */
+        return;
+    }
+
+    t0 = time_mono_us();
+    nrefused = 0;
+
+    memset(&rt, 0, sizeof(rt));
+    rt.db = s->db;
+    rt.delays = s->settings->retry_ms;
+    rt.attempts = s->settings->retry_attempts;
+    rt.wait = store_wait;
+    rt.arg = s;
+    rt.errors = calloc(b->nvalid ? b->nvalid : 1, sizeof(char *));
+
+    if (rt.errors == NULL) {
+        store_lost(s, "out of memory", "out of memory");
+        return;
+    }
+
+    if (b->nvalid > 0 && retry_store(&rt, b->events, b->nvalid) != 0) {
+        /* the batch stays in the processing list: safe to leave */
+        log_warn("stopping with batch unstored",
+                 "events=%zu processing=%s", b->n, s->proc_key);
+        pthread_mutex_lock(&s->lock);
+        s->broken = 1;
+        pthread_mutex_unlock(&s->lock);
+        goto done;
+    }
+
+    /* the events PostgreSQL refused join the dead letters */
+    for (i = 0; i < b->nvalid; i++) {
+        if (rt.errors[i] == NULL) {
+            continue;
+        }
+
+        b->letters[b->ndead] = dlq_letter(b->events[i].text,
+                                          strlen(b->events[i].text),
+                                          rt.errors[i], rt.attempts);
+        if (b->letters[b->ndead] == NULL) {
+            store_lost(s, "out of memory", "out of memory");
+            goto done;
+        }
+        b->ndead++;
+        nrefused++;
+    }
+
+    if (s->rc == NULL) {
+        s->rc = redis_open(s->target, STORE_SOCKET_MS, err, sizeof(err));
+        if (s->rc == NULL) {
+            store_lost(s, "redis", err);
+            goto done;
+        }
+    }
+
+    if (store_retire(s, b, err, sizeof(err)) != 0) {
+        store_lost(s, "redis", err);
+        goto done;
+    }
+
+    if (nrefused > 0) {
+        log_warn("batch stored without refused events",
+                 "events=%zu inserted=%ld refused=%zu dead=%s", b->n,
+                 rt.inserted, nrefused, s->settings->dead_key);
+    }
+
+    log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
+              b->n, rt.inserted, b->ndead,
+              (double) (time_mono_us() - t0) / 1000.0);
+
+    pthread_mutex_lock(&s->lock);
+    s->sum.batches++;
+    s->sum.events += (long) b->n;
+    s->sum.inserted += rt.inserted;
+    s->sum.dead += (long) b->ndead;
+    pthread_mutex_unlock(&s->lock);
+
+    metrics_batch(b->n, rt.inserted, b->ndead, time_mono_us() - t0);
+
+done:
+
+    for (i = 0; i < b->nvalid; i++) {
+        free(rt.errors[i]);
+    }
+
+    free(rt.errors);
+}
+
+
+/*
+ * MULTI; LPUSH dead letter...; LTRIM processing 0 -(n+1); EXEC. One
+ * transaction, so a letter is pushed exactly when its batch leaves the
+ * processing list: a crash before EXEC replays the batch and pushes it
+ * then, never twice. LTRIM to an empty range deletes the key.
+ */
+static int
+store_retire(store_t *s, store_batch_t *b, char *err, size_t errlen)
+{
+    redisReply  *r;
+    size_t       i, replies;
+    char         stop[32];
+    int          rc;
+
+    snprintf(stop, sizeof(stop), "%lld", -((long long) b->n + 1));
+
+    if (redisAppendCommand(s->rc, "MULTI") != REDIS_OK) {
+        snprintf(err, errlen, "%s", s->rc->errstr);
+        return -1;
+    }
+
+    for (i = 0; i < b->ndead; i++) {
+        if (dlq_append_push(s->rc, s->settings->dead_key, b->letters[i])
+            != 0)
+        {
+            snprintf(err, errlen, "%s", s->rc->errstr);
+            return -1;
+        }
+    }
+
+    if (redisAppendCommand(s->rc, "LTRIM %s 0 %s", s->proc_key, stop)
+        != REDIS_OK
+        || redisAppendCommand(s->rc, "EXEC") != REDIS_OK)
+    {
+        snprintf(err, errlen, "%s", s->rc->errstr);
+        return -1;
+    }
+
+    /* MULTI, each queued command, EXEC: all must be read */
+    replies = b->ndead + 3;
+    rc = 0;
+
+    for (i = 0; i < replies; i++) {
+        r = NULL;
+        if (redisGetReply(s->rc, (void **) &r) != REDIS_OK) {
+            snprintf(err, errlen, "%s", s->rc->errstr);
+            return -1;
+        }
+
+        if (rc == 0 && redis_reply_check(s->rc, r, err, errlen) != 0) {
+            rc = -1;
+        }
+
+        /* EXEC answers nil when the transaction was discarded */
+        if (rc == 0 && i == replies - 1 && r->type != REDIS_REPLY_ARRAY) {
+            snprintf(err, errlen, "EXEC did not run the transaction");
+            rc = -1;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return rc;
+}
+
+
+/*
+ * The batch cannot be retired: leave it (and every later one) in the
+ * processing list for the consumer to re-read. The consumer logs Redis
+ * outages; this says what happened to the batch.
+ */
+static void
+store_lost(store_t *s, const char *what, const char *err)
+{
+    char  q[600];
+
+    log_warn("batch left in processing list", "processing=%s cause=%s"
+             " err=%s", s->proc_key, what, log_quote(q, sizeof(q), err));
+
+    if (s->rc != NULL) {
+        redisFree(s->rc);
+        s->rc = NULL;
+    }
+
+    pthread_mutex_lock(&s->lock);
+    s->broken = 1;
+    pthread_mutex_unlock(&s->lock);
+}
+
+
+/*
+ * The wait of retry.c: the consumer thread keeps the heartbeat and the
+ * stats going meanwhile. 0, or -1 on a stop request.
+ */
+static int
+store_wait(void *arg, int64_t ms)
+{
+    (void) arg;
+
+    return time_sleep_ms(ms);
+}
+
+
+static void
+store_deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
