@@ -1,11 +1,13 @@
 // nginx-activity live dashboard: sign-in, connection, tiles, chart,
-// rooms, feed. No build step: ES modules served as they are, plus the
-// browser bundle of socket.io-client (vendor/socket.io.min.js).
+// rooms, feed, older events. No build step: ES modules served as they
+// are, plus the browser bundle of socket.io-client
+// (vendor/socket.io.min.js).
 
 import { $, str, clock, parseTime } from './dom.js';
 import { connect } from './connection.js';
 import { createFeed } from './feed.js';
 import { createChart } from './chart.js';
+import { createHistory } from './history.js';
 
 const TOKEN_KEY = 'activity.token';
 const ROOMS_KEY = 'activity.rooms';
@@ -20,6 +22,8 @@ const ROOM_EVENTS = {
 
 const socketPath = $('meta[name="activity-socket-path"]')
     ?.getAttribute('content') || '/socket.io/';
+const apiUrl = new URL('events', new URL($('meta[name="activity-api-path"]')
+    ?.getAttribute('content') || 'api/', document.baseURI)).pathname;
 
 const ui = {
     conn: $('#conn'),
@@ -38,8 +42,21 @@ const ui = {
 };
 
 const feed = createFeed({ list: $('#feed'), filter: $('#filter'),
-    pause: $('#pause'), status: $('#feed-status') });
+    pause: $('#pause'), status: $('#feed-status'),
+    onTrim: (page) => older.rewind(page),
+    onFilter: () => {
+        older.reset();
+        feed.clearOlder();
+    } });
 const chart = createChart($('#chart'));
+const older = createHistory({
+    url: apiUrl,
+    token: () => sessionStorage.getItem(TOKEN_KEY),
+    feed,
+    button: $('#older-btn'),
+    status: $('#older-status'),
+    onAuthError: (message) => signOut(`Sign-in refused: ${message}.`),
+});
 
 let conn = null;
 let countdown = null;
@@ -244,6 +261,7 @@ function signOut(message) {
     ui.who.hidden = true;
     ui.board.hidden = true;
     ui.signin.hidden = false;
+    older.reset();
     feed.clear();
     chart.clear();
     if (message) {

@@ -40,6 +40,11 @@ export function clock(d) {
         two(d.getSeconds());
 }
 
+// "11-27": month and day, for events of another day
+export function day(d) {
+    return `${two(d.getMonth() + 1)}-${two(d.getDate())}`;
+}
+
 export function parseTime(v) {
     const d = new Date(typeof v === 'number' ? v : String(v || ''));
     return isNaN(d.getTime()) ? null : d;

@@ -1,15 +1,28 @@
 // The live feed: newest on top, at most MAX rows, pausable (events that
 // arrive meanwhile wait, and go in on resume), filtered by event type.
+//
+// Older events from the history API (history.js) go below the live ones
+// and raise the cap by their number (up to MAX + MAX_OLDER rows), so the
+// next live event does not push a whole page out. A live event over the
+// cap still removes the bottom row; when that row came from the history
+// API, onTrim(page) says which page the new bottom row came from (null:
+// a live row) so that the next "load older" fetches it again and the
+// rows taken out come back instead of leaving a gap. Pause to read
+// older events while live ones keep coming.
 
-import { el, str, clock, parseTime } from './dom.js';
+import { el, str, clock, day, parseTime } from './dom.js';
 
 const MAX = 200;
+export const MAX_OLDER = 5000;
 
-export function createFeed({ list, filter, pause, status }) {
+export function createFeed({ list, filter, pause, status, onTrim,
+    onFilter }) {
     const ids = new Set();          // ids of the rows and of the held
     let held = [];                  // arrived while paused, oldest first
     let paused = false;
     let type = '';
+    let older = 0;                  // rows from the history API
+    let cap = MAX;                  // MAX and the older rows loaded
     const types = new Set();
 
     function row(e, fresh) {
@@ -21,7 +34,10 @@ export function createFeed({ list, filter, pause, status }) {
         li.dataset.id = str(e.id, '');
 
         const when = parseTime(e.timestamp);
-        const time = el('span', 'f-time', when ? clock(when) : '–');
+        // another day's event (from the history API): its date too
+        const time = el('span', 'f-time', !when ? '–'
+            : when.toDateString() === new Date().toDateString()
+                ? clock(when) : day(when) + ' ' + clock(when).slice(0, 5));
         time.title = str(e.timestamp, '');
 
         const badge = el('span', 'badge', t);
@@ -65,14 +81,33 @@ export function createFeed({ list, filter, pause, status }) {
         filter.insertBefore(opt, before);
     }
 
-    function insert(e, fresh) {
+    function place(e, fresh) {
         const li = row(e, fresh);
         li.hidden = type !== '' && li.dataset.type !== type;
         addType(li.dataset.type);
-        list.prepend(li);
-        while (list.children.length > MAX) {
-            ids.delete(list.lastElementChild.dataset.id);
-            list.lastElementChild.remove();
+        return li;
+    }
+
+    function drop(li) {
+        ids.delete(li.dataset.id);
+        if (li.dataset.page !== undefined) {
+            older--;
+        }
+        li.remove();
+    }
+
+    function insert(e, fresh) {
+        list.prepend(place(e, fresh));
+        let trimmed = false;
+        while (list.children.length > cap) {
+            trimmed = trimmed
+                || list.lastElementChild.dataset.page !== undefined;
+            drop(list.lastElementChild);
+        }
+        if (trimmed && onTrim) {
+            const last = list.lastElementChild;
+            onTrim(last && last.dataset.page !== undefined
+                ? Number(last.dataset.page) : null);
         }
     }
 
@@ -83,6 +118,10 @@ export function createFeed({ list, filter, pause, status }) {
                 (held.length === 1 ? '' : 's') + ' waiting';
         } else if (n === 0) {
             status.textContent = 'waiting for events';
+        } else if (older > 0) {
+            status.textContent = `${n - older} most recent event` +
+                (n - older === 1 ? '' : 's') + ` (at most ${MAX}) and ` +
+                `${older} older, newest first`;
         } else {
             status.textContent = `${n} most recent event` +
                 (n === 1 ? '' : 's') + ` (at most ${MAX}), newest first`;
@@ -114,10 +153,55 @@ export function createFeed({ list, filter, pause, status }) {
         show();
     }
 
+    // Older events, newest first, from page number `page` of the
+    // history API: below every row, each id once. Returns {added: how
+    // many went in, full: the feed holds MAX + MAX_OLDER rows}.
+    function addOlder(events, page) {
+        let n = 0;
+        for (const e of events) {
+            if (list.children.length >= MAX + MAX_OLDER) {
+                break;
+            }
+            if (!e || typeof e !== 'object') {
+                continue;
+            }
+            const id = str(e.id, '');
+            if (id === '' || ids.has(id)) {
+                continue;
+            }
+            ids.add(id);
+            const li = place(e, false);
+            li.classList.add('older');
+            li.dataset.page = String(page);
+            list.append(li);
+            older++;
+            n++;
+            cap = Math.min(cap + 1, MAX + MAX_OLDER);
+        }
+        show();
+        return { added: n, full: list.children.length >= MAX + MAX_OLDER };
+    }
+
+    // Takes out every row of the history API (they follow the type
+    // filter, so a new filter starts them again).
+    function clearOlder() {
+        for (const li of [...list.querySelectorAll('li[data-page]')]) {
+            drop(li);
+        }
+        cap = MAX;
+        while (list.children.length > cap) {
+            drop(list.lastElementChild);
+        }
+        show();
+    }
+
     filter.addEventListener('change', () => {
         type = filter.value;
         for (const li of list.children) {
             li.hidden = type !== '' && li.dataset.type !== type;
+        }
+        if (onFilter) {
+            onFilter(type);
         }
     });
 
@@ -137,10 +221,16 @@ export function createFeed({ list, filter, pause, status }) {
 
     return {
         add,
+        addOlder,
+        clearOlder,
+        olderCount: () => older,
+        type: () => type,
         clear() {
             list.replaceChildren();
             ids.clear();
             held = [];
+            older = 0;
+            cap = MAX;
             show();
         },
     };
