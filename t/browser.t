@@ -6,9 +6,13 @@
 # Redis -> worker -> PUBLISH -> nginx -> the page. A wrong token shows an
 # error; a valid one connects, gets the snapshot, then live events and
 # stats; a user agent holding markup renders as text; rooms, the type
-# filter and pause work. Screenshots go to t/tmp/browser/ (laptop and
-# phone); TEST_DOCS_SCREENSHOT=docs/dashboard.png also refreshes the
-# README's picture.
+# filter and pause work. "Load older" pages back through the worker's
+# history API (proxied at /dashboard/api/ behind activity_auth_jwt) until
+# nothing is older, every stored event once in the feed; it follows the
+# type filter, shows an error with a retry, and a refused token signs
+# out. Screenshots go to t/tmp/browser/ (laptop and phone);
+# TEST_DOCS_SCREENSHOT=docs/dashboard.png also refreshes the README's
+# picture.
 
 use strict;
 use warnings;
@@ -20,7 +24,7 @@ use File::Copy qw(copy);
 use File::Path qw(make_path);
 use Test::More;
 use Time::HiRes qw(time);
-use ActivityTest qw(wait_for jwt_hs256 to_json);
+use ActivityTest qw(wait_for jwt_hs256 to_json from_json);
 
 my $ROOT = ActivityTest->root;
 my $CHROMIUM = $ENV{TEST_CHROMIUM} || '/usr/bin/chromium';
@@ -73,6 +77,11 @@ http {
             return 404;
         }
 
+        location /dashboard/api/ {
+            activity_auth_jwt role=admin;
+            proxy_pass http://127.0.0.1:%%PORT_wapi%%/api/;
+        }
+
         location /socket.io/ {
             activity_dashboard socketio;
         }
@@ -102,7 +111,8 @@ $t->write_conf($conf);
 $t->redis_start;
 $t->pg_start;
 $t->worker_migrate;
-$t->worker_start(args => ['--flush-ms', 20]);
+$t->worker_start(args => ['--flush-ms', 20,
+    '--listen', '127.0.0.1:' . $t->port('wapi')]);
 $t->nginx_start;
 
 my $token = jwt_hs256('browser-secret', { sub => 'browser-admin',
@@ -361,6 +371,154 @@ $s = call('summary');
 ok($s->{signin} && !$s->{board}, 'signed out: the form again');
 ok(!(grep { $_ eq 'activity.token' } @{ $s->{stored} }),
     'signed out: the token is gone from sessionStorage');
+
+
+# --- load older: the history API --------------------------------------------
+
+# through nginx: the module checks the token, the worker answers
+
+sub api_get {
+    my ($path, $tok) = @_;
+    return $t->http(GET => "/dashboard/api/$path",
+        headers => { defined $tok ? (Authorization => "Bearer $tok") : () });
+}
+
+is(api_get('events?limit=1')->{status}, 401, 'history API: no token 401');
+is(api_get('events?limit=1', $forged)->{status}, 401,
+    'history API: forged token 401');
+is(api_get('events?limit=1', $no_role)->{status}, 403,
+    'history API: no admin role 403');
+$r = api_get('events?limit=1', $token);
+is($r->{status}, 200, 'history API: the admin token 200');
+my $page = eval { from_json($r->{content}) } // {};
+ok(ref $page->{events} eq 'ARRAY' && @{ $page->{events} } == 1
+    && defined $page->{nextCursor}, 'one event and a next cursor')
+    or diag($r->{content});
+is(api_get('metrics', $token)->{status}, 404,
+    'only the API is proxied, not /metrics');
+
+# 120 requests while signed out: the snapshot on sign-in holds at most 50
+# events, the others only the history API has
+
+my @hist = map { sprintf 'hist-%03d', $_ } 1 .. 120;
+my $bad = grep { get("/api/history/$_", $_)->{status} != 200 } @hist;
+is($bad, 0, '120 tracked requests');
+ok(wait_for(sub {
+    $t->row_count(q{user_id LIKE 'hist-%'}) == 120
+        && !$t->redis->llen('activity:events')
+}, 20), 'all 120 stored');
+
+my %stored = map { $_->[0] => 1 }
+    @{ $t->dbh->selectall_arrayref('SELECT id::text FROM activity_logs') };
+my $nstored = keys %stored;
+
+call('signin', token => $token);
+$s = page_until(sub { $_->{state} eq 'connected' && @{ $_->{rows} } }, 10);
+is($s->{state}, 'connected', 'signed in again') or diag(explain($s));
+is($s->{older}{button}, 'Load older', 'a "Load older" button');
+cmp_ok(scalar @{ $s->{rows} }, '<', $nstored,
+    sprintf('the snapshot shows %d of the %d stored events',
+        scalar @{ $s->{rows} }, $nstored));
+
+# click until it says nothing is older; each click adds rows
+
+my ($clicks, $stuck) = (0, 0);
+my $t1 = time;
+while ($clicks < 10) {
+    my $n = @{ $s->{rows} };
+    call('click', selector => '#older-btn');
+    $clicks++;
+    $s = page_until(sub { $_->{older}{state} ne 'loading' }, 15);
+    last if $s->{older}{state} ne 'idle';
+    $stuck++ unless @{ $s->{rows} } > $n;
+}
+is($s->{older}{state}, 'done', "nothing older after $clicks clicks"
+    . sprintf(' (%.2f s)', time - $t1)) or diag(explain($s->{older}));
+like($s->{older}{text}, qr/nothing older/, 'it says so');
+ok(!defined $s->{older}{button}, 'and the button is gone');
+is($stuck, 0, 'every click added rows');
+cmp_ok($clicks, '>=', 2, 'more than one click was needed');
+
+my (%count, %user);
+$count{ $_->{id} }++ for @{ $s->{rows} };
+$user{ $_->{user} }++ for @{ $s->{rows} };
+is(scalar(grep { $count{$_} != 1 } keys %count), 0,
+    'no event twice in the feed');
+is_deeply([ sort keys %count ], [ sort keys %stored ],
+    "every stored event in the feed ($nstored)");
+is(scalar(grep { ($user{$_} // 0) != 1 } @hist), 0,
+    "each of the 120 requests' events exactly once");
+
+my @rows = @{ $s->{rows} };
+my $first_older = (grep { $rows[$_]{older} } 0 .. $#rows)[0] // @rows;
+ok(!(grep { !$_->{older} } @rows[ $first_older .. $#rows ]),
+    'older rows below the live ones');
+my @ts = map { $_->{ts} } grep { $_->{older} } @rows;
+ok(!(grep { $ts[$_] gt $ts[ $_ - 1 ] } 1 .. $#ts),
+    'older rows newest first');
+my ($hrow) = grep { $_->{user} eq 'hist-001' } @rows;
+is($hrow && $hrow->{req}, 'GET/api/history/hist-001',
+    'an older row: method and endpoint');
+is($hrow && $hrow->{status}, '200', 'an older row: status');
+
+my @reqs = @{ call('requests', match => '/dashboard/api/') };
+ok(@reqs && !(grep { !$_->{authorization} } @reqs),
+    'every API request carries an Authorization header');
+ok(!(grep { $_->{url} =~ /ey[A-Za-z0-9_-]{10}/ } @reqs),
+    'the token is never in the URL');
+ok(!(grep { $_->{url} !~ /[?&]limit=50\b/ } @reqs), 'pages of 50');
+
+# the type filter: older rows follow it (type=)
+
+call('select', selector => '#filter', value => 'PRODUCT_CREATED');
+$s = call('summary');
+ok(!(grep { $_->{older} } @{ $s->{rows} }),
+    'a new filter drops the older rows');
+is($s->{older}{button}, 'Load older', 'and offers to load them again');
+my $nreq = @reqs;
+call('click', selector => '#older-btn');
+$s = page_until(sub { $_->{older}{state} eq 'done' }, 15);
+is($s->{older}{state}, 'done', 'filtered: nothing older')
+    or diag(explain($s->{older}));
+@reqs = @{ call('requests', match => '/dashboard/api/') };
+ok(@reqs > $nreq && !(grep { $_->{url} !~ /[?&]type=PRODUCT_CREATED\b/ }
+    @reqs[ $nreq .. $#reqs ]), 'fetched with type=PRODUCT_CREATED');
+ok(!(grep { $_->{older} && $_->{type} ne 'PRODUCT_CREATED' }
+    @{ $s->{rows} }), 'older rows of that type only');
+call('select', selector => '#filter', value => '');
+
+# an error: a message and a retry; the retry works
+
+my $API = '**/dashboard/api/**';
+call('route', pattern => $API, status => 503,
+    body => '{"error":"database unavailable"}');
+call('click', selector => '#older-btn');
+$s = page_until(sub { $_->{older}{state} eq 'error' }, 10);
+like($s->{older}{text}, qr/Could not load older events: HTTP 503/,
+    'a failed page: the error') or diag(explain($s->{older}));
+is($s->{older}{button}, 'Retry', 'and a retry button');
+call('unroute', pattern => $API);
+call('click', selector => '#older-btn');
+$s = page_until(sub { $_->{older}{state} !~ /^(error|loading)$/ }, 15);
+# more than 100 events, 50 of them live: a page is left after this one
+ok($s->{older}{state} eq 'idle' && (grep { $_->{older} } @{ $s->{rows} }),
+    'retry: older rows again') or diag(explain($s->{older}));
+is($s->{older}{button}, 'Load older', 'and "Load older" again');
+
+# a refused token: the sign-in form with the reason
+
+call('route', pattern => $API, status => 401, body => '');
+call('click', selector => '#older-btn');
+$s = page_until(sub { $_->{signin} }, 10);
+ok($s->{signin} && !$s->{board}, 'API refuses the token: signed out');
+like($s->{error} // '', qr/refused the token/, 'with the reason');
+ok(!(grep { $_ eq 'activity.token' } @{ $s->{stored} }),
+    'and the token is gone');
+call('unroute', pattern => $API);
+
+is_deeply($s->{pageErrors}, [], 'no page errors');
+is_deeply([ grep { /Content.Security.Policy|Refused to/i }
+    @{ $s->{console} } ], [], 'no Content-Security-Policy violations');
 
 $b->finish(30);
 

@@ -5,7 +5,11 @@
 // JSON lines on stdin, {"cmd":…, "tag":…, …}; each is answered by one
 // line {"t":"reply","tag":…,"ok":true,"data":…} or {"ok":false,
 // "error":…}. Commands: open {url, width, height}, signin {token},
-// summary, click {selector}, screenshot {path, width, height}.
+// summary, click {selector}, select {selector, value}, screenshot
+// {path, width, height}, route {pattern, status, body} (answer the
+// requests to that URL glob with this instead of the server), unroute
+// {pattern}, requests {match} (the requests so far whose URL contains
+// match: url, method, authorization header present).
 // Playwright never downloads a browser here: executablePath is the
 // distribution's chromium.
 
@@ -17,7 +21,7 @@ const CHROMIUM = process.env.TEST_CHROMIUM || '/usr/bin/chromium';
 
 let browser = null;
 let page = null;
-const seen = { dialogs: [], errors: [], console: [] };
+const seen = { dialogs: [], errors: [], console: [], requests: [] };
 
 function out(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
@@ -46,6 +50,10 @@ async function open(c) {
         d.dismiss().catch(() => {});
     });
     page.on('pageerror', (e) => seen.errors.push(String(e)));
+    page.on('request', (r) => seen.requests.push({ url: r.url(),
+        method: r.method(),
+        authorization: /^Bearer \S+$/.test(r.headers().authorization
+            || '') }));
     page.on('console', (m) => {
         if (m.type() === 'error' || m.type() === 'warning') {
             seen.console.push(m.type() + ': ' + m.text());
@@ -75,6 +83,7 @@ async function summary() {
             rooms[r.dataset.roomCount] = r.textContent.trim();
         }
         const text = (li, s) => li.querySelector(s).textContent;
+        const older = q('#older');
         return {
             state: q('#conn').dataset.state,
             connText: q('#conn-text').textContent,
@@ -95,7 +104,16 @@ async function summary() {
                 req: text(li, '.f-req'),
                 status: text(li, '.f-status'),
                 agent: text(li, '.f-agent'),
+                older: li.classList.contains('older'),
+                ts: li.querySelector('.f-time').title,
             })),
+            older: {
+                state: older.dataset.state,
+                text: q('#older-status').textContent,
+                button: visible(q('#older-btn'))
+                    ? q('#older-btn').textContent : null,
+                disabled: q('#older-btn').disabled,
+            },
             feedImages: document.querySelectorAll('#feed img').length,
             images: document.querySelectorAll('img').length,
             chartPaths: document.querySelectorAll('#chart path').length,
@@ -129,7 +147,26 @@ async function select(c) {
     return {};
 }
 
-const commands = { open, signin, summary, screenshot, click, select };
+async function route(c) {
+    await page.route(c.pattern, (r) => r.fulfill({
+        status: c.status,
+        contentType: c.contentType || 'application/json',
+        body: c.body || '',
+    }));
+    return {};
+}
+
+async function unroute(c) {
+    await page.unroute(c.pattern);
+    return {};
+}
+
+async function requests(c) {
+    return seen.requests.filter((r) => r.url.includes(c.match || ''));
+}
+
+const commands = { open, signin, summary, screenshot, click, select,
+    route, unroute, requests };
 
 async function finish(code) {
     if (browser) {
