@@ -95,23 +95,6 @@ dlq_letter(const char *text, size_t len, const char *reason, int attempts)
 
 
 int
-dlq_append_push(redisContext *c, const char *key, const char *letter)
-{
-    const char  *argv[3];
-    size_t       argvlen[3];
-
-    argv[0] = "LPUSH";
-    argvlen[0] = 5;
-    argv[1] = key;
-    argvlen[1] = strlen(key);
-    argv[2] = letter;
-    argvlen[2] = strlen(letter);
-
-    return redisAppendCommandArgv(c, 3, argv, argvlen) == REDIS_OK ? 0 : -1;
-}
-
-
-int
 dlq_main(int argc, char **argv)
 {
     redis_target_t   target;

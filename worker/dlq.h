@@ -20,13 +20,6 @@ char *dlq_letter(const char *text, size_t len, const char *reason,
     int attempts);
 
 /*
- * Append "LPUSH key letter" to c's pipeline (the caller wraps it in
- * MULTI/EXEC with the processing list's DEL, so a letter is pushed
- * exactly when its batch is retired). Returns 0 or -1.
- */
-int dlq_append_push(redisContext *c, const char *key, const char *letter);
-
-/*
  * "activity-worker dlq list [--limit N] | replay [--all | N] | purge",
  * argv[0] being "dlq"; the worker's own flags (--redis, --queue, --dead)
  * and environment apply. Returns the exit status: 0, 1 on a Redis

@@ -8,13 +8,14 @@
  * retries, outages, refused events), and after each COMMIT retires
  * exactly that batch from the processing list:
  *
- *   MULTI; LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1); EXEC
+ *   EVAL: if the batch is the n rightmost elements of processing:<id>,
+ *         LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1)
  *
  * BLMOVE and LMOVE push on the left, so the oldest batch in hand is the
  * n rightmost elements of the list, whatever the consumer has added on
- * the left meanwhile. LTRIM by count is not idempotent, so a retire
- * whose outcome is unknown (Redis failed) is never sent again: the
- * store turns "broken", drops the later batches unretired, and the
+ * the left meanwhile (the script checks both ends of the batch all the
+ * same). LTRIM by count is not idempotent, so a retire whose outcome is
+ * unknown (Redis failed) is never sent again: the store turns "broken", drops the later batches unretired, and the
  * consumer, once the store is idle, re-reads the whole list, as after a
  * crash. Storing and counting are idempotent by event id, so a batch
  * handled twice is harmless.
@@ -453,67 +454,84 @@ done:
 
 
 /*
- * MULTI; LPUSH dead letter...; LTRIM processing 0 -(n+1); EXEC. One
- * transaction, so a letter is pushed exactly when its batch leaves the
- * processing list: a crash before EXEC replays the batch and pushes it
- * then, never twice. LTRIM to an empty range deletes the key.
+ * One script, so a letter is pushed exactly when its batch leaves the
+ * processing list: a crash before it replays the batch and pushes the
+ * letters then, never twice. The batch must still be the n rightmost
+ * elements (its oldest event at -1, its newest at -n); a list changed
+ * under us (requeued by another worker while we were stalled beyond
+ * the heartbeat) is left alone. LTRIM to an empty range deletes the key.
  */
 static int
 store_retire(store_t *s, store_batch_t *b, char *err, size_t errlen)
 {
-    redisReply  *r;
-    size_t       i, replies;
-    char         stop[32];
-    int          rc;
+    static const char  script[] =
+        "local n = tonumber(ARGV[1])\n"
+        "if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[2]\n"
+        "   or redis.call('LINDEX', KEYS[1], -n) ~= ARGV[3] then\n"
+        "  return 0\n"
+        "end\n"
+        "for i = 4, #ARGV do redis.call('LPUSH', KEYS[2], ARGV[i]) end\n"
+        "redis.call('LTRIM', KEYS[1], 0, -n - 1)\n"
+        "return 1\n";
+    redisReply   *r;
+    const char  **argv;
+    size_t       *argvlen, argc, i;
+    char          count[32];
+    int           rc;
 
-    snprintf(stop, sizeof(stop), "%lld", -((long long) b->n + 1));
+    argc = 8 + b->ndead;
+    argv = calloc(argc, sizeof(char *));
+    argvlen = calloc(argc, sizeof(size_t));
 
-    if (redisAppendCommand(s->rc, "MULTI") != REDIS_OK) {
-        snprintf(err, errlen, "%s", s->rc->errstr);
+    if (argv == NULL || argvlen == NULL) {
+        free(argv);
+        free(argvlen);
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
+
+    snprintf(count, sizeof(count), "%zu", b->n);
+
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "2";
+    argv[3] = s->proc_key;
+    argv[4] = s->settings->dead_key;
+    argv[5] = count;
+    argv[6] = b->texts[0];
+    argv[7] = b->texts[b->n - 1];
 
     for (i = 0; i < b->ndead; i++) {
-        if (dlq_append_push(s->rc, s->settings->dead_key, b->letters[i])
-            != 0)
-        {
-            snprintf(err, errlen, "%s", s->rc->errstr);
-            return -1;
-        }
+        argv[8 + i] = b->letters[i];
     }
 
-    if (redisAppendCommand(s->rc, "LTRIM %s 0 %s", s->proc_key, stop)
-        != REDIS_OK
-        || redisAppendCommand(s->rc, "EXEC") != REDIS_OK)
-    {
-        snprintf(err, errlen, "%s", s->rc->errstr);
+    argc = 8 + b->ndead;
+
+    for (i = 0; i < argc; i++) {
+        argvlen[i] = strlen(argv[i]);
+    }
+
+    r = redisCommandArgv(s->rc, (int) argc, argv, argvlen);
+
+    free(argv);
+    free(argvlen);
+
+    if (redis_reply_check(s->rc, r, err, errlen) != 0) {
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
         return -1;
     }
 
-    /* MULTI, each queued command, EXEC: all must be read */
-    replies = b->ndead + 3;
     rc = 0;
 
-    for (i = 0; i < replies; i++) {
-        r = NULL;
-        if (redisGetReply(s->rc, (void **) &r) != REDIS_OK) {
-            snprintf(err, errlen, "%s", s->rc->errstr);
-            return -1;
-        }
-
-        if (rc == 0 && redis_reply_check(s->rc, r, err, errlen) != 0) {
-            rc = -1;
-        }
-
-        /* EXEC answers nil when the transaction was discarded */
-        if (rc == 0 && i == replies - 1 && r->type != REDIS_REPLY_ARRAY) {
-            snprintf(err, errlen, "EXEC did not run the transaction");
-            rc = -1;
-        }
-
-        freeReplyObject(r);
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
+        snprintf(err, errlen, "the batch is no longer at the end of the"
+                 " processing list");
+        rc = -1;
     }
 
+    freeReplyObject(r);
     return rc;
 }
 
