@@ -66,6 +66,7 @@ typedef struct {
     unsigned                         awaiting_pong:1;
     unsigned                         closing:1;
     unsigned                         lingering:1;
+    unsigned                         nodelay:1;
     unsigned                         finalized:1;
     unsigned                         counted:1;
 } ngx_http_activity_dashboard_t;
@@ -143,6 +144,7 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ngx_atomic_t                    *count;
     ngx_connection_t                *c;
     ngx_pool_cleanup_t              *cln;
+    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_activity_loc_conf_t    *alcf;
     ngx_http_activity_dashboard_t   *ctx;
     ngx_http_activity_main_conf_t   *amcf;
@@ -306,6 +308,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     ctx->close_event.data = ctx;
     ctx->close_event.log = c->log;
 
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    ctx->nodelay = clcf->tcp_nodelay;
+
     ctx->detach.handler = ngx_http_activity_dashboard_detach;
     ctx->detach.data = ctx;
     ctx->detach.log = c->log;
@@ -409,6 +414,17 @@ ngx_http_activity_dashboard_detach(ngx_event_t *ev)
     /* ngx_http_free_request() marks the connection as going away */
 
     c->destroyed = 0;
+
+    /*
+     * frames are small and go out as they come: without TCP_NODELAY
+     * Nagle holds each behind the previous one's (delayed) ACK, ~40 ms
+     */
+
+    if (ctx->nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        ngx_http_activity_dashboard_finalize(ctx);
+        return;
+    }
+
     c->data = ctx;
     c->read->handler = ngx_http_activity_dashboard_read;
     c->write->handler = ngx_http_activity_dashboard_write;
