@@ -11,7 +11,8 @@
 # events delivered, and nginx memory per connected client.
 #
 # Environment: CLIENTS ("100 1000 5000"), RATE events/s (500), SECONDS
-# (10), FLUSH_MS the worker's --flush-ms (2: latency over batch size).
+# (10), FLUSH_MS the worker's --flush-ms (2: latency over batch size),
+# WORKERS nginx worker processes (1).
 
 set -euo pipefail
 
@@ -30,6 +31,7 @@ my @clients = split ' ', ($ENV{CLIENTS} || '100 1000 5000');
 my $rate = $ENV{RATE} || 500;
 my $seconds = $ENV{SECONDS} || 10;
 my $flush = $ENV{FLUSH_MS} // 2;
+my $workers = $ENV{WORKERS} || 1;
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 my $secret = 'bench-secret';
@@ -39,7 +41,7 @@ load_module %%MODULE%%;
 pid %%TESTDIR%%/nginx.pid;
 error_log %%TESTDIR%%/error.log warn;
 daemon off;
-worker_processes 1;
+worker_processes $workers;
 worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http {
@@ -70,8 +72,8 @@ my $master = $t->{procs}{nginx};
 my @workers = grep { /\d/ } split /\s+/,
     `ps -o pid= --ppid $master`;
 
-printf "rate %d events/s for %d s, worker --flush-ms %d, 1 nginx worker\n",
-    $rate, $seconds, $flush;
+printf "rate %d events/s for %d s, worker --flush-ms %d, %d nginx worker(s)\n",
+    $rate, $seconds, $flush, $workers;
 printf "%8s %9s %9s %9s %10s %14s\n",
     'clients', 'p50 ms', 'p99 ms', 'max ms', 'delivered', 'KiB/client';
 
