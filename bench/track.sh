@@ -117,8 +117,16 @@ print "non-2xx responses: $bad\n" if $bad;
 # one request a connection a run: wrk does not count those in flight
 # when it stops.)
 $t->worker_start unless $stack;
+# the queue empty is not all stored: batches may still be in the store
+# thread; wait until the count holds still
 wait_for(sub { $t->redis->llen('activity:events') == 0 }, 120, 0.5);
-my $stored = $t->row_count;
+my $stored = -1;
+wait_for(sub {
+    my $n = $t->row_count;
+    my $still = $n == $stored;
+    $stored = $n;
+    return $still;
+}, 120, 1);
 printf "events: %d tracked requests, %d stored, %d still queued\n",
     $tracked, $stored, $t->redis->llen('activity:events');
 open my $fh, '<', $t->error_log;
