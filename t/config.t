@@ -195,6 +195,21 @@ my @bad = (
         qr/activity_redis_url/ ],
     [ 'activity_buffer_size', http => 'activity_buffer_size 4q;',
         qr/activity_buffer_size/ ],
+    [ 'activity_spool without its directory', http =>
+        'activity_spool /nonexistent/dir/events;',
+        qr/activity_spool/, qr{/nonexistent/dir} ],
+    [ 'activity_spool max_size', http =>
+        'activity_spool /tmp/events max_size=1q;',
+        qr/activity_spool/, qr/1q/ ],
+    [ 'activity_spool max_size too small', http =>
+        'activity_spool /tmp/events max_size=1k;',
+        qr/activity_spool/, qr/1k/ ],
+    [ 'activity_spool parameter', http =>
+        'activity_spool /tmp/events size=1m;',
+        qr/activity_spool/, qr/size=1m/ ],
+    [ 'activity_spool in location', location =>
+        'activity_spool /tmp/events;',
+        qr/activity_spool/ ],
     [ 'activity_meta name', location => 'activity_meta "" $arg_x;',
         qr/activity_meta/ ],
     [ 'activity_meta without a value', location => 'activity_meta ref;',
