@@ -12,7 +12,8 @@
 #
 # Environment: CLIENTS ("100 1000 5000"), RATE events/s (500), SECONDS
 # (10), FLUSH_MS the worker's --flush-ms (2: latency over batch size),
-# WORKERS nginx worker processes (1).
+# WORKERS nginx worker processes (1), PROCS client processes (default:
+# 2 from 1,000 clients on, else 1).
 
 set -euo pipefail
 
@@ -32,6 +33,7 @@ my $rate = $ENV{RATE} || 500;
 my $seconds = $ENV{SECONDS} || 10;
 my $flush = $ENV{FLUSH_MS} // 2;
 my $workers = $ENV{WORKERS} || 1;
+my $procs = $ENV{PROCS} ? "--procs $ENV{PROCS}" : '';
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 my $secret = 'bench-secret';
@@ -81,7 +83,7 @@ for my $n (@clients) {
     my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
         $ENV{ROOT}/bench/dashboard.js --ws '$ws/ws?token=$token' \\
         --http '@{[ $t->base_url ]}' --clients $n --rate $rate \\
-        --seconds $seconds --nginx-pids @{[ join ',', @workers ]}`;
+        --seconds $seconds $procs --nginx-pids @{[ join ',', @workers ]}`;
     my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
     printf "%8d %9.2f %9.2f %9.2f %10.4f %14.1f\n",
         $n, $r->{p50_ms} // -1, $r->{p99_ms} // -1, $r->{max_ms} // -1,
