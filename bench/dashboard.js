@@ -8,13 +8,20 @@
 // every process on the machine); a client that receives the event takes
 // the difference.  Clients keep a histogram, not every sample.
 //
+// Clients are raw sockets by default (--client raw): after the upgrade
+// they scan what arrives for the send times, without decoding frames,
+// so that a small machine measures nginx's delivery rather than its
+// own clients' JSON work.  --client ws uses the `ws` library instead.
+//
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
-//        --seconds S [--procs P] [--nginx-pids PID,PID]
+//        --seconds S [--procs P] [--client raw|ws]
+//        [--nginx-pids PID,PID]
 
 'use strict';
 
 const { fork } = require('child_process');
 const http = require('http');
+const net = require('net');
 const fs = require('fs');
 const { performance } = require('perf_hooks');
 
@@ -35,42 +42,95 @@ function args() {
 }
 
 function client(opt) {
-    const WebSocket = require('ws');
     const hist = new Uint32Array(BUCKETS + 1);
     let received = 0, open = 0, closed = 0, max = 0;
     const socks = [];
+    const marker = Buffer.from('"endpoint":"/api/bench/');
+
+    // snapshots hold events of earlier runs: only this run's count
+    let since = Infinity;
+
+    const record = (sent) => {
+        if (!(sent >= since)) return;
+        const us = nowUs() - sent;
+        if (us > max) max = us;
+        hist[Math.min(Math.floor(us / BUCKET_US), BUCKETS)]++;
+        received++;
+    };
+
+    const opened = () => {
+        if (++open === opt.clients) process.send({ open: true });
+    };
 
     for (let i = 0; i < opt.clients; i++) {
-        const ws = new WebSocket(opt.ws, { perMessageDeflate: false });
-        ws.on('open', () => {
-            if (++open === opt.clients) process.send({ open: true });
+        if (opt.mode === 'ws') {
+            const WebSocket = require('ws');
+            const ws = new WebSocket(opt.ws, { perMessageDeflate: false });
+            ws.on('open', opened);
+            ws.on('message', (m) => {
+                const s = m.toString();
+                if (!s.startsWith('{"event":"activity:new"')) return;
+                const k = s.indexOf('/bench/');
+                if (k >= 0) record(parseInt(s.slice(k + 7, k + 30), 10));
+            });
+            ws.on('close', () => closed++);
+            ws.on('error', () => {});
+            socks.push(ws);
+            continue;
+        }
+
+        // raw: one activity:new frame a marker (room frames need a
+        // subscribe, and the snapshot holds no bench events)
+        const u = new URL(opt.ws);
+        const sock = net.connect(Number(u.port), u.hostname);
+        let upgraded = false, carry = Buffer.alloc(0);
+        sock.setNoDelay(true);
+        sock.on('connect', () => {
+            sock.write(`GET ${u.pathname}${u.search} HTTP/1.1\r\n`
+                + `Host: ${u.host}\r\nUpgrade: websocket\r\n`
+                + 'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n'
+                + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
         });
-        ws.on('message', (m) => {
-            const s = m.toString();
-            if (!s.startsWith('{"event":"activity:new"')) return;
-            const k = s.indexOf('/bench/');
-            if (k < 0) return;
-            const sent = parseInt(s.slice(k + 7, k + 30), 10);
-            const us = nowUs() - sent;
-            if (us > max) max = us;
-            hist[Math.min(Math.floor(us / BUCKET_US), BUCKETS)]++;
-            received++;
+        sock.on('data', (chunk) => {
+            let buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+            if (!upgraded) {
+                const end = buf.indexOf('\r\n\r\n');
+                if (end < 0) { carry = buf; return; }
+                upgraded = true;
+                opened();
+                buf = buf.subarray(end + 4);
+            }
+            let k = 0, last = 0;
+            while ((k = buf.indexOf(marker, k)) >= 0) {
+                const from = k + marker.length;
+                const to = buf.indexOf(0x22, from);          // '"'
+                if (to < 0) break;
+                record(parseInt(buf.toString('latin1', from, to), 10));
+                k = last = to;
+            }
+            // keep a tail that may hold a marker cut in two
+            const keep = Math.max(last, buf.length - 64);
+            carry = Buffer.from(buf.subarray(keep));
         });
-        ws.on('close', () => closed++);
-        ws.on('error', () => {});
-        socks.push(ws);
+        sock.on('close', () => closed++);
+        sock.on('error', () => {});
+        socks.push(sock);
     }
 
     process.on('message', (msg) => {
+        if (msg.start) {
+            since = msg.start;
+        }
         if (msg.report) {
             const h = {};
             hist.forEach((n, i) => { if (n) h[i] = n; });
             process.send({ received, closed, max, hist: h });
-            socks.forEach((ws) => ws.terminate());
+            socks.forEach((s) => s.terminate ? s.terminate() : s.destroy());
             setTimeout(() => process.exit(0), 100);
         }
     });
 }
+
 
 function percentile(hist, total, p) {
     let seen = 0;
@@ -106,7 +166,8 @@ async function main() {
             + (i < clients % procs ? 1 : 0);
         const c = fork(__filename, ['--child', '1'],
                        { env: { ...process.env, BENCH_WS: a.ws,
-                                BENCH_CLIENTS: String(share) } });
+                                BENCH_CLIENTS: String(share),
+                                BENCH_MODE: a.client || 'raw' } });
         children.push(c);
     }
 
@@ -116,6 +177,9 @@ async function main() {
 
     await new Promise((res) => setTimeout(res, 1000));
     const rss1 = pids.length ? rss(pids) : 0;
+
+    const since = nowUs();
+    children.forEach((c) => c.send({ start: since }));
 
     // the load: a fixed rate, spread over the second
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -181,7 +245,8 @@ async function main() {
 
 if (process.argv.includes('--child')) {
     client({ ws: process.env.BENCH_WS,
-             clients: Number(process.env.BENCH_CLIENTS) });
+             clients: Number(process.env.BENCH_CLIENTS),
+             mode: process.env.BENCH_MODE });
 } else {
     main().catch((e) => { console.error(e); process.exit(1); });
 }
