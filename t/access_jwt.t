@@ -14,10 +14,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use Digest::SHA qw(hmac_sha256 hmac_sha384 hmac_sha512);
 use MIME::Base64 qw(encode_base64);
 use Test::More;
-use ActivityTest qw(wait_for jwt_hs256 jwt_unsigned to_json);
+use ActivityTest qw(wait_for jwt_hs256 jwt_hmac jwt_unsigned b64url
+    to_json);
 
 my $t = ActivityTest->new(needs => [qw(module redis)]);
 my $d = $t->dir;
@@ -150,22 +150,6 @@ my $secret = 'access-secret';
 my %port = map { $_ => $t->port($_) } qw(http inherit rs es);
 
 # --- tokens --------------------------------------------------------------
-
-sub b64url {
-    my $s = encode_base64($_[0], '');
-    $s =~ tr{+/}{-_};
-    $s =~ s/=+$//;
-    return $s;
-}
-
-sub jwt_hmac {
-    my ($alg, $key, $claims) = @_;
-    my %mac = (HS256 => \&hmac_sha256, HS384 => \&hmac_sha384,
-        HS512 => \&hmac_sha512);
-    my $input = b64url(to_json({ alg => $alg, typ => 'JWT' })) . '.'
-        . b64url(to_json($claims));
-    return $input . '.' . b64url($mac{$alg}->($input, $key));
-}
 
 sub slurp_raw {
     my ($f) = @_;

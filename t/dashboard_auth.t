@@ -15,10 +15,10 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use Digest::SHA qw(hmac_sha256 hmac_sha384 hmac_sha512);
 use MIME::Base64 qw(encode_base64);
 use Test::More;
-use ActivityTest qw(wait_for jwt_hs256 jwt_unsigned to_json);
+use ActivityTest qw(wait_for jwt_hs256 jwt_hmac jwt_unsigned b64url
+    to_json);
 
 my $t = ActivityTest->new(needs => [qw(module redis node)]);
 my $d = $t->dir;
@@ -77,23 +77,6 @@ $t->nginx_start;
 my $secret = 'auth-secret';
 my $http = $t->port('http');
 my $rs = $t->port('rs');
-
-sub b64url {
-    my $s = encode_base64($_[0], '');
-    $s =~ tr{+/}{-_};
-    $s =~ s/=+$//;
-    return $s;
-}
-
-# An HMAC token with the algorithm named in its header really used.
-sub jwt_hmac {
-    my ($alg, $key, $claims) = @_;
-    my %mac = (HS256 => \&hmac_sha256, HS384 => \&hmac_sha384,
-        HS512 => \&hmac_sha512);
-    my $input = b64url(to_json({ alg => $alg, typ => 'JWT' })) . '.'
-        . b64url(to_json($claims));
-    return $input . '.' . b64url($mac{$alg}->($input, $key));
-}
 
 # An RS256 token signed with the test's private key.
 sub jwt_rs256 {

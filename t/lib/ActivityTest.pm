@@ -36,7 +36,7 @@ use warnings;
 
 use Carp qw(croak);
 use Cwd qw(abs_path);
-use Digest::SHA qw(hmac_sha256);
+use Digest::SHA qw(hmac_sha256 hmac_sha384 hmac_sha512);
 use Exporter qw(import);
 use File::Basename qw(basename dirname);
 use File::Copy qw(copy);
@@ -50,8 +50,8 @@ use POSIX qw(WNOHANG strftime);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(wait_for jwt_hs256 jwt_unsigned uuid iso_time
-    make_event to_json from_json);
+our @EXPORT_OK = qw(wait_for jwt_hs256 jwt_hmac jwt_unsigned b64url uuid
+    iso_time make_event to_json from_json);
 
 our $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 
@@ -207,11 +207,24 @@ sub wait_for (&;$$) {
 sub to_json { $JSON->encode($_[0]) }
 sub from_json { $JSON->decode($_[0]) }
 
-sub _b64url {
+sub b64url {
     my $s = encode_base64($_[0], '');
     $s =~ tr{+/}{-_};
     $s =~ s/=+$//;
     return $s;
+}
+
+sub _b64url { b64url(@_) }
+
+# An HMAC token (HS256, HS384, HS512) really signed with the algorithm
+# its header names: for tests of algorithm pinning.
+sub jwt_hmac {
+    my ($alg, $key, $claims) = @_;
+    my %mac = (HS256 => \&hmac_sha256, HS384 => \&hmac_sha384,
+        HS512 => \&hmac_sha512);
+    my $input = b64url($JSON->encode({ alg => $alg, typ => 'JWT' })) . '.'
+        . b64url($JSON->encode($claims));
+    return $input . '.' . b64url($mac{$alg}->($input, $key));
 }
 
 # An HS256 JSON Web Token; %$header may override the header fields.
