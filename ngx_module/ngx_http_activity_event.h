@@ -9,9 +9,8 @@
 #define _NGX_HTTP_ACTIVITY_EVENT_H_INCLUDED_
 
 
+/* a timestamp ("2026-11-27T12:00:00.123Z", 24 bytes) is shorter */
 #define NGX_HTTP_ACTIVITY_UUID_LEN        36
-#define NGX_HTTP_ACTIVITY_TIMESTAMP_LEN                                      \
-    (sizeof("2026-11-27T12:00:00.123Z") - 1)
 
 
 #include <ngx_config.h>
