@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 #
-# bench/track.sh: what activity_track costs.
+# bench/track.sh: what activity_track costs nginx, next to what nginx's
+# own buffered JSON access_log costs.
 #
-# One nginx with the module and two locations answering `return 200`, one
-# tracked and one not, with Redis, PostgreSQL and the worker running (all
-# on free loopback ports in a temporary directory, started through the
-# test harness t/lib/ActivityTest.pm, stopped at the end). wrk runs
-# alternating rounds against each; prints each round, both medians and
-# the ratio tracked/untracked.
+# One nginx with the module and three locations answering `return 200`:
+# untracked (/off), tracked (/on) and logged by a buffered escape=json
+# access_log with the same fields (/log), with Redis, PostgreSQL and the
+# worker running (all on free loopback ports in a temporary directory,
+# started through the test harness t/lib/ActivityTest.pm, stopped at the
+# end). wrk runs alternating rounds against each, with and without a
+# bearer token on every request (the module verifies it for userId).
+#
+# Throughput hides the cost (wrk and nginx share the cores), so the
+# figure that counts is nginx's own CPU per request: utime + stime of the
+# nginx worker processes (/proc/PID/stat) over a round, divided by the
+# requests wrk counted. Prints each round, the medians, what tracking and
+# the access log each add over /off, and their ratio.
 #
 # Environment: ROUNDS (5), DURATION seconds a run (5), THREADS (2),
 # CONNECTIONS (50), WORKERS nginx worker processes (1), STACK (0).
@@ -31,6 +39,7 @@ use strict;
 use warnings;
 
 use ActivityTest qw(wait_for);
+use POSIX ();
 
 my $rounds = $ENV{ROUNDS} || 5;
 my $duration = $ENV{DURATION} || 5;
@@ -38,9 +47,12 @@ my $threads = $ENV{THREADS} || 2;
 my $connections = $ENV{CONNECTIONS} || 50;
 my $workers = $ENV{WORKERS} || 1;
 my $stack = $ENV{STACK} // 0;
+my $secret = 'bench-track-secret';
+my $tick = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker wrk)]);
 
+# /log writes what an event holds, as nginx users log it for a pipeline
 $t->write_conf(<<"EOF");
 load_module %%MODULE%%;
 pid %%TESTDIR%%/nginx.pid;
@@ -52,10 +64,20 @@ http {
     %%GLOBALS_HTTP%%
     activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
     activity_buffer_size 64m;
+    activity_jwt_secret $secret;
+    log_format activity escape=json '{"timestamp":"\$time_iso8601",'
+        '"ipAddress":"\$remote_addr","userAgent":"\$http_user_agent",'
+        '"endpoint":"\$uri","method":"\$request_method",'
+        '"status":\$status,"durationMs":\$request_time,'
+        '"requestId":"\$request_id"}';
     server {
         listen 127.0.0.1:%%PORT%% backlog=4096;
         location = /off { return 200; }
         location = /on { activity_track on; return 200; }
+        location = /log {
+            access_log %%TESTDIR%%/access.log activity buffer=64k;
+            return 200;
+        }
     }
 }
 EOF
@@ -66,16 +88,38 @@ $t->worker_migrate;
 $t->worker_start if $stack;
 $t->nginx_start;
 
+my $token = ActivityTest::jwt_hs256($secret,
+    { sub => 'user-42', role => 'user', exp => time + 86400 });
+
+# nginx's worker processes: the children of the master
+my $master = $t->{procs}{nginx};
+my @pids = grep { /\d/ } split /\s+/, `ps -o pid= --ppid $master`;
+
+sub cpu_ticks {
+    my $sum = 0;
+    for my $pid (@pids) {
+        open my $fh, '<', "/proc/$pid/stat" or die "/proc/$pid/stat: $!";
+        my $stat = <$fh>;
+        $stat =~ s/^.*\)\s+//;           # past "pid (comm)"
+        my @f = split ' ', $stat;
+        $sum += $f[11] + $f[12];         # fields 14 and 15: utime, stime
+    }
+    return $sum;
+}
+
 sub wrk {
-    my ($path) = @_;
+    my ($path, $with_token) = @_;
+    my @h = $with_token ? ('-H', "Authorization: Bearer $token") : ();
+    my $before = cpu_ticks();
     my ($rc, $out) = $t->run_cmd('wrk', "-t$threads", "-c$connections",
-        "-d${duration}s", $t->base_url . $path);
+        "-d${duration}s", @h, $t->base_url . $path);
+    my $ticks = cpu_ticks() - $before;
     die "wrk failed:\n$out" if $rc;
     my ($rps) = $out =~ /Requests\/sec:\s+([\d.]+)/;
     my ($n) = $out =~ /(\d+) requests in/;
     my ($errors) = $out =~ /Non-2xx or 3xx responses:\s+(\d+)/;
-    die "no Requests/sec in wrk output:\n$out" unless defined $rps;
-    return ($rps, $n // 0, $errors // 0);
+    die "no Requests/sec in wrk output:\n$out" unless defined $rps && $n;
+    return ($rps, $n, $errors // 0, $ticks / $tick * 1e6 / $n);
 }
 
 sub median {
@@ -91,26 +135,42 @@ printf "wrk -t%d -c%d -d%ds, %d rounds, %d nginx worker process%s, %s\n",
 
 wrk('/off');    # warm-up, not counted
 
-my (%rps, $tracked, $bad);
+my @modes = qw(off on log);
+my (%rps, %us, $tracked, $bad);
 for my $round (1 .. $rounds) {
-    my @order = $round % 2 ? qw(off on) : qw(on off);
-    my %r;
-    for my $mode (@order) {
-        my ($rps, $n, $errors) = wrk("/$mode");
-        push @{ $rps{$mode} }, $rps;
-        $tracked += $n if $mode eq 'on';
-        $bad += $errors;
-        $r{$mode} = $rps;
+    for my $auth (0, 1) {
+        # rotate the order each round so that no mode always runs first
+        my $k = $round % 3;
+        my @order = (@modes[$k .. 2], @modes[0 .. $k - 1]);
+        my %r;
+        for my $mode (@order) {
+            my ($rps, $n, $errors, $us) = wrk("/$mode", $auth);
+            push @{ $rps{$auth}{$mode} }, $rps;
+            push @{ $us{$auth}{$mode} }, $us;
+            $tracked += $n if $mode eq 'on';
+            $bad += $errors;
+            $r{$mode} = sprintf '%6.0f req/s %5.2f us', $rps, $us;
+        }
+        printf "round %d %-6s off %s | on %s | log %s\n", $round,
+            $auth ? 'bearer' : 'plain', @r{@modes};
     }
-    printf "round %d: untracked %10.0f req/s   tracked %10.0f req/s\n",
-        $round, $r{off}, $r{on};
 }
 
-my ($off, $on) = (median(@{ $rps{off} }), median(@{ $rps{on} }));
-printf "\nmedian:  untracked %10.0f req/s   tracked %10.0f req/s\n",
-    $off, $on;
-printf "ratio tracked/untracked: %.3f\n", $on / $off;
+for my $auth (0, 1) {
+    my %m = map { $_ => median(@{ $us{$auth}{$_} }) } @modes;
+    my %q = map { $_ => median(@{ $rps{$auth}{$_} }) } @modes;
+    my ($add_track, $add_log) = ($m{on} - $m{off}, $m{log} - $m{off});
+    printf "\n%s, medians of %d rounds (nginx CPU per request):\n",
+        $auth ? 'with a bearer token' : 'without a token', $rounds;
+    printf "  %-22s %6.2f us/req %8.0f req/s\n", $_->[0],
+        $m{ $_->[1] }, $q{ $_->[1] } for ['untracked (off)', 'off'],
+        ['tracked (on)', 'on'], ['json access_log (log)', 'log'];
+    printf "  tracking adds %.2f us/req, the access_log %.2f us/req:"
+        . " ratio %.2f\n", $add_track, $add_log,
+        $add_log > 0 ? $add_track / $add_log : 0;
+}
 print "non-2xx responses: $bad\n" if $bad;
+
 
 # Did tracking really happen? Every tracked request should end up as an
 # event: stored, or still queued. (Stored can exceed wrk's count by up to
