@@ -5,6 +5,7 @@
 #   make stop       stop exactly what `make run` started
 #   make test       install what is missing, build, run every test (prove)
 #   make bench-track  tracking on/off throughput benchmark
+#   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 
 SHELL := /bin/bash
@@ -32,7 +33,7 @@ WORKER_SRCS := $(wildcard worker/*.c)
 WORKER_HDRS := $(wildcard worker/*.h)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
-        bench-dashboard bench-soak
+        bench-dashboard bench-soak bench-store
 
 all: module worker
 
@@ -103,6 +104,10 @@ bench-track: deps-test all
 
 bench-dashboard: deps-test all
 	bench/dashboard.sh
+
+# the worker's store rate against a raw COPY of the same N rows
+bench-store: deps-test all
+	bench/store.sh
 
 # the whole stack for MINUTES (10) under production's faults
 bench-soak: deps-test all
