@@ -4,7 +4,7 @@
 #   make run        install what is missing, build, start the local stack
 #   make stop       stop exactly what `make run` started
 #   make test       install what is missing, build, run every test (prove)
-#   make bench-track  tracking on/off throughput benchmark
+#   make bench-track  nginx CPU per request: tracking vs a JSON access_log
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 
