@@ -60,7 +60,11 @@ local $ENV{ACTIVITY_API_PORT} = $port{api};
 delete local $ENV{ACTIVITY_RUN_DIR};
 
 my $state;
-sub stack { return $t->run_cmd("$clone/scripts/stack", @_) }
+# from the checkout, as `make run` does
+sub stack {
+    return $t->run_cmd('sh', '-c', 'cd "$1" && exec scripts/stack "$2"',
+        'stack', $clone, @_);
+}
 
 # whatever happens below, stop what the stack started and remove its
 # state folder
@@ -74,6 +78,7 @@ END {
 ($rc, $out) = stack('start');
 is($rc, 0, 'scripts/stack start from the 0700 clone') or diag($out);
 unlike($out, qr/cannot reach/, 'no "cannot reach" complaint');
+unlike($out, qr/Permission denied/, 'no "Permission denied" on the way');
 
 ok(-l "$clone/.run", '.run in the checkout is a symbolic link');
 $state = readlink "$clone/.run";
@@ -123,6 +128,7 @@ ok($seen, 'the tracked request is in the history API');
 
 ($rc, $out) = stack('stop');
 is($rc, 0, 'scripts/stack stop') or diag($out);
+unlike($out, qr/Permission denied/, '... without "Permission denied"');
 ($rc, $out) = stack('status');
 is($rc, 3, 'nothing runs after stop') or diag($out);
 for my $p (sort keys %port) {
