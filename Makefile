@@ -7,6 +7,9 @@
 #   make bench-track  nginx CPU per request: tracking vs a JSON access_log
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
+#   make deb        Debian packages under build/deb/ (README "Debian packages")
+#   make test-deb   install them here, check, purge (root; leaves the
+#                   machine as found)
 
 SHELL := /bin/bash
 
@@ -23,8 +26,11 @@ APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
+# where the worker looks for its migrations by default (--sql-dir);
+# the Debian package sets /usr/share/activity-worker/sql
+SQL_DIR ?= $(CURDIR)/sql
 W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql \
-            -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
+            -DACTIVITY_SQL_DIR='"$(SQL_DIR)"'
 W_LIBS  := -pthread -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
 
 MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
@@ -243,3 +249,39 @@ test-asan: deps-test asan web-deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1 \
 	prove -r $(TESTS)
+
+# --- Debian packages (debian/, README "Debian packages") ------------------
+#
+#   make deb       build/deb/libnginx-mod-http-activity_*.deb and
+#                  build/deb/activity-worker_*.deb, built by
+#                  dpkg-buildpackage in a copy of this tree
+#   make test-deb  apt-get install both here, check nginx -t, the worker
+#                  and its unit, purge them (scripts/test-deb)
+.PHONY: deps-deb deb test-deb
+
+APT_DEB := debhelper dpkg-dev fakeroot nginx-dev pkg-config libhiredis-dev \
+           libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev
+DEB_DIR := $(BUILD)/deb
+
+deps-deb:
+	$(call apt_install,$(APT_DEB))
+
+deb: deps-deb
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src/nginx-activity
+	tar -cf - --exclude-vcs --exclude=./build --exclude=./.run \
+	    --exclude=./t/tmp --exclude=node_modules . \
+	    | tar -xf - -C $(DEB_DIR)/src/nginx-activity
+	cd $(DEB_DIR)/src/nginx-activity && dpkg-buildpackage -us -uc -b \
+	    >$(DEB_DIR)/build.log 2>&1 \
+	    || { tail -30 $(DEB_DIR)/build.log; exit 1; }
+	@# debug symbols apart, so that apt-get install ./build/deb/*.deb
+	@# installs the two packages
+	mkdir -p $(DEB_DIR)/dbgsym
+	mv $(DEB_DIR)/src/*-dbgsym_*.deb $(DEB_DIR)/dbgsym/
+	mv $(DEB_DIR)/src/*.deb $(DEB_DIR)/
+	rm -rf $(DEB_DIR)/src
+	@ls -1 $(DEB_DIR)/*.deb
+
+test-deb: deb
+	scripts/test-deb $(DEB_DIR)

@@ -92,6 +92,10 @@ ngx_http_activity_access_handler(ngx_http_request_t *r)
 
             h->hash = 1;
             ngx_str_set(&h->key, "WWW-Authenticate");
+#if (nginx_version >= 1023000)
+            /* 1.23 chains repeated headers: auth_request follows ->next */
+            h->next = NULL;
+#endif
 
             if (token.len) {
                 ngx_str_set(&h->value, "Bearer error=\"invalid_token\"");

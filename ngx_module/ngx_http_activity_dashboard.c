@@ -461,6 +461,10 @@ ngx_http_activity_dashboard_refuse(ngx_http_request_t *r, ngx_uint_t status,
 
         h->hash = 1;
         ngx_str_set(&h->key, "WWW-Authenticate");
+#if (nginx_version >= 1023000)
+        /* 1.23 chains repeated headers: auth_request follows ->next */
+        h->next = NULL;
+#endif
         ngx_str_set(&h->value, "Bearer");
         r->headers_out.www_authenticate = h;
     }

@@ -68,20 +68,22 @@ static char *ngx_http_activity_handler_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_activity_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_activity_valid_type(ngx_str_t *type);
+static char *ngx_http_activity_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 static ngx_conf_num_bounds_t  ngx_http_activity_queue_bounds = {
-    ngx_conf_check_num_bounds, 16, 65536
+    ngx_http_activity_check_bounds, 16, 65536
 };
 
 
 static ngx_conf_num_bounds_t  ngx_http_activity_rate_bounds = {
-    ngx_conf_check_num_bounds, 1, 1000
+    ngx_http_activity_check_bounds, 1, 1000
 };
 
 
 static ngx_conf_num_bounds_t  ngx_http_activity_connections_bounds = {
-    ngx_conf_check_num_bounds, 1, 10000000
+    ngx_http_activity_check_bounds, 1, 10000000
 };
 
 
@@ -1346,4 +1348,33 @@ ngx_http_activity_valid_type(ngx_str_t *type)
     }
 
     return 1;
+}
+
+
+/*
+ * The bounds post handler of the numeric directives: nginx's own
+ * ngx_conf_check_num_bounds() says "value must be between" without
+ * naming the directive or the value.
+ */
+
+static char *
+ngx_http_activity_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
+    ngx_str_t  *value;
+
+    if (*np >= bounds->low && (bounds->high == -1 || *np <= bounds->high)) {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, "
+                       "it must be between %i and %i",
+                       &value[1], &value[0], bounds->low, bounds->high);
+
+    return NGX_CONF_ERROR;
 }

@@ -105,7 +105,10 @@ http {
     }
 }
 EOF
-$conf =~ s/\@ROOT\@/$ROOT/g;
+# the page from a copy in the test folder: nginx's workers (nobody) may
+# not reach the checkout (a clone under /root)
+my $web = $t->web_copy;
+$conf =~ s/\@ROOT\@\/web/$web/g;
 $t->write_conf($conf);
 
 $t->redis_start;

@@ -257,19 +257,29 @@ my @bad = (
     [ 'activity_jwt_secret twice', http =>
         'activity_jwt_secret a; activity_jwt_secret b;',
         qr/activity_jwt_secret/ ],
-    # nginx's own bounds check names the range, not the directive
+    # out of bounds: the directive, the value and the range
     [ 'activity_dashboard_queue too small', location =>
-        'activity_dashboard_queue 15;', qr/between 16 and 65536/ ],
+        'activity_dashboard_queue 15;',
+        qr/invalid value "15" in "activity_dashboard_queue" directive/,
+        qr/it must be between 16 and 65536/ ],
     [ 'activity_dashboard_queue too large', location =>
-        'activity_dashboard_queue 65537;', qr/between 16 and 65536/ ],
+        'activity_dashboard_queue 65537;',
+        qr/invalid value "65537" in "activity_dashboard_queue" directive/,
+        qr/it must be between 16 and 65536/ ],
     [ 'activity_dashboard_queue not a number', location =>
         'activity_dashboard_queue lots;', qr/activity_dashboard_queue/ ],
     [ 'activity_dashboard_rate 0', location =>
-        'activity_dashboard_rate 0;', qr/between 1 and 1000/ ],
+        'activity_dashboard_rate 0;',
+        qr/invalid value "0" in "activity_dashboard_rate" directive/,
+        qr/it must be between 1 and 1000/ ],
     [ 'activity_dashboard_rate too large', location =>
-        'activity_dashboard_rate 1001;', qr/between 1 and 1000/ ],
+        'activity_dashboard_rate 1001;',
+        qr/invalid value "1001" in "activity_dashboard_rate" directive/,
+        qr/it must be between 1 and 1000/ ],
     [ 'activity_dashboard_max_connections 0', http =>
-        'activity_dashboard_max_connections 0;', qr/between 1 and/ ],
+        'activity_dashboard_max_connections 0;',
+        qr/invalid value "0" in "activity_dashboard_max_connections" directive/,
+        qr/it must be between 1 and 10000000/ ],
     [ 'activity_dashboard_max_connections in server', server =>
         'activity_dashboard_max_connections 10;',
         qr/activity_dashboard_max_connections/ ],

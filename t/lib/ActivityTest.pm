@@ -85,7 +85,7 @@ sub new {
 
     my $name = basename($0, '.t');
     $name =~ s/[^A-Za-z0-9_-]/_/g;
-    my $base = $ENV{TEST_TMPDIR} || File::Spec->tmpdir;
+    my $base = _reachable_tmp($ENV{TEST_TMPDIR} || File::Spec->tmpdir);
     my $dir = tempdir("activity-$name-XXXXXX", DIR => $base, CLEANUP => 0);
     chmod 0755, $dir;
 
@@ -932,6 +932,49 @@ END {
         eval { $t->_cleanup };
     }
     $? = $status;
+}
+
+
+# --- issue 13 (ops): checkouts and TMPDIR anywhere ----------------------
+
+# The test folder must be reachable by the postgres user and by nginx's
+# workers (nobody): under a parent that others cannot enter (/root is
+# 0700), use /tmp instead, and say so once.
+my $TMP_NOTED;
+
+sub _reachable_tmp {
+    my ($base) = @_;
+    my $p = abs_path($base) // $base;
+    while (1) {
+        my @st = stat $p;
+        if (!@st || !($st[2] & 0001)) {
+            diag("$base: not reachable by other users ($p),"
+                . ' using /tmp for the test folders')
+                unless $TMP_NOTED++;
+            return '/tmp';
+        }
+        last if $p eq '/';
+        $p = dirname($p);
+    }
+    return $base;
+}
+
+# A copy of the dashboard page (web/ without node_modules, plus
+# socket.io-client's browser bundle at the same relative path) in the
+# test folder, readable by nginx's workers wherever the checkout is.
+# Returns its path.
+sub web_copy {
+    my ($self) = @_;
+    my $dst = "$self->{dir}/web";
+    my $src = "$ROOT/web";
+    my $dist = 'node_modules/socket.io-client/dist';
+    make_path("$dst/$dist");
+    my ($rc, $out) = $self->run_cmd('sh', '-c',
+        'tar -C "$1" --exclude=./node_modules -cf - . | tar -C "$2" -xf -'
+        . ' && cp -r "$1/$3/." "$2/$3/" && chmod -R a+rX "$2"',
+        'web_copy', $src, $dst, $dist);
+    croak "copying $src to $dst failed:\n$out" if $rc;
+    return $dst;
 }
 
 
