@@ -90,6 +90,8 @@ static void ngx_http_activity_queue_spool_timer(ngx_event_t *ev);
 static void ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
     void *privdata);
+static void ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r,
+    void *privdata);
 static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_queue_report_drops(
@@ -388,12 +390,33 @@ ngx_http_activity_queue_reply_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                  "activity: redis \"%V\" did not answer LPUSH within %Mms",
-                  &q->redis.addr->url,
-                  (ngx_msec_t) NGX_HTTP_ACTIVITY_REPLY_TIMEOUT);
+    ngx_http_activity_redis_error(&q->redis, NGX_HTTP_ACTIVITY_REDIS_TIMEOUT,
+                                  "no answer to LPUSH",
+                                  "within " ngx_value(
+                                      NGX_HTTP_ACTIVITY_REPLY_TIMEOUT) "ms");
+}
 
-    ngx_http_activity_redis_drop(&q->redis);
+
+/* an idle connection is known healthy by its answer to a PING */
+
+static void
+ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    redisReply  *reply = r;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "PING refused", reply->str);
+        return;
+    }
+
+    ngx_http_activity_redis_healthy(rd);
 }
 
 
@@ -417,20 +440,21 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                      "activity: redis refused LPUSH to \"%V\": %s",
-                      &q->key, reply->str);
 
         /*
          * keep the events and start over on a new connection after a
-         * backoff: later replies on this one no longer line up
+         * backoff that grows while the error lasts (WRONGTYPE, OOM, ...);
+         * READONLY: the master became a replica, a new connection finds
+         * the master again
          */
 
         q->broken = 1;
-        ngx_http_activity_redis_drop(rd);
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "LPUSH refused", reply->str);
         return;
     }
 
+    ngx_http_activity_redis_healthy(rd);
     ngx_http_activity_stat_add(q->stats, events_queued, n);
 
     while (n-- && q->head && q->head != q->unsent) {
@@ -490,6 +514,17 @@ ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
 
     if (q->unsent && !q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+
+    /* with nothing to send, a PING tells that the connection works */
+
+    if (q->unsent == NULL
+        && redisAsyncCommand(rd->ac, ngx_http_activity_queue_pong, NULL,
+                             "PING")
+           != REDIS_OK)
+    {
+        ngx_http_activity_redis_drop(rd);
+        return;
     }
 
     if (q->spool && !q->replay.posted) {
