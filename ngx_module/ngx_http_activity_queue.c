@@ -88,6 +88,7 @@ static ngx_int_t ngx_http_activity_queue_replay_line(void *data,
     u_char *line, size_t len);
 static void ngx_http_activity_queue_spool_timer(ngx_event_t *ev);
 static void ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q);
+static void ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r,
@@ -119,14 +120,19 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->flush.data = q;
     q->flush.log = cycle->log;
 
+    /*
+     * not cancelable: a worker that shuts down gracefully waits for the
+     * replies to what it sent (at most the reply timeout) before it exits
+     */
+
     q->reply_timer.handler = ngx_http_activity_queue_reply_timeout;
     q->reply_timer.data = q;
     q->reply_timer.log = cycle->log;
-    q->reply_timer.cancelable = 1;
 
     if (amcf->spool_path.len) {
         q->spool = ngx_http_activity_spool_create(cycle, &amcf->spool_path,
-                                                  amcf->spool_max);
+                                                  amcf->spool_max,
+                                                  amcf->stats);
         if (q->spool == NULL) {
             return NULL;
         }
@@ -184,7 +190,6 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
         if (q->spool
             && ngx_http_activity_spool_append(q->spool, data, len) == NGX_OK)
         {
-            ngx_http_activity_stat_add(q->stats, events_spooled, 1);
             return NGX_OK;
         }
 
@@ -282,13 +287,16 @@ ngx_http_activity_queue_destroy(ngx_http_activity_queue_t *q)
 
     ngx_http_activity_queue_send(q);
 
-    if (q->unsent && q->spool) {
+    /*
+     * whatever Redis has not acknowledged may be lost: spooled (sent
+     * again later, the worker stores an id once), or counted in the log
+     */
+
+    if (q->held && q->spool) {
         ngx_http_activity_queue_spool_all(q);
 
-    } else if (q->unsent) {
-        ngx_log_error(NGX_LOG_WARN, q->log, 0,
-                      "activity: exiting with %ui event(s) not sent to redis",
-                      q->held);
+    } else if (q->held) {
+        ngx_http_activity_queue_report_lost(q);
     }
 
     if (q->spool) {
@@ -559,6 +567,8 @@ ngx_http_activity_queue_replay(ngx_event_t *ev)
         q->replay_waits = 1;
         break;
 
+    /* NGX_DECLINED: locked by another process; the spool timer retries */
+
     default:
         break;
     }
@@ -570,8 +580,11 @@ ngx_http_activity_queue_replay_line(void *data, u_char *line, size_t len)
 {
     ngx_http_activity_queue_t  *q = data;
 
-    if (q->bytes + offsetof(ngx_http_activity_entry_t, data) + len
-        > q->limit / 2)
+    /* an event larger than half the buffer goes alone */
+
+    if (q->held
+        && q->bytes + offsetof(ngx_http_activity_entry_t, data) + len
+           > q->limit / 2)
     {
         return NGX_BUSY;
     }
@@ -603,7 +616,10 @@ ngx_http_activity_queue_spool_timer(ngx_event_t *ev)
 }
 
 
-/* exiting while Redis is away: nothing held in memory is lost */
+/*
+ * Exiting with events Redis has not acknowledged (away, or no reply yet):
+ * nothing held in memory is lost.  Those already written may arrive twice.
+ */
 
 static void
 ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
@@ -625,7 +641,6 @@ ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
         }
     }
 
-    ngx_http_activity_stat_add(q->stats, events_spooled, spooled);
     ngx_http_activity_stat_add(q->stats, events_dropped, lost);
 
     if (lost) {
@@ -637,6 +652,42 @@ ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
         ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
                       "activity: exiting: %ui event(s) spooled", spooled);
     }
+}
+
+
+static void
+ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q)
+{
+    ngx_uint_t                  unsent;
+    ngx_http_activity_entry_t  *e;
+
+    unsent = 0;
+
+    for (e = q->unsent; e; e = e->next) {
+        unsent++;
+    }
+
+    ngx_http_activity_stat_add(q->stats, events_dropped, q->held);
+
+    if (unsent == q->held) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "activity: exiting: %ui event(s) not sent to redis "
+                      "are lost", q->held);
+        return;
+    }
+
+    if (q->redis.ac && sdslen(q->redis.ac->c.obuf) == 0) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "activity: exiting: %ui event(s) not acknowledged by "
+                      "redis are lost or stored (%ui of them sent, no reply "
+                      "yet)", q->held, q->held - unsent);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                  "activity: exiting: %ui event(s) not acknowledged by "
+                  "redis are lost (%ui of them partly sent)",
+                  q->held, q->held - unsent);
 }
 
 
