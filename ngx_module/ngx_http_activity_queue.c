@@ -658,36 +658,13 @@ ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
 static void
 ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q)
 {
-    ngx_uint_t                  unsent;
-    ngx_http_activity_entry_t  *e;
-
-    unsent = 0;
-
-    for (e = q->unsent; e; e = e->next) {
-        unsent++;
-    }
-
     ngx_http_activity_stat_add(q->stats, events_dropped, q->held);
 
-    if (unsent == q->held) {
-        ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                      "activity: exiting: %ui event(s) not sent to redis "
-                      "are lost", q->held);
-        return;
-    }
-
-    if (q->redis.ac && sdslen(q->redis.ac->c.obuf) == 0) {
-        ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                      "activity: exiting: %ui event(s) not acknowledged by "
-                      "redis are lost or stored (%ui of them sent, no reply "
-                      "yet)", q->held, q->held - unsent);
-        return;
-    }
+    /* those written on a connection that then went may be stored anyway */
 
     ngx_log_error(NGX_LOG_ERR, q->log, 0,
                   "activity: exiting: %ui event(s) not acknowledged by "
-                  "redis are lost (%ui of them partly sent)",
-                  q->held, q->held - unsent);
+                  "redis are lost", q->held);
 }
 
 

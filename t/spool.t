@@ -123,11 +123,15 @@ $t->redis_stop;
 # ~300 bytes an event: 64k of buffer and 1m of spool hold ~3,700
 burst('b', 1, 5000);
 
-ok(metric('activity_events_dropped_total') > 0,
+ok(wait_for(sub { metric('activity_events_dropped_total') > 0 }, 5),
     'beyond the spool, events are dropped and counted');
 ok(-s "$spool/events" <= 1024 * 1024, 'the spool stays within max_size');
 
-my $elog = do { local (@ARGV, $/) = $t->error_log; <> };
+my $elog;
+wait_for(sub {
+    $elog = do { local (@ARGV, $/) = $t->error_log; <> };
+    return $elog =~ /dropped/;
+}, 5);
 like($elog, qr/(event buffer full|the spool is full) .* dropped/,
     'the drops are logged');
 
