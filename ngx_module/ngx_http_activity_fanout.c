@@ -140,8 +140,8 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
     if (f->counters) {
         f->redis.stat_reconnects = &f->counters->subscriber_reconnects;
 
-        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
-            f->redis.stat_up = &f->counters->subscriber_up[ngx_worker];
+        if (ngx_http_activity_status_slot(f->counters, cycle->log)) {
+            f->redis.stat_up = &ngx_http_activity_proc_stats->subscriber_up;
         }
     }
 

@@ -576,6 +576,8 @@ ngx_http_activity_exit_process(ngx_cycle_t *cycle)
         ngx_http_activity_queue_destroy(amcf->queue_state);
         amcf->queue_state = NULL;
     }
+
+    ngx_http_activity_status_release();
 }
 
 

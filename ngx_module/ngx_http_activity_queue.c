@@ -159,8 +159,8 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     if (q->stats) {
         q->redis.stat_reconnects = &q->stats->queue_reconnects;
 
-        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
-            q->redis.stat_up = &q->stats->queue_up[ngx_worker];
+        if (ngx_http_activity_status_slot(q->stats, cycle->log)) {
+            q->redis.stat_up = &ngx_http_activity_proc_stats->queue_up;
         }
     }
 
@@ -239,7 +239,7 @@ ngx_http_activity_queue_add(ngx_http_activity_queue_t *q, u_char *data,
     q->bytes += size;
     q->held++;
 
-    ngx_http_activity_stat_set(q->stats, buffered, q->held);
+    ngx_http_activity_stat_set(buffered, q->held);
 
     if (!q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
@@ -475,7 +475,7 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         ngx_free(e);
     }
 
-    ngx_http_activity_stat_set(q->stats, buffered, q->held);
+    ngx_http_activity_stat_set(buffered, q->held);
 
     if (q->head == NULL) {
         q->last = &q->head;
