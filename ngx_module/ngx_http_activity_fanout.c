@@ -73,6 +73,7 @@ static void ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
     ngx_str_t *name, ngx_str_t *data, ngx_uint_t room);
 static ngx_int_t ngx_http_activity_fanout_remember(
     ngx_http_activity_fanout_t *f, u_char *data, size_t len);
+static void ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f);
 static void ngx_http_activity_fanout_invalidate(ngx_http_activity_fanout_t *f);
 static ngx_http_activity_frame_t *ngx_http_activity_fanout_build_snapshot(
     ngx_http_activity_fanout_t *f, ngx_uint_t protocol);
@@ -133,12 +134,14 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
 
     f->redis.on_ready = ngx_http_activity_fanout_on_ready;
     f->redis.data = f;
+    f->redis.ping_interval = amcf->ping_interval;
+    f->redis.ping_timeout = amcf->ping_timeout;
 
     if (f->counters) {
         f->redis.stat_reconnects = &f->counters->subscriber_reconnects;
 
-        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
-            f->redis.stat_up = &f->counters->subscriber_up[ngx_worker];
+        if (ngx_http_activity_status_slot(f->counters, cycle->log)) {
+            f->redis.stat_up = &ngx_http_activity_proc_stats->subscriber_up;
         }
     }
 
@@ -151,8 +154,6 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
 void
 ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f)
 {
-    ngx_uint_t  i;
-
     if (f->flush.posted) {
         ngx_delete_posted_event(&f->flush);
     }
@@ -161,13 +162,7 @@ ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f)
     ngx_http_activity_redis_close(&f->redis);
 
     ngx_http_activity_fanout_invalidate(f);
-
-    for (i = 0; i < NGX_HTTP_ACTIVITY_RECENT_MAX; i++) {
-        if (f->recent[i].data) {
-            ngx_free(f->recent[i].data);
-            f->recent[i].data = NULL;
-        }
-    }
+    ngx_http_activity_fanout_forget(f);
 
     if (f->stats.data) {
         ngx_free(f->stats.data);
@@ -428,6 +423,13 @@ ngx_http_activity_fanout_recent_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
+    /*
+     * the list is the truth after a reconnect: what was remembered before
+     * is in it already (or expired), so start from it alone
+     */
+
+    ngx_http_activity_fanout_forget(f);
+
     /* the list is newest first; remember oldest first */
 
     for (i = reply->elements; i > 0; i--) {
@@ -468,9 +470,25 @@ ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     ngx_http_activity_main_conf_t  *amcf;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3
-        || !ngx_http_activity_fanout_is(reply->element[0], "message"))
+        || reply->elements != 3)
     {
+        return;
+    }
+
+    /* both channels subscribed: the subscriber works, watch it from now */
+
+    if (ngx_http_activity_fanout_is(reply->element[0], "subscribe")) {
+        if (reply->element[2]->type == REDIS_REPLY_INTEGER
+            && reply->element[2]->integer == 2)
+        {
+            ngx_http_activity_redis_healthy(&f->redis);
+            ngx_http_activity_redis_start_ping(&f->redis);
+        }
+
+        return;
+    }
+
+    if (!ngx_http_activity_fanout_is(reply->element[0], "message")) {
         return;
     }
 
@@ -686,6 +704,23 @@ ngx_http_activity_fanout_remember(ngx_http_activity_fanout_t *f,
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_ACTIVITY_RECENT_MAX; i++) {
+        if (f->recent[i].data) {
+            ngx_free(f->recent[i].data);
+            f->recent[i].data = NULL;
+        }
+    }
+
+    f->recent_next = 0;
+    f->recent_count = 0;
 }
 
 

@@ -129,6 +129,20 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       0,
       NULL },
 
+    { ngx_string("activity_redis_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("activity_redis_ping_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, ping_timeout),
+      NULL },
+
     { ngx_string("activity_track"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -304,6 +318,8 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
 
     amcf->buffer_size = NGX_CONF_UNSET_SIZE;
     amcf->max_connections = NGX_CONF_UNSET_UINT;
+    amcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    amcf->ping_timeout = NGX_CONF_UNSET_MSEC;
 
     return amcf;
 }
@@ -332,6 +348,15 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_HTTP_ACTIVITY_DEFAULT_BUFFER);
     ngx_conf_init_uint_value(amcf->max_connections,
                              NGX_HTTP_ACTIVITY_MAX_CONNECTIONS);
+    ngx_conf_init_msec_value(amcf->ping_interval, 15000);
+    ngx_conf_init_msec_value(amcf->ping_timeout, 5000);
+
+    if (amcf->ping_interval && amcf->ping_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_redis_ping_timeout\" must not be 0 "
+                           "while \"activity_redis_ping_interval\" is set");
+        return NGX_CONF_ERROR;
+    }
 
     /* the names the worker publishes under (ARCHITECTURE.md) */
 
@@ -553,6 +578,8 @@ ngx_http_activity_exit_process(ngx_cycle_t *cycle)
         ngx_http_activity_queue_destroy(amcf->queue_state);
         amcf->queue_state = NULL;
     }
+
+    ngx_http_activity_status_release();
 }
 
 

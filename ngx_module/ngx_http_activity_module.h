@@ -44,6 +44,8 @@ typedef struct {
     ngx_flag_t                       dashboards;  /* some location serves */
     ngx_flag_t                       access;      /* activity_auth_jwt */
     ngx_uint_t                       max_connections;
+    ngx_msec_t                       ping_interval;  /* subscriber PING */
+    ngx_msec_t                       ping_timeout;
 
     ngx_str_t                        events_channel;
     ngx_str_t                        stats_channel;

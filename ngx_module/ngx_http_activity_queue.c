@@ -88,7 +88,10 @@ static ngx_int_t ngx_http_activity_queue_replay_line(void *data,
     u_char *line, size_t len);
 static void ngx_http_activity_queue_spool_timer(ngx_event_t *ev);
 static void ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q);
+static void ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd);
@@ -117,14 +120,19 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->flush.data = q;
     q->flush.log = cycle->log;
 
+    /*
+     * not cancelable: a worker that shuts down gracefully waits for the
+     * replies to what it sent (at most the reply timeout) before it exits
+     */
+
     q->reply_timer.handler = ngx_http_activity_queue_reply_timeout;
     q->reply_timer.data = q;
     q->reply_timer.log = cycle->log;
-    q->reply_timer.cancelable = 1;
 
     if (amcf->spool_path.len) {
         q->spool = ngx_http_activity_spool_create(cycle, &amcf->spool_path,
-                                                  amcf->spool_max);
+                                                  amcf->spool_max,
+                                                  amcf->stats);
         if (q->spool == NULL) {
             return NULL;
         }
@@ -151,8 +159,8 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     if (q->stats) {
         q->redis.stat_reconnects = &q->stats->queue_reconnects;
 
-        if (ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {
-            q->redis.stat_up = &q->stats->queue_up[ngx_worker];
+        if (ngx_http_activity_status_slot(q->stats, cycle->log)) {
+            q->redis.stat_up = &ngx_http_activity_proc_stats->queue_up;
         }
     }
 
@@ -182,7 +190,6 @@ ngx_http_activity_queue_push(ngx_http_activity_queue_t *q, u_char *data,
         if (q->spool
             && ngx_http_activity_spool_append(q->spool, data, len) == NGX_OK)
         {
-            ngx_http_activity_stat_add(q->stats, events_spooled, 1);
             return NGX_OK;
         }
 
@@ -232,7 +239,7 @@ ngx_http_activity_queue_add(ngx_http_activity_queue_t *q, u_char *data,
     q->bytes += size;
     q->held++;
 
-    ngx_http_activity_stat_set(q->stats, buffered, q->held);
+    ngx_http_activity_stat_set(buffered, q->held);
 
     if (!q->flush.posted) {
         ngx_post_event(&q->flush, &ngx_posted_events);
@@ -280,13 +287,16 @@ ngx_http_activity_queue_destroy(ngx_http_activity_queue_t *q)
 
     ngx_http_activity_queue_send(q);
 
-    if (q->unsent && q->spool) {
+    /*
+     * whatever Redis has not acknowledged may be lost: spooled (sent
+     * again later, the worker stores an id once), or counted in the log
+     */
+
+    if (q->held && q->spool) {
         ngx_http_activity_queue_spool_all(q);
 
-    } else if (q->unsent) {
-        ngx_log_error(NGX_LOG_WARN, q->log, 0,
-                      "activity: exiting with %ui event(s) not sent to redis",
-                      q->held);
+    } else if (q->held) {
+        ngx_http_activity_queue_report_lost(q);
     }
 
     if (q->spool) {
@@ -388,12 +398,33 @@ ngx_http_activity_queue_reply_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                  "activity: redis \"%V\" did not answer LPUSH within %Mms",
-                  &q->redis.addr->url,
-                  (ngx_msec_t) NGX_HTTP_ACTIVITY_REPLY_TIMEOUT);
+    ngx_http_activity_redis_error(&q->redis, NGX_HTTP_ACTIVITY_REDIS_TIMEOUT,
+                                  "no answer to LPUSH",
+                                  "within " ngx_value(
+                                      NGX_HTTP_ACTIVITY_REPLY_TIMEOUT) "ms");
+}
 
-    ngx_http_activity_redis_drop(&q->redis);
+
+/* an idle connection is known healthy by its answer to a PING */
+
+static void
+ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    redisReply  *reply = r;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "PING refused", reply->str);
+        return;
+    }
+
+    ngx_http_activity_redis_healthy(rd);
 }
 
 
@@ -417,20 +448,21 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, q->log, 0,
-                      "activity: redis refused LPUSH to \"%V\": %s",
-                      &q->key, reply->str);
 
         /*
          * keep the events and start over on a new connection after a
-         * backoff: later replies on this one no longer line up
+         * backoff that grows while the error lasts (WRONGTYPE, OOM, ...);
+         * READONLY: the master became a replica, a new connection finds
+         * the master again
          */
 
         q->broken = 1;
-        ngx_http_activity_redis_drop(rd);
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "LPUSH refused", reply->str);
         return;
     }
 
+    ngx_http_activity_redis_healthy(rd);
     ngx_http_activity_stat_add(q->stats, events_queued, n);
 
     while (n-- && q->head && q->head != q->unsent) {
@@ -443,7 +475,7 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         ngx_free(e);
     }
 
-    ngx_http_activity_stat_set(q->stats, buffered, q->held);
+    ngx_http_activity_stat_set(buffered, q->held);
 
     if (q->head == NULL) {
         q->last = &q->head;
@@ -492,6 +524,17 @@ ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
         ngx_post_event(&q->flush, &ngx_posted_events);
     }
 
+    /* with nothing to send, a PING tells that the connection works */
+
+    if (q->unsent == NULL
+        && redisAsyncCommand(rd->ac, ngx_http_activity_queue_pong, NULL,
+                             "PING")
+           != REDIS_OK)
+    {
+        ngx_http_activity_redis_drop(rd);
+        return;
+    }
+
     if (q->spool && !q->replay.posted) {
         ngx_post_event(&q->replay, &ngx_posted_events);
     }
@@ -524,6 +567,8 @@ ngx_http_activity_queue_replay(ngx_event_t *ev)
         q->replay_waits = 1;
         break;
 
+    /* NGX_DECLINED: locked by another process; the spool timer retries */
+
     default:
         break;
     }
@@ -535,8 +580,11 @@ ngx_http_activity_queue_replay_line(void *data, u_char *line, size_t len)
 {
     ngx_http_activity_queue_t  *q = data;
 
-    if (q->bytes + offsetof(ngx_http_activity_entry_t, data) + len
-        > q->limit / 2)
+    /* an event larger than half the buffer goes alone */
+
+    if (q->held
+        && q->bytes + offsetof(ngx_http_activity_entry_t, data) + len
+           > q->limit / 2)
     {
         return NGX_BUSY;
     }
@@ -568,7 +616,10 @@ ngx_http_activity_queue_spool_timer(ngx_event_t *ev)
 }
 
 
-/* exiting while Redis is away: nothing held in memory is lost */
+/*
+ * Exiting with events Redis has not acknowledged (away, or no reply yet):
+ * nothing held in memory is lost.  Those already written may arrive twice.
+ */
 
 static void
 ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
@@ -590,7 +641,6 @@ ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
         }
     }
 
-    ngx_http_activity_stat_add(q->stats, events_spooled, spooled);
     ngx_http_activity_stat_add(q->stats, events_dropped, lost);
 
     if (lost) {
@@ -602,6 +652,19 @@ ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
         ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
                       "activity: exiting: %ui event(s) spooled", spooled);
     }
+}
+
+
+static void
+ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q)
+{
+    ngx_http_activity_stat_add(q->stats, events_dropped, q->held);
+
+    /* those written on a connection that then went may be stored anyway */
+
+    ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                  "activity: exiting: %ui event(s) not acknowledged by "
+                  "redis are lost", q->held);
 }
 
 

@@ -7,27 +7,41 @@
  * through the ev.addRead/delRead/addWrite/delWrite/cleanup hooks.  hiredis
  * 0.14 has no timeouts of its own, so connecting is bounded by an nginx
  * timer, and a lost connection is retried with exponential backoff.
+ *
+ * The backoff has jitter and keeps growing while the trouble lasts: it
+ * starts over only once a connection has been healthy (its owner says so
+ * with ngx_http_activity_redis_healthy) for a while, so a Redis that
+ * accepts connections and then refuses every command (WRONGTYPE, NOAUTH,
+ * READONLY, OOM) is not hammered.  Trouble is logged once when it starts
+ * or changes kind, and once when the connection is healthy again.
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_event.h>
-#include <sys/ioctl.h>
 
 #include "ngx_http_activity_redis.h"
 
 
 #define NGX_HTTP_ACTIVITY_REDIS_CONNECT_TIMEOUT   3000
 #define NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MIN       100
-#define NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MAX       3000
+#define NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MAX       5000
+
+/* a connection healthy this long resets the backoff */
+#define NGX_HTTP_ACTIVITY_REDIS_HEALTHY           10000
+
+/* reads per read event before the rest waits for the next loop iteration */
+#define NGX_HTTP_ACTIVITY_REDIS_READS             64
 
 
 static void ngx_http_activity_redis_schedule(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_redis_retry_handler(ngx_event_t *ev);
 static void ngx_http_activity_redis_connect_timeout(ngx_event_t *ev);
-static void ngx_http_activity_redis_failed(ngx_http_activity_redis_t *rd,
-    const char *reason);
+static void ngx_http_activity_redis_trouble(ngx_http_activity_redis_t *rd,
+    ngx_uint_t kind, const char *what, const char *detail);
+static void ngx_http_activity_redis_ping_handler(ngx_event_t *ev);
+static void ngx_http_activity_redis_later(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_activity_redis_on_disconnect(
@@ -65,6 +79,11 @@ ngx_http_activity_redis_init(ngx_http_activity_redis_t *rd,
     rd->connect_timer.data = rd;
     rd->connect_timer.log = log;
     rd->connect_timer.cancelable = 1;
+
+    rd->ping.handler = ngx_http_activity_redis_ping_handler;
+    rd->ping.data = rd;
+    rd->ping.log = log;
+    rd->ping.cancelable = 1;
 }
 
 
@@ -89,7 +108,8 @@ ngx_http_activity_redis_connect(ngx_http_activity_redis_t *rd)
     }
 
     if (ac->err) {
-        ngx_http_activity_redis_failed(rd, ac->errstr);
+        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                        "cannot connect", ac->errstr);
         redisAsyncFree(ac);
         ngx_http_activity_redis_schedule(rd);
         return;
@@ -137,9 +157,21 @@ ngx_http_activity_redis_connect(ngx_http_activity_redis_t *rd)
 void
 ngx_http_activity_redis_send(ngx_http_activity_redis_t *rd)
 {
-    if (rd->ac && rd->ready) {
-        redisAsyncHandleWrite(rd->ac);
+    if (rd->ac == NULL || !rd->ready) {
+        return;
     }
+
+    /*
+     * inside the connect callback hiredis still uses the context after
+     * the callback returns: a write that failed here would free it first
+     */
+
+    if (rd->in_connect) {
+        rd->write_later = 1;
+        return;
+    }
+
+    redisAsyncHandleWrite(rd->ac);
 }
 
 
@@ -152,9 +184,81 @@ ngx_http_activity_redis_send(ngx_http_activity_redis_t *rd)
 void
 ngx_http_activity_redis_drop(ngx_http_activity_redis_t *rd)
 {
-    if (rd->ac) {
-        redisAsyncFree(rd->ac);
+    if (rd->ac == NULL) {
+        return;
     }
+
+    if (rd->in_connect) {
+        rd->drop_later = 1;
+        return;
+    }
+
+    redisAsyncFree(rd->ac);
+}
+
+
+/* a command failed for good on this connection: log (once) and reconnect */
+
+void
+ngx_http_activity_redis_error(ngx_http_activity_redis_t *rd, ngx_uint_t kind,
+    const char *what, const char *detail)
+{
+    ngx_http_activity_redis_trouble(rd, kind, what, detail);
+    ngx_http_activity_redis_drop(rd);
+}
+
+
+/*
+ * The owner saw the connection work (a command answered as expected):
+ * the outage, if any, is over, and the backoff may start over later.
+ */
+
+void
+ngx_http_activity_redis_healthy(ngx_http_activity_redis_t *rd)
+{
+    if (!rd->healthy) {
+        rd->healthy = 1;
+        rd->healthy_since = ngx_current_msec;
+    }
+
+    if (rd->stat_up) {
+        *rd->stat_up = 1;
+    }
+
+    if (rd->trouble) {
+        rd->trouble = 0;
+        rd->trouble_code = 0;
+
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "activity: %s is back on redis \"%V\"",
+                      rd->role, &rd->addr->url);
+    }
+}
+
+
+/*
+ * A subscribed connection only listens: a flow that a NAT or a load
+ * balancer dropped silently would never be noticed.  A PING every
+ * interval, and no byte read within the timeout, means the connection is
+ * gone.  In subscribe mode Redis answers ["pong",""], which hiredis 0.14
+ * passes to no callback: the PING is appended without one, and any read
+ * counts as the answer.
+ */
+
+void
+ngx_http_activity_redis_start_ping(ngx_http_activity_redis_t *rd)
+{
+    rd->pinging = 0;
+
+    if (rd->ping_interval == 0) {
+        return;
+    }
+
+    if (rd->ping.timer_set) {
+        ngx_del_timer(&rd->ping);
+    }
+
+    ngx_add_timer(&rd->ping, rd->ping_interval);
 }
 
 
@@ -171,6 +275,10 @@ ngx_http_activity_redis_close(ngx_http_activity_redis_t *rd)
         ngx_del_timer(&rd->connect_timer);
     }
 
+    if (rd->ping.timer_set) {
+        ngx_del_timer(&rd->ping);
+    }
+
     if (rd->ac) {
         redisAsyncFree(rd->ac);
     }
@@ -180,12 +288,29 @@ ngx_http_activity_redis_close(ngx_http_activity_redis_t *rd)
 static void
 ngx_http_activity_redis_schedule(ngx_http_activity_redis_t *rd)
 {
+    ngx_msec_t  delay;
+
     if (rd->closing || ngx_exiting || ngx_quit || ngx_terminate) {
         return;
     }
 
+    /* only a connection that worked for a while starts the backoff over */
+
+    if (rd->healthy
+        && ngx_current_msec - rd->healthy_since
+           >= NGX_HTTP_ACTIVITY_REDIS_HEALTHY)
+    {
+        rd->backoff = NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MIN;
+    }
+
+    rd->healthy = 0;
+
+    /* jitter: workers and instances that lost Redis together spread out */
+
+    delay = rd->backoff / 2 + (ngx_msec_t) ngx_random() % (rd->backoff / 2 + 1);
+
     if (!rd->retry.timer_set) {
-        ngx_add_timer(&rd->retry, rd->backoff);
+        ngx_add_timer(&rd->retry, delay);
     }
 
     rd->backoff = ngx_min(rd->backoff * 2,
@@ -217,7 +342,8 @@ ngx_http_activity_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_activity_redis_failed(rd, "connection timed out");
+    ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                    "cannot connect", "connection timed out");
 
     /* not connected yet: hiredis calls no disconnect callback */
 
@@ -226,17 +352,43 @@ ngx_http_activity_redis_connect_timeout(ngx_event_t *ev)
 }
 
 
-/* logged once per outage, not once per attempt */
+/*
+ * Logged once when trouble starts, and again only when it changes kind
+ * (or Redis refuses with another error code): never once per attempt.
+ */
 
 static void
-ngx_http_activity_redis_failed(ngx_http_activity_redis_t *rd,
-    const char *reason)
+ngx_http_activity_redis_trouble(ngx_http_activity_redis_t *rd,
+    ngx_uint_t kind, const char *what, const char *detail)
 {
-    if (rd->failures++ == 0) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "activity: cannot connect %s to redis \"%V\": %s, "
-                      "retrying", rd->role, &rd->addr->url, reason);
+    size_t      len;
+    ngx_uint_t  code;
+
+    code = 0;
+
+    if (kind == NGX_HTTP_ACTIVITY_REDIS_REFUSED && detail) {
+
+        /* the error code: "WRONGTYPE", "NOAUTH", "READONLY", "OOM", ... */
+
+        len = strcspn(detail, " ");
+        code = ngx_hash_key((u_char *) detail, len) + 1;
     }
+
+    if (rd->stat_up) {
+        *rd->stat_up = 0;
+    }
+
+    if (rd->trouble == kind && rd->trouble_code == code) {
+        return;
+    }
+
+    rd->trouble = kind;
+    rd->trouble_code = code;
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  "activity: %s on redis \"%V\": %s: %s; retrying with "
+                  "backoff", rd->role, &rd->addr->url, what,
+                  detail ? detail : "unknown error");
 }
 
 
@@ -252,7 +404,8 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     if (status != REDIS_OK) {
-        ngx_http_activity_redis_failed(rd, ac->errstr);
+        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                        "cannot connect", ac->errstr);
 
         /* hiredis frees the context when this callback returns */
 
@@ -262,19 +415,30 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
 
     c = (redisAsyncContext *) ac;
 
+    /* a peer that vanished without a word is found out by the kernel too */
+
+    if (rd->addr->unix_path.len == 0
+        && redisEnableKeepAlive(&c->c) != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, rd->log, ngx_socket_errno,
+                      "activity: cannot enable TCP keepalive on the %s "
+                      "connection to redis", rd->role);
+        c->c.err = 0;
+    }
+
     /* pipelined ahead of everything else on this connection */
 
     if (rd->addr->password.len) {
         if (rd->addr->username.len) {
             redisAsyncCommand(c, ngx_http_activity_redis_setup_reply,
-                              (void *) "AUTH", "AUTH %b %b",
+                              (void *) "AUTH refused", "AUTH %b %b",
                               rd->addr->username.data, rd->addr->username.len,
                               rd->addr->password.data,
                               rd->addr->password.len);
 
         } else {
             redisAsyncCommand(c, ngx_http_activity_redis_setup_reply,
-                              (void *) "AUTH", "AUTH %b",
+                              (void *) "AUTH refused", "AUTH %b",
                               rd->addr->password.data,
                               rd->addr->password.len);
         }
@@ -282,25 +446,18 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
 
     if (rd->addr->db >= 0) {
         redisAsyncCommand(c, ngx_http_activity_redis_setup_reply,
-                          (void *) "SELECT", "SELECT %d", (int) rd->addr->db);
-    }
-
-    if (rd->failures) {
-        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "activity: %s reconnected to redis \"%V\"",
-                      rd->role, &rd->addr->url);
+                          (void *) "SELECT refused", "SELECT %d",
+                          (int) rd->addr->db);
     }
 
     rd->ready = 1;
-    rd->failures = 0;
 
-    if (rd->stat_up) {
-        *rd->stat_up = 1;
-    }
-    rd->backoff = NGX_HTTP_ACTIVITY_REDIS_BACKOFF_MIN;
+    /* the owner says when the connection is healthy: it knows its replies */
 
     if (rd->on_ready) {
+        rd->in_connect = 1;
         rd->on_ready(rd);
+        rd->in_connect = 0;
     }
 }
 
@@ -313,23 +470,25 @@ ngx_http_activity_redis_on_disconnect(const redisAsyncContext *ac,
 
     rd->ready = 0;
     rd->ac = NULL;
+    rd->pinging = 0;
 
     if (rd->stat_up) {
         *rd->stat_up = 0;
+    }
+
+    if (rd->ping.timer_set) {
+        ngx_del_timer(&rd->ping);
     }
 
     if (rd->closing) {
         return;
     }
 
+    /* a drop of ours (status REDIS_OK) was logged by whoever dropped */
+
     if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "activity: %s lost redis \"%V\": %s, reconnecting",
-                      rd->role, &rd->addr->url, ac->errstr);
-
-        /* the next failure starts a new outage in the log */
-
-        rd->failures = 1;
+        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                        "lost the connection", ac->errstr);
     }
 
     if (rd->on_down) {
@@ -351,18 +510,84 @@ ngx_http_activity_redis_setup_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  "activity: redis \"%V\" refused %s: %s",
-                  &rd->addr->url, (char *) privdata, reply->str);
+    ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                  (char *) privdata, reply->str);
+}
 
-    ngx_http_activity_redis_drop(rd);
+
+static void
+ngx_http_activity_redis_ping_handler(ngx_event_t *ev)
+{
+    ngx_http_activity_redis_t  *rd = ev->data;
+
+    static const char  ping[] = "*1\r\n$4\r\nPING\r\n";
+
+    if (rd->ac == NULL || !rd->ready) {
+        return;
+    }
+
+    if (rd->pinging) {
+        if (rd->reads != rd->ping_reads) {
+            rd->pinging = 0;
+            ngx_add_timer(&rd->ping, rd->ping_interval);
+            return;
+        }
+
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_TIMEOUT,
+                                      "no answer to PING",
+                                      "the connection is presumed dead");
+        return;
+    }
+
+    if (redisAppendFormattedCommand(&rd->ac->c, ping, sizeof(ping) - 1)
+        != REDIS_OK)
+    {
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                      "cannot send PING", rd->ac->c.errstr);
+        return;
+    }
+
+    rd->pinging = 1;
+    rd->ping_reads = rd->reads;
+
+    ngx_add_timer(&rd->ping, rd->ping_timeout);
+
+    ngx_http_activity_redis_send(rd);
+}
+
+
+/* what the connect callback asked for, done once hiredis let go */
+
+static void
+ngx_http_activity_redis_later(ngx_http_activity_redis_t *rd)
+{
+    if (rd->ac == NULL) {
+        rd->drop_later = 0;
+        rd->write_later = 0;
+        return;
+    }
+
+    if (rd->drop_later) {
+        rd->drop_later = 0;
+        rd->write_later = 0;
+        redisAsyncFree(rd->ac);
+        return;
+    }
+
+    if (rd->write_later) {
+        rd->write_later = 0;
+        redisAsyncHandleWrite(rd->ac);
+    }
 }
 
 
 static void
 ngx_http_activity_redis_read_handler(ngx_event_t *ev)
 {
-    int                         n;
+    u_char                      byte;
+    ssize_t                     n;
+    ngx_err_t                   err;
+    ngx_uint_t                  i;
     ngx_socket_t                fd;
     ngx_connection_t           *c;
     ngx_http_activity_redis_t  *rd;
@@ -371,24 +596,50 @@ ngx_http_activity_redis_read_handler(ngx_event_t *ev)
     rd = c->data;
     fd = c->fd;
 
+    rd->reads++;
+
     /*
-     * hiredis reads at most 16K a call; with edge-triggered events the
-     * rest would never be reported again, so read while bytes are waiting.
-     * The context may be freed inside a reply callback: rd->ac says so.
+     * hiredis reads at most 16K a call, and with edge-triggered events
+     * neither the rest nor an end of file that came with it is reported
+     * again: read until the socket has nothing more to say (EAGAIN), or
+     * hiredis saw the end and let the connection go.  The context may be
+     * freed inside a reply callback: rd->ac says so.
      */
 
-    do {
+    for (i = 0; i < NGX_HTTP_ACTIVITY_REDIS_READS; i++) {
+
         if (rd->ac == NULL) {
             return;
         }
 
         redisAsyncHandleRead(rd->ac);
 
-        if (rd->ac == NULL) {
+        ngx_http_activity_redis_later(rd);
+
+        if (rd->ac == NULL || !(rd->ac->c.flags & REDIS_CONNECTED)) {
             return;
         }
 
-    } while (ioctl(fd, FIONREAD, &n) == 0 && n > 0);
+        n = recv(fd, &byte, 1, MSG_PEEK|MSG_DONTWAIT);
+
+        if (n == -1) {
+            err = ngx_socket_errno;
+
+            if (err == NGX_EAGAIN) {
+                return;
+            }
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+        }
+
+        /* bytes, the end, or an error: hiredis takes it on the next read */
+    }
+
+    /* a flood: the rest in the next loop iteration, after other work */
+
+    ngx_post_event(ev, &ngx_posted_events);
 }
 
 
@@ -404,6 +655,8 @@ ngx_http_activity_redis_write_handler(ngx_event_t *ev)
     if (rd->ac) {
         redisAsyncHandleWrite(rd->ac);
     }
+
+    ngx_http_activity_redis_later(rd);
 }
 
 
@@ -494,6 +747,11 @@ ngx_http_activity_redis_cleanup(void *privdata)
     rd->ac = NULL;
     rd->conn = NULL;
     rd->ready = 0;
+    rd->pinging = 0;
+
+    if (rd->ping.timer_set) {
+        ngx_del_timer(&rd->ping);
+    }
 
     if (c == NULL) {
         return;

@@ -32,8 +32,19 @@ struct ngx_http_activity_redis_s {
 
     ngx_event_t                          retry;
     ngx_event_t                          connect_timer;
-    ngx_msec_t                           backoff;
-    ngx_uint_t                           failures;  /* in a row */
+    ngx_msec_t                           backoff;   /* next delay, grows */
+    ngx_msec_t                           healthy_since;
+
+    /* the outage being reported: kind and error code, logged once */
+    ngx_uint_t                           trouble;
+    ngx_uint_t                           trouble_code;
+
+    /* application PING on a subscribed connection (0: none) */
+    ngx_event_t                          ping;
+    ngx_msec_t                           ping_interval;
+    ngx_msec_t                           ping_timeout;
+    ngx_uint_t                           reads;      /* read events seen */
+    ngx_uint_t                           ping_reads; /* reads at PING */
 
     ngx_atomic_t                        *stat_up;          /* or NULL */
     ngx_atomic_t                        *stat_reconnects;  /* or NULL */
@@ -44,7 +55,20 @@ struct ngx_http_activity_redis_s {
 
     unsigned                             ready:1;
     unsigned                             closing:1;
+    unsigned                             healthy:1;
+    unsigned                             pinging:1;  /* awaiting a reply */
+
+    /* inside hiredis's connect callback: the context must stay */
+    unsigned                             in_connect:1;
+    unsigned                             write_later:1;
+    unsigned                             drop_later:1;
 };
+
+
+/* what went wrong, for the log: one line per change */
+#define NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE   1
+#define NGX_HTTP_ACTIVITY_REDIS_REFUSED       2
+#define NGX_HTTP_ACTIVITY_REDIS_TIMEOUT       3
 
 
 void ngx_http_activity_redis_init(ngx_http_activity_redis_t *rd,
@@ -52,6 +76,10 @@ void ngx_http_activity_redis_init(ngx_http_activity_redis_t *rd,
 void ngx_http_activity_redis_connect(ngx_http_activity_redis_t *rd);
 void ngx_http_activity_redis_send(ngx_http_activity_redis_t *rd);
 void ngx_http_activity_redis_drop(ngx_http_activity_redis_t *rd);
+void ngx_http_activity_redis_error(ngx_http_activity_redis_t *rd,
+    ngx_uint_t kind, const char *what, const char *detail);
+void ngx_http_activity_redis_healthy(ngx_http_activity_redis_t *rd);
+void ngx_http_activity_redis_start_ping(ngx_http_activity_redis_t *rd);
 void ngx_http_activity_redis_close(ngx_http_activity_redis_t *rd);
 
 

@@ -2,18 +2,21 @@
 /*
  * The disk spool.
  *
- * Writers append one event a line with a single O_APPEND writev(), holding
- * a shared flock() on the file for the moment of the write.  A replaying
- * process claims the whole file by renaming it to PATH.replay.PID, takes an
- * exclusive flock() (which waits only for writes already under way) and
- * reads it a chunk per event loop iteration.  A writer that opened the
- * file just before the rename notices it (the lock is taken, or the path
- * names another file now) and opens the new one.  A claim left by a
- * process that died is taken over by the next one; its events may then be
- * sent twice, which the worker's idempotent store absorbs.
+ * Events to spool are gathered in memory (bounded) and written from a
+ * timer, one event a line, with a single O_APPEND write() under a shared
+ * flock() taken without waiting: never a disk access per request.  A
+ * replaying process claims the whole file by renaming it to
+ * PATH.replay.PID, takes an exclusive flock() without waiting either (a
+ * lock held elsewhere is tried again later) and reads it a chunk per event
+ * loop iteration.  A writer that opened the file just before the rename
+ * notices it (the lock is taken, or the path names another file now) and
+ * opens the new one.  A claim left by a process that died is taken over
+ * by the next one; its events may then be sent twice, which the worker's
+ * idempotent store absorbs.
  *
- * Disk writes block: they happen only when Redis is away and the memory
- * buffer is full, as nginx's own access log writes do.
+ * The writes themselves are plain file writes, as nginx's own access log
+ * writes are; they happen only when Redis is away and the memory buffer
+ * is full.
  */
 
 
@@ -23,9 +26,17 @@
 #include <dirent.h>
 
 #include "ngx_http_activity_spool.h"
+#include "ngx_http_activity_status.h"
 
 
 #define NGX_HTTP_ACTIVITY_SPOOL_CHUNK   65536
+
+/* the longest line replayed; longer ones are no events of ours */
+#define NGX_HTTP_ACTIVITY_SPOOL_LINE    (16 * 1024 * 1024)
+
+/* events gathered in memory before a write, and how often they leave */
+#define NGX_HTTP_ACTIVITY_SPOOL_PENDING (1024 * 1024)
+#define NGX_HTTP_ACTIVITY_SPOOL_DELAY   100
 
 
 struct ngx_http_activity_spool_s {
@@ -39,10 +50,28 @@ struct ngx_http_activity_spool_s {
     ngx_fd_t                     fd;         /* the claimed file */
     off_t                        offset;     /* of the next line */
     u_char                      *buf;
+    size_t                       buf_size;   /* grows for long lines */
+
+    u_char                      *pending;    /* lines not yet written */
+    size_t                       pending_len;
+    ngx_uint_t                   pending_n;
+    ngx_event_t                  write_ev;
+
+    ngx_http_activity_stats_t   *stats;
+    ngx_uint_t                   dropped;    /* not yet reported */
+    time_t                       drop_reported;
+
+    unsigned                     locked:1;   /* the claim is ours */
+    unsigned                     skipping:1; /* an overlong line */
 };
 
 
+static void ngx_http_activity_spool_write_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_activity_spool_write(ngx_http_activity_spool_t *sp);
+static void ngx_http_activity_spool_drop(ngx_http_activity_spool_t *sp,
+    ngx_uint_t n, const char *why);
 static ngx_int_t ngx_http_activity_spool_claim(ngx_http_activity_spool_t *sp);
+static ngx_int_t ngx_http_activity_spool_lock(ngx_http_activity_spool_t *sp);
 static ngx_int_t ngx_http_activity_spool_orphan(ngx_http_activity_spool_t *sp,
     u_char *name);
 static void ngx_http_activity_spool_release(ngx_http_activity_spool_t *sp);
@@ -50,7 +79,7 @@ static void ngx_http_activity_spool_release(ngx_http_activity_spool_t *sp);
 
 ngx_http_activity_spool_t *
 ngx_http_activity_spool_create(ngx_cycle_t *cycle, ngx_str_t *path,
-    off_t max_size)
+    off_t max_size, ngx_http_activity_stats_t *stats)
 {
     u_char                     *p, *slash;
     ngx_http_activity_spool_t  *sp;
@@ -63,16 +92,22 @@ ngx_http_activity_spool_create(ngx_cycle_t *cycle, ngx_str_t *path,
     sp->log = cycle->log;
     sp->max_size = max_size;
     sp->fd = NGX_INVALID_FILE;
+    sp->stats = stats;
+
+    sp->write_ev.handler = ngx_http_activity_spool_write_handler;
+    sp->write_ev.data = sp;
+    sp->write_ev.log = cycle->log;
+    sp->write_ev.cancelable = 1;
 
     sp->path.len = path->len;
     sp->path.data = ngx_pnalloc(cycle->pool, path->len + 1);
     sp->claim.data = ngx_pnalloc(cycle->pool, path->len + sizeof(".replay.")
                                               + NGX_INT_T_LEN);
     sp->dir.data = ngx_pnalloc(cycle->pool, path->len + 1);
-    sp->buf = ngx_palloc(cycle->pool, NGX_HTTP_ACTIVITY_SPOOL_CHUNK);
+    sp->pending = ngx_pnalloc(cycle->pool, NGX_HTTP_ACTIVITY_SPOOL_PENDING);
 
     if (sp->path.data == NULL || sp->claim.data == NULL
-        || sp->dir.data == NULL || sp->buf == NULL)
+        || sp->dir.data == NULL || sp->pending == NULL)
     {
         return NULL;
     }
@@ -100,17 +135,66 @@ ngx_http_activity_spool_create(ngx_cycle_t *cycle, ngx_str_t *path,
 }
 
 
-/* NGX_OK: written; NGX_DECLINED: the spool is full; NGX_ERROR: failed */
+/*
+ * Takes an event for the spool: copied to memory, written by a timer.
+ * NGX_OK: taken; NGX_DECLINED: no room in memory (the disk is too slow
+ * or locked for long), the caller drops it.
+ */
 
 ngx_int_t
 ngx_http_activity_spool_append(ngx_http_activity_spool_t *sp, u_char *data,
     size_t len)
 {
-    ssize_t          n;
-    ngx_fd_t         fd;
-    ngx_uint_t       tries;
-    struct iovec     iov[2];
-    ngx_file_info_t  fi, pi;
+    if (sp->pending_len + len + 1 > NGX_HTTP_ACTIVITY_SPOOL_PENDING) {
+        return NGX_DECLINED;
+    }
+
+    /* events are JSON without raw newlines: one line each */
+
+    ngx_memcpy(sp->pending + sp->pending_len, data, len);
+    sp->pending_len += len;
+    sp->pending[sp->pending_len++] = '\n';
+    sp->pending_n++;
+
+    if (!sp->write_ev.timer_set) {
+        ngx_add_timer(&sp->write_ev, NGX_HTTP_ACTIVITY_SPOOL_DELAY);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_spool_write_handler(ngx_event_t *ev)
+{
+    ngx_http_activity_spool_t  *sp = ev->data;
+
+    if (ngx_http_activity_spool_write(sp) == NGX_AGAIN) {
+        ngx_add_timer(&sp->write_ev, NGX_HTTP_ACTIVITY_SPOOL_DELAY);
+    }
+}
+
+
+/*
+ * Writes what is gathered in one write().  NGX_OK: done (written or
+ * dropped and counted); NGX_AGAIN: the file is locked or being claimed,
+ * try again later.
+ */
+
+static ngx_int_t
+ngx_http_activity_spool_write(ngx_http_activity_spool_t *sp)
+{
+    u_char           *p, *last;
+    off_t             room;
+    size_t            len;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_uint_t        tries, lines;
+    ngx_file_info_t   fi, pi;
+
+    if (sp->pending_len == 0) {
+        return NGX_OK;
+    }
 
     for (tries = 0; tries < 3; tries++) {
 
@@ -120,12 +204,14 @@ ngx_http_activity_spool_append(ngx_http_activity_spool_t *sp, u_char *data,
         if (fd == NGX_INVALID_FILE) {
             ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
                           "activity: cannot open spool \"%V\"", &sp->path);
-            return NGX_ERROR;
+            ngx_http_activity_spool_drop(sp, sp->pending_n,
+                                         "cannot write the spool");
+            return NGX_OK;
         }
 
         /* the file being claimed, or claimed already: take the new one */
 
-        if (flock(fd, LOCK_SH | LOCK_NB) == -1
+        if (flock(fd, LOCK_SH|LOCK_NB) == -1
             || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
             || ngx_file_info(sp->path.data, &pi) == NGX_FILE_ERROR
             || fi.st_ino != pi.st_ino)
@@ -134,47 +220,98 @@ ngx_http_activity_spool_append(ngx_http_activity_spool_t *sp, u_char *data,
             continue;
         }
 
-        if (ngx_file_size(&fi) + (off_t) len + 1 > sp->max_size) {
-            (void) ngx_close_file(fd);
-            return NGX_DECLINED;
+        /* whole lines only, as many as max_size leaves room for */
+
+        room = sp->max_size - ngx_file_size(&fi);
+        len = sp->pending_len;
+        lines = sp->pending_n;
+
+        if ((off_t) len > room) {
+            len = 0;
+            lines = 0;
+            last = sp->pending + (room > 0 ? (size_t) room : 0);
+
+            for (p = sp->pending; p < last; p++) {
+                if (*p == '\n') {
+                    len = p + 1 - sp->pending;
+                    lines++;
+                }
+            }
         }
 
-        /* events are JSON without raw newlines: one line each */
+        n = 0;
 
-        iov[0].iov_base = data;
-        iov[0].iov_len = len;
-        iov[1].iov_base = "\n";
-        iov[1].iov_len = 1;
+        if (len) {
+            n = ngx_write_fd(fd, sp->pending, len);
+        }
 
-        n = writev(fd, iov, 2);
-
-        if (n != (ssize_t) len + 1) {
+        if (n == -1 || (size_t) n != len) {
             ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
                           "activity: cannot write spool \"%V\"", &sp->path);
             (void) ngx_close_file(fd);
-            return NGX_ERROR;
+            ngx_http_activity_spool_drop(sp, sp->pending_n,
+                                         "cannot write the spool");
+            return NGX_OK;
         }
 
         (void) ngx_close_file(fd);
 
+        ngx_http_activity_stat_add(sp->stats, events_spooled, lines);
+
+        if (lines < sp->pending_n) {
+            ngx_http_activity_spool_drop(sp, sp->pending_n - lines,
+                                         "the spool is full");
+        }
+
+        sp->pending_len = 0;
+        sp->pending_n = 0;
+
         return NGX_OK;
     }
 
-    return NGX_ERROR;
+    return NGX_AGAIN;
+}
+
+
+/* what could not be written is dropped: counted, logged once a second */
+
+static void
+ngx_http_activity_spool_drop(ngx_http_activity_spool_t *sp, ngx_uint_t n,
+    const char *why)
+{
+    ngx_http_activity_stat_add(sp->stats, events_dropped, n);
+
+    sp->pending_len = 0;
+    sp->pending_n = 0;
+    sp->dropped += n;
+
+    if (sp->drop_reported == ngx_time()) {
+        return;
+    }
+
+    sp->drop_reported = ngx_time();
+
+    ngx_log_error(NGX_LOG_ERR, sp->log, 0,
+                  "activity: %s \"%V\": %ui event(s) dropped",
+                  why, &sp->path, sp->dropped);
+
+    sp->dropped = 0;
 }
 
 
 /*
  * Hands spooled lines to the handler, at most one chunk a call.  NGX_OK:
  * nothing is left; NGX_AGAIN: call again soon; NGX_BUSY: the handler has
- * no room, call again when it has.
+ * no room, call again when it has; NGX_DECLINED: another process holds
+ * the lock, call again later.
  */
 
 ngx_int_t
 ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
     ngx_http_activity_spool_line_pt handler, void *data)
 {
-    u_char     *p, *last, *nl;
+    u_char     *p, *last, *nl, *buf;
+    size_t      size;
     ssize_t     n;
     ngx_int_t   rc;
 
@@ -186,7 +323,20 @@ ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
         }
     }
 
-    n = pread(sp->fd, sp->buf, NGX_HTTP_ACTIVITY_SPOOL_CHUNK, sp->offset);
+    if (!sp->locked && ngx_http_activity_spool_lock(sp) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (sp->buf == NULL) {
+        sp->buf = ngx_alloc(NGX_HTTP_ACTIVITY_SPOOL_CHUNK, sp->log);
+        if (sp->buf == NULL) {
+            return NGX_DECLINED;
+        }
+
+        sp->buf_size = NGX_HTTP_ACTIVITY_SPOOL_CHUNK;
+    }
+
+    n = pread(sp->fd, sp->buf, sp->buf_size, sp->offset);
 
     if (n == -1) {
         ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
@@ -215,6 +365,18 @@ ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
     p = sp->buf;
     last = sp->buf + n;
 
+    if (sp->skipping) {
+        nl = ngx_strlchr(p, last, '\n');
+
+        if (nl == NULL) {
+            sp->offset += n;
+            return NGX_AGAIN;
+        }
+
+        sp->skipping = 0;
+        p = nl + 1;
+    }
+
     for ( ;; ) {
         nl = ngx_strlchr(p, last, '\n');
 
@@ -236,13 +398,42 @@ ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
 
     if (p == sp->buf) {
 
-        /* a line longer than a chunk is no event of ours: skip it */
+        if ((size_t) n < sp->buf_size) {
 
-        ngx_log_error(NGX_LOG_ERR, sp->log, 0,
-                      "activity: skipped an overlong line in spool \"%V\"",
-                      &sp->claim);
+            /* the end of the file holds half a line: a write cut short */
 
-        p = last;
+            ngx_log_error(NGX_LOG_ERR, sp->log, 0,
+                          "activity: skipped an incomplete line at the end "
+                          "of spool \"%V\"", &sp->claim);
+
+            p = last;
+
+        } else if (sp->buf_size < NGX_HTTP_ACTIVITY_SPOOL_LINE) {
+
+            /* a line longer than the buffer: read it again, whole */
+
+            size = sp->buf_size * 2;
+
+            buf = ngx_alloc(size, sp->log);
+            if (buf == NULL) {
+                return NGX_DECLINED;
+            }
+
+            ngx_free(sp->buf);
+            sp->buf = buf;
+            sp->buf_size = size;
+
+            return NGX_AGAIN;
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, sp->log, 0,
+                          "activity: skipped a line longer than %uz bytes "
+                          "in spool \"%V\"",
+                          (size_t) NGX_HTTP_ACTIVITY_SPOOL_LINE, &sp->claim);
+
+            sp->skipping = 1;
+            p = last;
+        }
     }
 
     sp->offset += p - sp->buf;
@@ -251,9 +442,38 @@ ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
 }
 
 
+/*
+ * An exiting process writes what it gathered now; a lock held elsewhere
+ * is waited for a little (nothing else is served any more), then what is
+ * still unwritten is counted and logged as lost.
+ */
+
 void
 ngx_http_activity_spool_destroy(ngx_http_activity_spool_t *sp)
 {
+    ngx_uint_t  i;
+
+    if (sp->write_ev.timer_set) {
+        ngx_del_timer(&sp->write_ev);
+    }
+
+    for (i = 0; i < 20; i++) {
+        if (ngx_http_activity_spool_write(sp) == NGX_OK) {
+            break;
+        }
+
+        ngx_msleep(10);
+    }
+
+    if (sp->pending_n) {
+        ngx_log_error(NGX_LOG_ERR, sp->log, 0,
+                      "activity: exiting: spool \"%V\" stayed locked, "
+                      "%ui event(s) lost", &sp->path, sp->pending_n);
+        ngx_http_activity_stat_add(sp->stats, events_dropped, sp->pending_n);
+        sp->pending_n = 0;
+        sp->pending_len = 0;
+    }
+
     /* an unfinished claim stays on disk for the next process */
 
     ngx_http_activity_spool_release(sp);
@@ -308,15 +528,36 @@ ngx_http_activity_spool_claim(ngx_http_activity_spool_t *sp)
         return NGX_DECLINED;
     }
 
-    /* waits only for appends already under way */
+    sp->fd = fd;
+    sp->offset = 0;
+    sp->locked = 0;
+    sp->skipping = 0;
 
-    if (flock(fd, LOCK_EX) == -1) {
-        (void) ngx_close_file(fd);
+    return NGX_OK;
+}
+
+
+/*
+ * The claimed file is read once writes already under way are done: the
+ * exclusive lock is tried without waiting, and again on the next call
+ * while another process holds it.
+ */
+
+static ngx_int_t
+ngx_http_activity_spool_lock(ngx_http_activity_spool_t *sp)
+{
+    if (flock(sp->fd, LOCK_EX|LOCK_NB) == -1) {
+
+        if (ngx_errno != NGX_EAGAIN) {
+            ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
+                          "activity: cannot lock spool \"%V\"", &sp->claim);
+            ngx_http_activity_spool_release(sp);
+        }
+
         return NGX_DECLINED;
     }
 
-    sp->fd = fd;
-    sp->offset = 0;
+    sp->locked = 1;
 
     ngx_log_error(NGX_LOG_NOTICE, sp->log, 0,
                   "activity: replaying spool \"%V\"", &sp->path);
@@ -375,5 +616,13 @@ ngx_http_activity_spool_release(ngx_http_activity_spool_t *sp)
         sp->fd = NGX_INVALID_FILE;
     }
 
+    if (sp->buf) {
+        ngx_free(sp->buf);
+        sp->buf = NULL;
+        sp->buf_size = 0;
+    }
+
     sp->offset = 0;
+    sp->locked = 0;
+    sp->skipping = 0;
 }

@@ -13,6 +13,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include "ngx_http_activity_module.h"
+
 
 typedef struct ngx_http_activity_spool_s  ngx_http_activity_spool_t;
 
@@ -22,7 +24,7 @@ typedef ngx_int_t (*ngx_http_activity_spool_line_pt)(void *data,
 
 
 ngx_http_activity_spool_t *ngx_http_activity_spool_create(ngx_cycle_t *cycle,
-    ngx_str_t *path, off_t max_size);
+    ngx_str_t *path, off_t max_size, ngx_http_activity_stats_t *stats);
 ngx_int_t ngx_http_activity_spool_append(ngx_http_activity_spool_t *sp,
     u_char *data, size_t len);
 ngx_int_t ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,

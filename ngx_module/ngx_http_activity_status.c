@@ -4,8 +4,9 @@
  *
  * Counters are ngx_atomic_t in one shared memory zone, bumped with
  * ngx_atomic_fetch_add by every worker process, as nginx's own stub_status
- * counters are; per-worker gauges (events buffered, Redis connection
- * state) have a slot per worker and are summed when read.
+ * counters are; per-process gauges (events buffered, Redis connection
+ * state) have a slot per process, claimed by pid, and the slots of live
+ * processes are summed when read.
  */
 
 
@@ -17,7 +18,9 @@
 #include "ngx_http_activity_status.h"
 
 
-#define NGX_HTTP_ACTIVITY_STATUS_MAX   8192
+/* room for the fixed texts, and for each line beyond its names */
+#define NGX_HTTP_ACTIVITY_STATUS_FIXED  1024
+#define NGX_HTTP_ACTIVITY_STATUS_LINE   (128 + NGX_ATOMIC_T_LEN)
 
 
 typedef struct {
@@ -30,8 +33,12 @@ typedef struct {
 
 static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_atomic_uint_t ngx_http_activity_status_sum(ngx_atomic_t *slots,
-    ngx_uint_t n);
+static void ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,
+    ngx_http_activity_proc_stats_t *sum);
+static ngx_int_t ngx_http_activity_status_alive(ngx_pid_t pid);
+
+
+ngx_http_activity_proc_stats_t  *ngx_http_activity_proc_stats;
 
 
 #define ngx_http_activity_stat_offset(field)                                 \
@@ -118,17 +125,17 @@ ngx_http_activity_status_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone)
 ngx_int_t
 ngx_http_activity_status_handler(ngx_http_request_t *r)
 {
-    u_char                         *p;
-    size_t                          n;
-    ngx_int_t                       rc;
-    ngx_buf_t                      *b;
-    ngx_uint_t                      i, workers;
-    ngx_chain_t                     out;
-    ngx_core_conf_t                *ccf;
-    ngx_atomic_uint_t               v;
-    ngx_http_activity_stats_t      *st;
-    ngx_http_activity_metric_t     *m;
-    ngx_http_activity_main_conf_t  *amcf;
+    u_char                          *p, *last;
+    size_t                           n, size;
+    ngx_int_t                        rc;
+    ngx_buf_t                       *b;
+    ngx_uint_t                       i;
+    ngx_chain_t                      out;
+    ngx_atomic_uint_t                v;
+    ngx_http_activity_stats_t       *st;
+    ngx_http_activity_metric_t      *m;
+    ngx_http_activity_proc_stats_t   sum;
+    ngx_http_activity_main_conf_t   *amcf;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -146,53 +153,79 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                           ngx_core_module);
-    workers = ngx_min((ngx_uint_t) ccf->worker_processes,
-                      NGX_HTTP_ACTIVITY_WORKER_SLOTS);
+    /* the room every line may take; never a byte is written past it */
 
-    b = ngx_create_temp_buf(r->pool, NGX_HTTP_ACTIVITY_STATUS_MAX);
+    size = NGX_HTTP_ACTIVITY_STATUS_FIXED;
+
+    for (m = ngx_http_activity_metrics; m->name; m++) {
+        size += 3 * ngx_strlen(m->name) + NGX_HTTP_ACTIVITY_STATUS_LINE;
+
+        if (m->help) {
+            size += ngx_strlen(m->help) + ngx_strlen(m->type);
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_ACTIVITY_JWT_REASONS; i++) {
+        size += ngx_strlen(ngx_http_activity_jwt_labels[i])
+                + NGX_HTTP_ACTIVITY_STATUS_LINE;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     p = b->last;
+    last = b->end;
 
     for (m = ngx_http_activity_metrics; m->name; m++) {
         v = *(ngx_atomic_t *) ((u_char *) st + m->offset);
 
         if (m->help) {
             n = strcspn(m->name, "{");
-            p = ngx_sprintf(p, "# HELP %*s %s\n# TYPE %*s %s\n",
-                            n, m->name, m->help, n, m->name, m->type);
+            p = ngx_slprintf(p, last, "# HELP %*s %s\n# TYPE %*s %s\n",
+                             n, m->name, m->help, n, m->name, m->type);
         }
 
-        p = ngx_sprintf(p, "%s %uA\n", m->name, v);
+        p = ngx_slprintf(p, last, "%s %uA\n", m->name, v);
     }
 
-    p = ngx_sprintf(p, "# HELP activity_events_buffered Events held by nginx "
-                    "that Redis has not acknowledged yet.\n"
-                    "# TYPE activity_events_buffered gauge\n"
-                    "activity_events_buffered %uA\n",
-                    ngx_http_activity_status_sum(st->buffered, workers));
+    ngx_http_activity_status_sum(st, &sum);
 
-    p = ngx_sprintf(p, "# HELP activity_redis_connected Worker processes "
-                    "whose Redis connection is up.\n"
-                    "# TYPE activity_redis_connected gauge\n"
-                    "activity_redis_connected{connection=\"queue\"} %uA\n"
-                    "activity_redis_connected{connection=\"subscriber\"} "
-                    "%uA\n",
-                    ngx_http_activity_status_sum(st->queue_up, workers),
-                    ngx_http_activity_status_sum(st->subscriber_up, workers));
+    p = ngx_slprintf(p, last,
+                     "# HELP activity_events_buffered Events held by nginx "
+                     "that Redis has not acknowledged yet.\n"
+                     "# TYPE activity_events_buffered gauge\n"
+                     "activity_events_buffered %uA\n",
+                     (ngx_atomic_uint_t) sum.buffered);
 
-    p = ngx_sprintf(p, "# HELP activity_auth_refusals_total Tokens refused, "
-                    "by reason.\n"
-                    "# TYPE activity_auth_refusals_total counter\n");
+    p = ngx_slprintf(p, last,
+                     "# HELP activity_redis_connected Worker processes "
+                     "whose Redis connection is up.\n"
+                     "# TYPE activity_redis_connected gauge\n"
+                     "activity_redis_connected{connection=\"queue\"} %uA\n"
+                     "activity_redis_connected{connection=\"subscriber\"} "
+                     "%uA\n",
+                     (ngx_atomic_uint_t) sum.queue_up,
+                     (ngx_atomic_uint_t) sum.subscriber_up);
+
+    p = ngx_slprintf(p, last,
+                     "# HELP activity_auth_refusals_total Tokens refused, "
+                     "by reason.\n"
+                     "# TYPE activity_auth_refusals_total counter\n");
 
     for (i = 0; i < NGX_HTTP_ACTIVITY_JWT_REASONS; i++) {
-        p = ngx_sprintf(p, "activity_auth_refusals_total{reason=\"%s\"} %uA\n",
-                        ngx_http_activity_jwt_labels[i],
-                        (ngx_atomic_uint_t) st->auth_refused[i]);
+        p = ngx_slprintf(p, last,
+                         "activity_auth_refusals_total{reason=\"%s\"} %uA\n",
+                         ngx_http_activity_jwt_labels[i],
+                         (ngx_atomic_uint_t) st->auth_refused[i]);
+    }
+
+    if (p == last) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "activity: the activity_status text outgrew its "
+                      "buffer of %uz bytes", size);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     b->last = p;
@@ -215,6 +248,77 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * This process's slot: a free one, or one whose process is gone (a worker
+ * that crashed never released it).  Claimed once per process.
+ */
+
+ngx_http_activity_proc_stats_t *
+ngx_http_activity_status_slot(ngx_http_activity_stats_t *st, ngx_log_t *log)
+{
+    ngx_uint_t                       i;
+    ngx_atomic_uint_t                pid;
+    ngx_http_activity_proc_stats_t  *slot;
+
+    if (ngx_http_activity_proc_stats || st == NULL) {
+        return ngx_http_activity_proc_stats;
+    }
+
+    for (i = 0; i < NGX_HTTP_ACTIVITY_WORKER_SLOTS; i++) {
+        slot = &st->procs[i];
+        pid = slot->pid;
+
+        if (pid != 0
+            && (pid == (ngx_atomic_uint_t) ngx_pid
+                || ngx_http_activity_status_alive((ngx_pid_t) pid)))
+        {
+            continue;
+        }
+
+        if (!ngx_atomic_cmp_set(&slot->pid, pid, ngx_pid)) {
+            continue;
+        }
+
+        slot->buffered = 0;
+        slot->queue_up = 0;
+        slot->subscriber_up = 0;
+
+        ngx_http_activity_proc_stats = slot;
+
+        return slot;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "activity: no free slot for the gauges of process %P, "
+                  "activity_status leaves them out", ngx_pid);
+
+    return NULL;
+}
+
+
+void
+ngx_http_activity_status_release(void)
+{
+    ngx_http_activity_proc_stats_t  *slot;
+
+    slot = ngx_http_activity_proc_stats;
+
+    if (slot == NULL) {
+        return;
+    }
+
+    ngx_http_activity_proc_stats = NULL;
+
+    slot->buffered = 0;
+    slot->queue_up = 0;
+    slot->subscriber_up = 0;
+
+    ngx_memory_barrier();
+
+    slot->pid = 0;
 }
 
 
@@ -250,17 +354,38 @@ ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-static ngx_atomic_uint_t
-ngx_http_activity_status_sum(ngx_atomic_t *slots, ngx_uint_t n)
+/* the gauges of the processes that are alive */
+
+static void
+ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,
+    ngx_http_activity_proc_stats_t *sum)
 {
-    ngx_uint_t         i;
-    ngx_atomic_uint_t  sum;
+    ngx_uint_t                       i;
+    ngx_atomic_uint_t                pid;
+    ngx_http_activity_proc_stats_t  *slot;
 
-    sum = 0;
+    ngx_memzero(sum, sizeof(ngx_http_activity_proc_stats_t));
 
-    for (i = 0; i < n; i++) {
-        sum += slots[i];
+    for (i = 0; i < NGX_HTTP_ACTIVITY_WORKER_SLOTS; i++) {
+        slot = &st->procs[i];
+        pid = slot->pid;
+
+        if (pid == 0
+            || (pid != (ngx_atomic_uint_t) ngx_pid
+                && !ngx_http_activity_status_alive((ngx_pid_t) pid)))
+        {
+            continue;
+        }
+
+        sum->buffered += slot->buffered;
+        sum->queue_up += slot->queue_up;
+        sum->subscriber_up += slot->subscriber_up;
     }
+}
 
-    return sum;
+
+static ngx_int_t
+ngx_http_activity_status_alive(ngx_pid_t pid)
+{
+    return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
 }

@@ -16,8 +16,20 @@
 #include "ngx_http_activity_jwt.h"
 
 
-/* per worker gauges; workers beyond the slots are summed into none */
+/*
+ * per process gauges: a slot is claimed by pid, so the workers of a reload
+ * (old ones still draining, new ones) never share one, and the slot of a
+ * process that died is left out of the sums and taken over later
+ */
 #define NGX_HTTP_ACTIVITY_WORKER_SLOTS   256
+
+
+typedef struct {
+    ngx_atomic_t    pid;                    /* 0: free */
+    ngx_atomic_t    buffered;
+    ngx_atomic_t    queue_up;
+    ngx_atomic_t    subscriber_up;
+} ngx_http_activity_proc_stats_t;
 
 
 struct ngx_http_activity_stats_s {
@@ -34,9 +46,7 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    frames_broadcast;
     ngx_atomic_t    clients_slow;
     ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
-    ngx_atomic_t    buffered[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
-    ngx_atomic_t    queue_up[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
-    ngx_atomic_t    subscriber_up[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
+    ngx_http_activity_proc_stats_t  procs[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
 };
 
 
@@ -45,16 +55,23 @@ struct ngx_http_activity_stats_s {
         (void) ngx_atomic_fetch_add(&(stats)->field, (ngx_atomic_int_t) (n)); \
     }
 
-/* a gauge of this worker process */
-#define ngx_http_activity_stat_set(stats, field, v)                          \
-    if ((stats) && ngx_worker < NGX_HTTP_ACTIVITY_WORKER_SLOTS) {            \
-        (stats)->field[ngx_worker] = (ngx_atomic_uint_t) (v);                \
+/* a gauge of this process, in its slot */
+#define ngx_http_activity_stat_set(field, v)                                 \
+    if (ngx_http_activity_proc_stats) {                                      \
+        ngx_http_activity_proc_stats->field = (ngx_atomic_uint_t) (v);       \
     }
 
 
 ngx_int_t ngx_http_activity_status_zone(ngx_conf_t *cf,
     ngx_shm_zone_t **zone);
 ngx_int_t ngx_http_activity_status_handler(ngx_http_request_t *r);
+ngx_http_activity_proc_stats_t *ngx_http_activity_status_slot(
+    ngx_http_activity_stats_t *st, ngx_log_t *log);
+void ngx_http_activity_status_release(void);
+
+
+/* the slot of this process, NULL until claimed (or when none was free) */
+extern ngx_http_activity_proc_stats_t  *ngx_http_activity_proc_stats;
 
 
 #endif /* _NGX_HTTP_ACTIVITY_STATUS_H_INCLUDED_ */

@@ -81,7 +81,9 @@ sub endpoints {
 $t->redis_stop;
 
 is(burst('a', 1, 1200), 1200, 'requests answer while Redis is down');
-ok(-s "$spool/events", 'what the buffers could not hold is spooled');
+# written from a timer, a moment later
+ok(wait_for(sub { -s "$spool/events" }, 5),
+    'what the buffers could not hold is spooled');
 
 my $pid = do { local (@ARGV, $/) = $t->dir . '/nginx.pid'; <> };
 chomp $pid;
@@ -121,12 +123,17 @@ $t->redis_stop;
 # ~300 bytes an event: 64k of buffer and 1m of spool hold ~3,700
 burst('b', 1, 5000);
 
-ok(metric('activity_events_dropped_total') > 0,
+ok(wait_for(sub { metric('activity_events_dropped_total') > 0 }, 5),
     'beyond the spool, events are dropped and counted');
 ok(-s "$spool/events" <= 1024 * 1024, 'the spool stays within max_size');
 
-my $elog = do { local (@ARGV, $/) = $t->error_log; <> };
-like($elog, qr/event buffer full .* dropped/, 'the drops are logged');
+my $elog;
+wait_for(sub {
+    $elog = do { local (@ARGV, $/) = $t->error_log; <> };
+    return $elog =~ /dropped/;
+}, 5);
+like($elog, qr/(event buffer full|the spool is full) .* dropped/,
+    'the drops are logged');
 
 $t->redis_start;
 
