@@ -78,7 +78,10 @@
 /* recompute the stats this often while the queue is idle */
 #define CONSUMER_STATS_TICK_MS    1000
 
-/* first pipelined LMOVE round; doubles while the queue keeps giving */
+/* while Redis refuses BLMOVE (maxmemory), poll the queue this often */
+#define CONSUMER_OOM_POLL_MS      100
+
+/* first take script round; doubles while the queue keeps giving */
 #define CONSUMER_CHUNK_MIN        16
 #define CONSUMER_CHUNK_MAX        1024
 
@@ -113,6 +116,8 @@ typedef struct {
     int                    recovering;     /* re-reading the list */
     long                   rec_hi;         /* next chunk ends here */
     int                    flush_now;      /* a recovered chunk in hand */
+    int                    oom_queue;      /* Redis refuses BLMOVE */
+    int                    oom_live;       /* ... and the live counters */
 
     int64_t                summary_at;
     long                   sum_live;
@@ -136,8 +141,9 @@ static int consumer_aggregate(consumer_t *c, const event_t *events,
     size_t n, char *err, size_t errlen);
 static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
     size_t errlen);
-static int consumer_lmove_chunk(consumer_t *c, size_t want, int *drained,
+static int consumer_take(consumer_t *c, size_t want, int *drained,
     char *err, size_t errlen);
+static int consumer_is_oom(const char *err);
 static int consumer_process(consumer_t *c);
 static int consumer_bury(consumer_t *c, const size_t *bad, char **letters,
     size_t nbad, char *err, size_t errlen);
@@ -557,7 +563,33 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
                                                       : block;
 
     if (consumer_blmove(c, block, &got, err, errlen) != 0) {
-        return -1;
+        if (!consumer_is_oom(err)) {
+            return -1;
+        }
+
+        /* Redis is full and refuses BLMOVE: poll with the take script */
+        if (!c->oom_queue) {
+            log_warn("redis OOM: BLMOVE refused, taking events by script",
+                     "queue=%s", c->settings->queue);
+            c->oom_queue = 1;
+        }
+
+        if (consumer_take(c, 1, &drained, err, errlen) != 0) {
+            return -1;
+        }
+
+        if (c->n == 0) {
+            (void) time_sleep_ms(block < CONSUMER_OOM_POLL_MS
+                                 ? block : CONSUMER_OOM_POLL_MS);
+            return 0;
+        }
+
+        got = 1;
+
+    } else if (c->oom_queue) {
+        log_info("redis accepts BLMOVE again", "queue=%s",
+                 c->settings->queue);
+        c->oom_queue = 0;
     }
 
     if (!got) {
@@ -569,7 +601,7 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
     while (c->n < room && !signals_stop_requested()) {
         want = room - c->n < chunk ? room - c->n : chunk;
 
-        if (consumer_lmove_chunk(c, want, &drained, err, errlen) != 0) {
+        if (consumer_take(c, want, &drained, err, errlen) != 0) {
             return -1;
         }
 
@@ -607,9 +639,29 @@ consumer_aggregate(consumer_t *c, const event_t *events, size_t n,
     char *err, size_t errlen)
 {
     aggregate_result_t  res;
+    char                q[600];
 
     if (aggregate_apply(c->agg, c->rc, events, n, &res, err, errlen) != 0) {
-        return -1;
+        if (!consumer_is_oom(err)) {
+            return -1;
+        }
+
+        /* Redis is full: the live side waits, the events are stored */
+        if (!c->oom_live) {
+            log_error("redis OOM: live counters paused, storing continues",
+                      "events_not_published=%zu maxmemory_err=%s", n,
+                      log_quote(q, sizeof(q), err));
+            c->oom_live = 1;
+        }
+
+        c->stats_at = time_mono_ms() + CONSUMER_STATS_TICK_MS;
+        return 0;
+    }
+
+    if (c->oom_live) {
+        log_info("redis memory available again: live counters resumed",
+                 NULL);
+        c->oom_live = 0;
     }
 
     c->sum_live += res.fresh;
@@ -673,67 +725,80 @@ consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
 
 
 /*
- * Pipeline want LMOVEs and read every reply: each non-nil one is an
- * event now in the processing list and must join the batch (a producer
- * may refill the queue between two nils). *drained: some LMOVE found the
- * queue empty.
+ * Move up to want events from the queue into the processing list in one
+ * script, atomic like LMOVE and in the same order (the oldest is taken
+ * first and ends up left of what was taken before), and add each to
+ * the batch. RPOP comes first: Redis checks maxmemory only at a script's
+ * first write, and this one frees memory, so events keep moving (and
+ * reach PostgreSQL) when Redis is full and refuses BLMOVE. *drained: the
+ * queue ran empty.
  */
 static int
-consumer_lmove_chunk(consumer_t *c, size_t want, int *drained, char *err,
+consumer_take(consumer_t *c, size_t want, int *drained, char *err,
     size_t errlen)
 {
+    static const char  script[] =
+        "local out = {}\n"
+        "for i = 1, tonumber(ARGV[1]) do\n"
+        "  local v = redis.call('RPOP', KEYS[1])\n"
+        "  if not v then break end\n"
+        "  redis.call('LPUSH', KEYS[2], v)\n"
+        "  out[i] = v\n"
+        "end\n"
+        "return out\n";
     redisReply  *r;
-    const char  *argv[5];
-    size_t       argvlen[5], i;
+    const char  *argv[6];
+    size_t       argvlen[6], i;
+    char         num[32];
     int          rc;
 
     *drained = 0;
 
-    argv[0] = "LMOVE";
-    argv[1] = c->settings->queue;
-    argv[2] = c->proc_key;
-    argv[3] = "RIGHT";
-    argv[4] = "LEFT";
+    snprintf(num, sizeof(num), "%zu", want);
 
-    for (i = 0; i < 5; i++) {
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "2";
+    argv[3] = c->settings->queue;
+    argv[4] = c->proc_key;
+    argv[5] = num;
+
+    for (i = 0; i < 6; i++) {
         argvlen[i] = strlen(argv[i]);
     }
 
-    for (i = 0; i < want; i++) {
-        if (redisAppendCommandArgv(c->rc, 5, argv, argvlen) != REDIS_OK) {
-            snprintf(err, errlen, "%s", c->rc->errstr);
-            return -1;
+    r = redisCommandArgv(c->rc, 6, argv, argvlen);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0
+        || r->type != REDIS_REPLY_ARRAY)
+    {
+        if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "take script: unexpected reply type %d",
+                     r->type);
         }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        /* the context is dropped; the processing list is re-read */
+        return -1;
     }
 
     rc = 0;
 
-    for (i = 0; i < want; i++) {
-        r = NULL;
-        if (redisGetReply(c->rc, (void **) &r) != REDIS_OK
-            || redis_reply_check(c->rc, r, err, errlen) != 0)
+    for (i = 0; i < r->elements; i++) {
+        if (r->element[i]->type == REDIS_REPLY_STRING
+            && consumer_push(c, r->element[i]->str, r->element[i]->len)
+               != 0)
         {
-            if (r == NULL) {
-                snprintf(err, errlen, "%s", c->rc->errstr);
-            } else {
-                freeReplyObject(r);
-            }
-            /* the context is dropped; the processing list is re-read */
-            return -1;
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+            break;
         }
-
-        if (r->type == REDIS_REPLY_STRING) {
-            if (rc == 0 && consumer_push(c, r->str, r->len) != 0) {
-                snprintf(err, errlen, "out of memory");
-                rc = -1;
-            }
-        } else {
-            *drained = 1;
-        }
-
-        freeReplyObject(r);
     }
 
+    *drained = r->elements < want;
+
+    freeReplyObject(r);
     return rc;
 }
 
@@ -846,9 +911,11 @@ nomem:
 /*
  * The elements that are not valid events leave the processing list now,
  * each in the same script as its letter, so a poison element can never
- * wedge the batch behind it nor be dead-lettered twice. LPUSH comes
- * first: it is the one command Redis may refuse (OOM), and then nothing
- * was done. LREM counts from the right (the oldest end): what lies
+ * wedge the batch behind it nor be dead-lettered twice. LREM comes
+ * first: Redis checks maxmemory only at a script's first write, and
+ * LREM frees memory, so a full Redis still takes the letter (the dead
+ * list's type is checked before anything is written). LREM counts
+ * from the right (the oldest end): what lies
  * right of the elements in hand is only valid events the store holds.
  * Lengths are passed, never strlen(): the bytes may hold NULs.
  */
@@ -857,9 +924,13 @@ consumer_bury(consumer_t *c, const size_t *bad, char **letters,
     size_t nbad, char *err, size_t errlen)
 {
     static const char  script[] =
+        "local t = redis.call('TYPE', KEYS[2]).ok\n"
+        "if t ~= 'list' and t ~= 'none' then\n"
+        "  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is a ' .. t)\n"
+        "end\n"
         "for i = 1, #ARGV, 2 do\n"
-        "  redis.call('LPUSH', KEYS[2], ARGV[i + 1])\n"
         "  redis.call('LREM', KEYS[1], -1, ARGV[i])\n"
+        "  redis.call('LPUSH', KEYS[2], ARGV[i + 1])\n"
         "end\n"
         "return 1\n";
     redisReply   *r;
@@ -976,6 +1047,14 @@ consumer_pend_drop(consumer_t *c)
 {
     store_batch_free(c->pend);
     c->pend = NULL;
+}
+
+
+/* Redis's answer at maxmemory with noeviction: "OOM command not ..." */
+static int
+consumer_is_oom(const char *err)
+{
+    return strncmp(err, "OOM ", 4) == 0;
 }
 
 

@@ -382,62 +382,48 @@ done:
 }
 
 
-/* LMOVE key queue LEFT RIGHT until nil, RECLAIM_CHUNK per round trip. */
+/*
+ * Move the list back, RECLAIM_CHUNK events a script: the same as
+ * LMOVE key queue LEFT RIGHT until nil, atomic per round, but it also
+ * runs when Redis is at maxmemory (which refuses LMOVE): LPOP, the
+ * first write, frees memory, and Redis checks only a script's first.
+ */
 static int
 reclaim_move(reclaim_t *r, redisContext *rc, const char *key, long *moved,
     char *err, size_t errlen)
 {
+    static const char  script[] =
+        "local n = 0\n"
+        "for i = 1, tonumber(ARGV[1]) do\n"
+        "  local v = redis.call('LPOP', KEYS[1])\n"
+        "  if not v then break end\n"
+        "  redis.call('RPUSH', KEYS[2], v)\n"
+        "  n = n + 1\n"
+        "end\n"
+        "return n\n";
     redisReply  *reply;
-    const char  *argv[5];
-    size_t       argvlen[5], i;
-    int          empty, rc2;
+    const char  *args[3];
+    char         num[16];
+    long         got;
 
-    argv[0] = "LMOVE";
-    argv[1] = key;
-    argv[2] = r->settings->queue;
-    argv[3] = "LEFT";
-    argv[4] = "RIGHT";
+    snprintf(num, sizeof(num), "%d", RECLAIM_CHUNK);
 
-    for (i = 0; i < 5; i++) {
-        argvlen[i] = strlen(argv[i]);
-    }
+    args[0] = key;
+    args[1] = r->settings->queue;
+    args[2] = num;
 
     do {
-        for (i = 0; i < RECLAIM_CHUNK; i++) {
-            if (redisAppendCommandArgv(rc, 5, argv, argvlen) != REDIS_OK) {
-                snprintf(err, errlen, "%s", rc->errstr);
-                return -1;
-            }
-        }
-
-        empty = 0;
-        rc2 = 0;
-
-        /* every reply must be read, even after an error one */
-        for (i = 0; i < RECLAIM_CHUNK; i++) {
-            reply = NULL;
-            if (redisGetReply(rc, (void **) &reply) != REDIS_OK) {
-                snprintf(err, errlen, "%s", rc->errstr);
-                return -1;
-            }
-
-            if (rc2 == 0 && redis_reply_check(rc, reply, err, errlen) != 0)
-            {
-                rc2 = -1;
-            } else if (reply->type == REDIS_REPLY_STRING) {
-                (*moved)++;
-            } else {
-                empty = 1;
-            }
-
-            freeReplyObject(reply);
-        }
-
-        if (rc2 != 0) {
+        reply = reclaim_eval(rc, script, 2, args, 3, err, errlen);
+        if (reply == NULL) {
             return -1;
         }
 
-    } while (!empty);
+        got = reply->type == REDIS_REPLY_INTEGER ? (long) reply->integer : 0;
+        freeReplyObject(reply);
+
+        *moved += got;
+
+    } while (got == RECLAIM_CHUNK);
 
     return 0;
 }

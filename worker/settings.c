@@ -274,8 +274,11 @@ settings_load(settings_t *s, int argc, char **argv)
         }
         host[sizeof(host) - 1] = '\0';
         if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd)) {
-            memset(rnd, 0, sizeof(rnd));
-            memcpy(rnd, &(pid_t) { getpid() }, sizeof(pid_t));
+            /* no entropy at all: the pid at least differs per host */
+            rnd[0] = (unsigned char) (getpid() >> 24);
+            rnd[1] = (unsigned char) (getpid() >> 16);
+            rnd[2] = (unsigned char) (getpid() >> 8);
+            rnd[3] = (unsigned char) getpid();
         }
         if (asprintf(&s->worker_id, "%.200s-%02x%02x%02x%02x", host,
                      rnd[0], rnd[1], rnd[2], rnd[3]) < 0)
