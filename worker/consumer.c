@@ -658,7 +658,8 @@ consumer_aggregate(consumer_t *c, const event_t *events, size_t n,
         return 0;
     }
 
-    if (c->oom_live) {
+    /* resumed only once something was written (a no-op passes OOM) */
+    if (c->oom_live && (res.fresh > 0 || res.published)) {
         log_info("redis memory available again: live counters resumed",
                  NULL);
         c->oom_live = 0;
