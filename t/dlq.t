@@ -109,10 +109,15 @@ ok(wait_for(sub { $t->row_count('id = ?', $fixed->{id}) == 1 }, 20),
 $t->worker_stop;
 
 ($rc, $out) = dlq('replay', '--all');
-like($out, qr/replayed 2 dead letter/, 'replay --all');
-is($r->llen('activity:dead'), 0, 'dead list empty');
-is($r->llen('activity:events'), 2, 'both events requeued');
-is(($t->queued_events)[0]{id}, $poison->{id}, 'oldest letter first');
+is($rc, 0, 'replay --all exits 0');
+like($out, qr/replayed 1 dead letter/, 'replay --all replays one');
+like($out, qr/\Qleft 1 dead letter(s) in activity:dead: their event is\E
+    \Q not a valid event\E/x, 'and says it left the invalid one');
+is($r->llen('activity:dead'), 1, 'the invalid event stays dead');
+is(from_json($r->lindex('activity:dead', 0))->{event}, $bad,
+    'that is the one');
+is($r->llen('activity:events'), 1, 'one event requeued');
+is(($t->queued_events)[0]{id}, $poison->{id}, 'the valid one');
 
 # replayed and still refused: back to the dead list, nothing lost
 $t->worker_start(args => \@args);

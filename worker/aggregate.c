@@ -11,8 +11,11 @@
  *
  * Keys (L = --live-prefix, S = --seen-prefix):
  *
- *   S<id>                 string, set while the id is remembered: until
- *                         its timestamp + --seen-ttl
+ *   S m:<epoch-minute>    set of the ids (16 raw bytes each) of the
+ *                         events stamped in that minute that were
+ *                         counted and published; expires --seen-ttl
+ *                         after the minute ends. 180 keys at the default
+ *                         TTL whatever the rate (no key per event)
  *   L api:s:<epoch-sec>   API_CALL count in that second, TTL 180 s
  *   L api:m:<epoch-min>   the same per minute, TTL 240 s
  *   L login:s:/m:...      USER_LOGIN, likewise, TTL 3720 / 3780 s
@@ -26,7 +29,13 @@
  * at its edges (at most 59 + 60 + 59 keys for the hour), so it is exact
  * to the second without keeping one key an event. Events are counted by
  * their own timestamp; one stamped up to 60 s in the future (another
- * host's clock) counts as now, one further ahead is not counted.
+ * host's clock) counts as now; one further ahead is neither counted nor
+ * published (it is stored): its mark would have to outlive its own
+ * freshness, or it would be published again when seen again.
+ *
+ * At maxmemory (noeviction) Redis refuses the script's first write, so
+ * nothing is applied: the caller pauses the live side, the events are
+ * stored all the same.
  *
  * Not for Redis Cluster: the script builds its key names itself.
  */
@@ -119,15 +128,37 @@ static const char  aggregate_script[] =
     "local windows = { API_CALL = { 'api', 60 },\n"
     "  USER_LOGIN = { 'login', 3600 }, USER_LOGOUT = { 'logout', 3600 } }\n"
     "\n"
-    "-- which events are new: only reads, so a failure here changes nothing\n"
-    "local fresh, taken = {}, {}\n"
+    "-- which events are new: only reads, so a failure here changes nothing.\n"
+    "-- The marks live in one set a minute of event time; an id is kept\n"
+    "-- as its 16 bytes, not its 36 characters.\n"
+    "local function bin(id)\n"
+    "  return (id:gsub('-', ''):gsub('%x%x', function(h)\n"
+    "    return string.char(tonumber(h, 16)) end))\n"
+    "end\n"
+    "local fresh, taken, marks = {}, {}, {}\n"
     "for i = FIRST, #ARGV, STRIDE do\n"
-    "  local id = ARGV[i]\n"
-    "  if tonumber(ARGV[i + 3]) > now - seen_ms and not taken[id]\n"
-    "     and redis.call('EXISTS', seen_prefix .. id) == 0 then\n"
-    "    taken[id] = true\n"
-    "    fresh[#fresh + 1] = i\n"
+    "  local id, ts = ARGV[i], tonumber(ARGV[i + 3])\n"
+    "  -- far ahead of the clock: neither counted nor published, ever\n"
+    "  -- twice (its mark could not outlive the window it would enter)\n"
+    "  if ts > now - seen_ms and ts <= now + SKEW_MS and not taken[id] then\n"
+    "    local m = floor(ts / 60000)\n"
+    "    local key, b = seen_prefix .. 'm:' .. m, bin(id)\n"
+    "    if redis.call('SISMEMBER', key, b) == 0 then\n"
+    "      taken[id] = true\n"
+    "      fresh[#fresh + 1] = i\n"
+    "      marks[#marks + 1] = { key, b, m }\n"
+    "    end\n"
     "  end\n"
+    "end\n"
+    "\n"
+    "-- the first write: at maxmemory Redis refuses it, nothing is done\n"
+    "local expire = {}\n"
+    "for _, k in ipairs(marks) do\n"
+    "  redis.call('SADD', k[1], k[2])\n"
+    "  expire[k[1]] = (k[3] + 1) * 60000 + seen_ms\n"
+    "end\n"
+    "for key, at in pairs(expire) do\n"
+    "  redis.call('PEXPIREAT', key, string.format('%d', at))\n"
     "end\n"
     "\n"
     "-- count them in memory first: one INCRBY a bucket, not one an event\n"
@@ -140,26 +171,21 @@ static const char  aggregate_script[] =
     "for k, i in ipairs(fresh) do\n"
     "  local kind, user = ARGV[i + 1], ARGV[i + 2]\n"
     "  local ts = tonumber(ARGV[i + 3])\n"
-    "  local at = ts\n"
+    "  -- a clock a little ahead counts as now\n"
+    "  local at = ts > now and now or ts\n"
+    "  local s = floor(at / 1000)\n"
+    "  local w = windows[kind]\n"
     "  texts[k] = ARGV[i + 4]\n"
-    "  -- a clock a little ahead counts as now; far ahead is not counted\n"
-    "  if ts > now then at = (ts - now <= SKEW_MS) and now or nil end\n"
-    "  redis.call('SET', seen_prefix .. ARGV[i], '1', 'PXAT',\n"
-    "             string.format('%d', math.min(ts, now + SKEW_MS) + seen_ms))\n"
-    "  if at then\n"
-    "    local s = floor(at / 1000)\n"
-    "    local w = windows[kind]\n"
-    "    if user ~= '' and at > now - USERS_MS\n"
-    "       and (users[user] == nil or users[user] < at) then\n"
-    "      users[user] = at\n"
-    "    end\n"
-    "    if w and s > now_s - w[2] then\n"
-    "      bump(live .. w[1] .. ':s:' .. s, w[2] + 120)\n"
-    "      bump(live .. w[1] .. ':m:' .. floor(s / 60), w[2] + 180)\n"
-    "    elseif kind == 'PRODUCT_CREATED'\n"
-    "       and floor(at / 86400000) == today then\n"
-    "      bump(products_key, (today + 1) * 86400 - now_s + 3600)\n"
-    "    end\n"
+    "  if user ~= '' and at > now - USERS_MS\n"
+    "     and (users[user] == nil or users[user] < at) then\n"
+    "    users[user] = at\n"
+    "  end\n"
+    "  if w and s > now_s - w[2] then\n"
+    "    bump(live .. w[1] .. ':s:' .. s, w[2] + 120)\n"
+    "    bump(live .. w[1] .. ':m:' .. floor(s / 60), w[2] + 180)\n"
+    "  elseif kind == 'PRODUCT_CREATED'\n"
+    "     and floor(at / 86400000) == today then\n"
+    "    bump(products_key, (today + 1) * 86400 - now_s + 3600)\n"
     "  end\n"
     "end\n"
     "\n"
@@ -183,6 +209,15 @@ static const char  aggregate_script[] =
     "  redis.call('EXPIRE', recent_key, recent_ttl)\n"
     "  redis.call('PUBLISH', events_channel,\n"
     "             '[' .. table.concat(texts, ',') .. ']')\n"
+    "end\n"
+    "\n"
+    "-- stats not due yet: leave them to the tick due then (saves the\n"
+    "-- window sums on every small batch)\n"
+    "local pub_key = live .. 'published'\n"
+    "local last = redis.call('HMGET', pub_key, 'body', 'at')\n"
+    "local since = now - (tonumber(last[2]) or 0)\n"
+    "if since >= 0 and since < min_ms then\n"
+    "  return { #fresh, 0, min_ms - since, '' }\n"
     "end\n"
     "\n"
     "-- the stats: whole minutes where they fit, seconds at the edges\n"
@@ -224,9 +259,6 @@ static const char  aggregate_script[] =
     "redis.call('SET', stats_key, stats)\n"
     "\n"
     "-- shared by all workers: N of them still publish a few times a second\n"
-    "local pub_key = live .. 'published'\n"
-    "local last = redis.call('HMGET', pub_key, 'body', 'at')\n"
-    "local since = now - (tonumber(last[2]) or 0)\n"
     "local changed = last[1] ~= body\n"
     "local published, pending = 0, 0\n"
     "if since < 0 or since >= max_ms or (changed and since >= min_ms) then\n"

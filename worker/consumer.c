@@ -5,9 +5,12 @@
  * event is at the right end of the queue:
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
- *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, fill the batch
- *   EVALSHA <aggregate script> <valid events>      count and publish
- *   hand the batch to the store thread (store.c), collect the next one
+ *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, until the
+ *                                                  queue is empty
+ *   EVALSHA <aggregate script> <valid events>      count and publish now
+ *   ... repeat, adding to the batch being built ...
+ *   hand the batch to the store thread (store.c) once it holds --batch
+ *   events or --flush-ms passed since its first one
  *
  * and the store thread, in the order the batches were taken:
  *
@@ -20,6 +23,15 @@
  * makes idempotent. The processing list, not memory, is the truth: after
  * any Redis error, once the store has finished or dropped what it holds,
  * the whole list is re-read.
+ *
+ * Publishing never waits for a batch to fill: whatever is in hand when
+ * the queue is momentarily empty is counted and published at once, and
+ * only storage batches (by --batch and --flush-ms). An element that is
+ * not a valid event (bad JSON, a NUL byte) leaves the processing list at
+ * once, in one script with its dead letter, so it never reaches the
+ * store, whose retire compares texts. On start (and after any Redis
+ * error) the processing list is re-read from its oldest end in batches
+ * of at most --batch.
  *
  * Dashboards see a batch before PostgreSQL does, and events arriving
  * while a batch is being stored do not wait for it: at most
@@ -66,7 +78,10 @@
 /* recompute the stats this often while the queue is idle */
 #define CONSUMER_STATS_TICK_MS    1000
 
-/* first pipelined LMOVE round; doubles while the queue keeps giving */
+/* while Redis refuses BLMOVE (maxmemory), poll the queue this often */
+#define CONSUMER_OOM_POLL_MS      100
+
+/* first take script round; doubles while the queue keeps giving */
 #define CONSUMER_CHUNK_MIN        16
 #define CONSUMER_CHUNK_MAX        1024
 
@@ -95,6 +110,15 @@ typedef struct {
     size_t                 n;
     size_t                 cap;
 
+    store_batch_t         *pend;           /* published, not yet stored */
+    int64_t                pend_due;       /* hand it over by then */
+
+    int                    recovering;     /* re-reading the list */
+    long                   rec_hi;         /* next chunk ends here */
+    int                    flush_now;      /* a recovered chunk in hand */
+    int                    oom_queue;      /* Redis refuses BLMOVE */
+    int                    oom_live;       /* ... and the live counters */
+
     int64_t                summary_at;
     long                   sum_live;
     store_summary_t        sum;
@@ -109,16 +133,23 @@ static int consumer_liveness(consumer_t *c, int force, char *err,
     size_t errlen);
 static int consumer_pause(consumer_t *c, int idle, char *err,
     size_t errlen);
-static int consumer_recover(consumer_t *c, char *err, size_t errlen);
+static int consumer_recover_start(consumer_t *c, char *err, size_t errlen);
+static int consumer_recover_chunk(consumer_t *c, char *err, size_t errlen);
 static int consumer_collect(consumer_t *c, char *err, size_t errlen);
 static int consumer_tick(consumer_t *c, char *err, size_t errlen);
 static int consumer_aggregate(consumer_t *c, const event_t *events,
     size_t n, char *err, size_t errlen);
 static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
     size_t errlen);
-static int consumer_lmove_chunk(consumer_t *c, size_t want, int *drained,
+static int consumer_take(consumer_t *c, size_t want, int *drained,
     char *err, size_t errlen);
+static int consumer_is_oom(const char *err);
 static int consumer_process(consumer_t *c);
+static int consumer_bury(consumer_t *c, const size_t *bad, char **letters,
+    size_t nbad, char *err, size_t errlen);
+static store_batch_t *consumer_batch_new(size_t cap);
+static void consumer_flush(consumer_t *c, int force);
+static void consumer_pend_drop(consumer_t *c);
 static int consumer_push(consumer_t *c, const char *data, size_t len);
 static void consumer_items_clear(consumer_t *c);
 static void consumer_summary(consumer_t *c, int force);
@@ -165,7 +196,7 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
 
     need_recover = 1;
 
-    while (!signals_stop_requested()) {
+    while (!signals_stop_requested() && !reclaim_lost(&c.live)) {
         consumer_summary(&c, 0);
 
         if (c.rc == NULL && consumer_connect(&c) != 0) {
@@ -186,10 +217,19 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
          */
         rc = consumer_liveness(&c, need_recover, err, sizeof(err));
 
+        if (rc > 0) {
+            /* another process holds our id: wait for it to lapse */
+            (void) time_sleep_ms(CONSUMER_WAIT_SLICE_MS);
+            continue;
+        }
+
         if (rc != 0) {
             /* handled below */
 
         } else if (need_recover) {
+            /* what is being built is in the list: it is read again */
+            consumer_pend_drop(&c);
+
             /* re-read the list only once the store holds nothing */
             if (!store_wait_idle(c.store, 0)) {
                 rc = consumer_pause(&c, 1, err, sizeof(err));
@@ -198,7 +238,7 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
                 }
             } else {
                 store_resync(c.store);
-                rc = consumer_recover(&c, err, sizeof(err));
+                rc = consumer_recover_start(&c, err, sizeof(err));
             }
 
         } else {
@@ -210,13 +250,21 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
                 if (rc == 0) {
                     continue;
                 }
+            } else if (rc == 0 && c.recovering) {
+                rc = consumer_recover_chunk(&c, err, sizeof(err));
             } else if (rc == 0) {
-                rc = consumer_collect(&c, err, sizeof(err));
+                /* a batch whose window passed goes before new events */
+                consumer_flush(&c, 0);
+
+                if (store_wait_room(c.store, 0)) {
+                    rc = consumer_collect(&c, err, sizeof(err));
+                }
             }
         }
 
         if (rc != 0) {
             consumer_items_clear(&c);
+            consumer_pend_drop(&c);
             consumer_redis_lost(&c, err);
             need_recover = 1;
             consumer_backoff(&c);
@@ -229,21 +277,26 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
             need_recover = 0;
         }
 
-        if (c.n == 0) {
-            continue;
+        if (c.n > 0) {
+            rc = consumer_process(&c);
+            consumer_items_clear(&c);
+
+            if (rc != 0) {
+                consumer_pend_drop(&c);
+                need_recover = 1;
+                consumer_backoff(&c);
+                continue;
+            }
         }
 
-        rc = consumer_process(&c);
-        consumer_items_clear(&c);
-
-        if (rc != 0) {
-            need_recover = 1;
-            consumer_backoff(&c);
-        }
+        /* a recovered chunk is one batch of its own, stored at once */
+        consumer_flush(&c, c.flush_now);
+        c.flush_now = 0;
     }
 
     /* SIGTERM: the store finishes what it holds, then we say goodbye */
     consumer_items_clear(&c);
+    consumer_flush(&c, 1);
     store_stop(c.store, &last);
     c.store = NULL;
     c.sum.batches += last.batches;
@@ -257,11 +310,13 @@ consumer_run(const settings_t *settings, const redis_target_t *target,
         redisFree(c.rc);
     }
 
+    rc = reclaim_lost(&c.live) ? 1 : 0;
+
     reclaim_free(&c.live);
     aggregate_free(c.agg);
     free(c.items);
     free(c.proc_key);
-    return 0;
+    return rc;
 }
 
 
@@ -336,12 +391,18 @@ consumer_redis_lost(consumer_t *c, const char *err)
 }
 
 
-/* Heartbeat when due (or forced), then a reclaim scan when due. */
+/*
+ * Heartbeat when due (or forced), then a reclaim round when due. 0; 1
+ * while another process holds our worker id; -1 on a Redis error.
+ */
 static int
 consumer_liveness(consumer_t *c, int force, char *err, size_t errlen)
 {
-    if (reclaim_heartbeat(&c->live, c->rc, force, err, errlen) != 0) {
-        return -1;
+    int  rc;
+
+    rc = reclaim_heartbeat(&c->live, c->rc, force, err, errlen);
+    if (rc != 0) {
+        return rc;
     }
 
     return reclaim_scan(&c->live, c->rc, err, errlen);
@@ -381,14 +442,62 @@ consumer_pause(consumer_t *c, int idle, char *err, size_t errlen)
 }
 
 
-/* Read what a previous life left in the processing list (newest first). */
+/*
+ * Start re-reading what a previous life (or a Redis error) left in the
+ * processing list. Nothing is added on its left meanwhile (no events are
+ * collected) and the store retires from its right, so the index of an
+ * element counted from the left stays put: the list is read from its
+ * oldest end in chunks of at most --batch (consumer_recover_chunk).
+ */
 static int
-consumer_recover(consumer_t *c, char *err, size_t errlen)
+consumer_recover_start(consumer_t *c, char *err, size_t errlen)
+{
+    redisReply  *r;
+
+    r = redisCommand(c->rc, "LLEN %s", c->proc_key);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0
+        || r->type != REDIS_REPLY_INTEGER)
+    {
+        if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "LLEN: unexpected reply type %d",
+                     r->type);
+        }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+
+    c->rec_hi = (long) r->integer - 1;
+    c->recovering = r->integer > 0;
+    freeReplyObject(r);
+
+    if (c->recovering) {
+        log_info("recovering processing list", "processing=%s events=%ld"
+                 " batch=%d", c->proc_key, c->rec_hi + 1,
+                 c->settings->batch);
+    }
+
+    return 0;
+}
+
+
+/* The next (older first) chunk of the list being recovered. */
+static int
+consumer_recover_chunk(consumer_t *c, char *err, size_t errlen)
 {
     redisReply  *r;
     size_t       i;
+    long         lo;
 
-    r = redisCommand(c->rc, "LRANGE %s 0 -1", c->proc_key);
+    lo = c->rec_hi - c->settings->batch + 1;
+    if (lo < 0) {
+        lo = 0;
+    }
+
+    r = redisCommand(c->rc, "LRANGE %s %ld %ld", c->proc_key, lo,
+                     c->rec_hi);
 
     if (redis_reply_check(c->rc, r, err, errlen) != 0
         || r->type != REDIS_REPLY_ARRAY)
@@ -403,6 +512,7 @@ consumer_recover(consumer_t *c, char *err, size_t errlen)
         return -1;
     }
 
+    /* newest first in the list: the oldest is the last element */
     for (i = r->elements; i > 0; i--) {
         if (r->element[i - 1]->type != REDIS_REPLY_STRING) {
             continue;
@@ -418,79 +528,90 @@ consumer_recover(consumer_t *c, char *err, size_t errlen)
 
     freeReplyObject(r);
 
-    if (c->n > 0) {
-        log_info("recovering processing list", "processing=%s events=%zu",
-                 c->proc_key, c->n);
-    }
+    c->rec_hi = lo - 1;
+    c->recovering = c->rec_hi >= 0;
+    c->flush_now = 1;
 
     return 0;
 }
 
 
 /*
- * Fill a batch: wait up to CONSUMER_BLOCK_MS for a first event, then
- * take what is queued, then keep waiting for more until --flush-ms after
- * the first event or the batch is full. Returns 0 (c->n may be 0), or -1
- * on a Redis error.
+ * Take what is there: wait up to CONSUMER_BLOCK_MS (less when the stats
+ * or the batch being built are due sooner) for a first event, then move
+ * events until the queue is momentarily empty or the batch being built
+ * is full. Never waits for more: what is in hand is published now.
+ * Returns 0 (c->n may be 0), or -1 on a Redis error.
  */
 static int
 consumer_collect(consumer_t *c, char *err, size_t errlen)
 {
-    size_t   batch, chunk, want;
-    int64_t  deadline, left, block;
+    size_t   room, chunk, want;
+    int64_t  now, block;
     int      got, drained;
 
-    batch = (size_t) c->settings->batch;
+    room = (size_t) c->settings->batch - (c->pend ? c->pend->n : 0);
+
+    now = time_mono_ms();
 
     /* wake up for the next stats tick; 1 ms at least (0 blocks forever) */
-    block = c->stats_at - time_mono_ms();
+    block = c->stats_at - now;
+    if (c->pend != NULL && c->pend->n > 0 && c->pend_due - now < block) {
+        block = c->pend_due - now;
+    }
     block = block < 1 ? 1 : block > CONSUMER_BLOCK_MS ? CONSUMER_BLOCK_MS
                                                       : block;
 
     if (consumer_blmove(c, block, &got, err, errlen) != 0) {
-        return -1;
+        if (!consumer_is_oom(err)) {
+            return -1;
+        }
+
+        /* Redis is full and refuses BLMOVE: poll with the take script */
+        if (!c->oom_queue) {
+            log_warn("redis OOM: BLMOVE refused, taking events by script",
+                     "queue=%s", c->settings->queue);
+            c->oom_queue = 1;
+        }
+
+        if (consumer_take(c, 1, &drained, err, errlen) != 0) {
+            return -1;
+        }
+
+        if (c->n == 0) {
+            (void) time_sleep_ms(block < CONSUMER_OOM_POLL_MS
+                                 ? block : CONSUMER_OOM_POLL_MS);
+            return 0;
+        }
+
+        got = 1;
+
+    } else if (c->oom_queue) {
+        log_info("redis accepts BLMOVE again", "queue=%s",
+                 c->settings->queue);
+        c->oom_queue = 0;
     }
 
     if (!got) {
         return 0;
     }
 
-    deadline = time_mono_ms() + c->settings->flush_ms;
     chunk = CONSUMER_CHUNK_MIN;
 
-    while (c->n < batch && !signals_stop_requested()) {
-        want = batch - c->n < chunk ? batch - c->n : chunk;
+    while (c->n < room && !signals_stop_requested()) {
+        want = room - c->n < chunk ? room - c->n : chunk;
 
-        /* a long --flush-ms must not let the heartbeat lapse */
-        if (reclaim_heartbeat(&c->live, c->rc, 0, err, errlen) != 0) {
+        if (consumer_take(c, want, &drained, err, errlen) != 0) {
             return -1;
         }
 
-        if (consumer_lmove_chunk(c, want, &drained, err, errlen) != 0) {
-            return -1;
-        }
-
-        if (!drained) {
-            /* the queue keeps giving: ask for more per round trip */
-            chunk = chunk * 2 > CONSUMER_CHUNK_MAX ? CONSUMER_CHUNK_MAX
-                                                   : chunk * 2;
-            continue;
-        }
-
-        /* the queue is empty: wait for stragglers until the deadline */
-        left = deadline - time_mono_ms();
-        if (left <= 0) {
+        if (drained) {
             break;
         }
 
-        if (consumer_blmove(c, left < CONSUMER_BLOCK_MS
-                               ? left : CONSUMER_BLOCK_MS,
-                            &got, err, errlen) != 0)
-        {
-            return -1;
-        }
-
-        chunk = CONSUMER_CHUNK_MIN;
+        /* the queue keeps giving: ask for more per round trip */
+        chunk = chunk * 2 > CONSUMER_CHUNK_MAX ? CONSUMER_CHUNK_MAX
+                                               : chunk * 2;
     }
 
     return 0;
@@ -518,9 +639,30 @@ consumer_aggregate(consumer_t *c, const event_t *events, size_t n,
     char *err, size_t errlen)
 {
     aggregate_result_t  res;
+    char                q[600];
 
     if (aggregate_apply(c->agg, c->rc, events, n, &res, err, errlen) != 0) {
-        return -1;
+        if (!consumer_is_oom(err)) {
+            return -1;
+        }
+
+        /* Redis is full: the live side waits, the events are stored */
+        if (!c->oom_live) {
+            log_error("redis OOM: live counters paused, storing continues",
+                      "events_not_published=%zu maxmemory_err=%s", n,
+                      log_quote(q, sizeof(q), err));
+            c->oom_live = 1;
+        }
+
+        c->stats_at = time_mono_ms() + CONSUMER_STATS_TICK_MS;
+        return 0;
+    }
+
+    /* resumed only once something was written (a no-op passes OOM) */
+    if (c->oom_live && (res.fresh > 0 || res.published)) {
+        log_info("redis memory available again: live counters resumed",
+                 NULL);
+        c->oom_live = 0;
     }
 
     c->sum_live += res.fresh;
@@ -584,145 +726,336 @@ consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
 
 
 /*
- * Pipeline want LMOVEs and read every reply: each non-nil one is an
- * event now in the processing list and must join the batch (a producer
- * may refill the queue between two nils). *drained: some LMOVE found the
- * queue empty.
+ * Move up to want events from the queue into the processing list in one
+ * script, atomic like LMOVE and in the same order (the oldest is taken
+ * first and ends up left of what was taken before), and add each to
+ * the batch. RPOP comes first: Redis checks maxmemory only at a script's
+ * first write, and this one frees memory, so events keep moving (and
+ * reach PostgreSQL) when Redis is full and refuses BLMOVE. *drained: the
+ * queue ran empty.
  */
 static int
-consumer_lmove_chunk(consumer_t *c, size_t want, int *drained, char *err,
+consumer_take(consumer_t *c, size_t want, int *drained, char *err,
     size_t errlen)
 {
+    static const char  script[] =
+        "local out = {}\n"
+        "for i = 1, tonumber(ARGV[1]) do\n"
+        "  local v = redis.call('RPOP', KEYS[1])\n"
+        "  if not v then break end\n"
+        "  redis.call('LPUSH', KEYS[2], v)\n"
+        "  out[i] = v\n"
+        "end\n"
+        "return out\n";
     redisReply  *r;
-    const char  *argv[5];
-    size_t       argvlen[5], i;
+    const char  *argv[6];
+    size_t       argvlen[6], i;
+    char         num[32];
     int          rc;
 
     *drained = 0;
 
-    argv[0] = "LMOVE";
-    argv[1] = c->settings->queue;
-    argv[2] = c->proc_key;
-    argv[3] = "RIGHT";
-    argv[4] = "LEFT";
+    snprintf(num, sizeof(num), "%zu", want);
 
-    for (i = 0; i < 5; i++) {
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "2";
+    argv[3] = c->settings->queue;
+    argv[4] = c->proc_key;
+    argv[5] = num;
+
+    for (i = 0; i < 6; i++) {
         argvlen[i] = strlen(argv[i]);
     }
 
-    for (i = 0; i < want; i++) {
-        if (redisAppendCommandArgv(c->rc, 5, argv, argvlen) != REDIS_OK) {
-            snprintf(err, errlen, "%s", c->rc->errstr);
-            return -1;
+    r = redisCommandArgv(c->rc, 6, argv, argvlen);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0
+        || r->type != REDIS_REPLY_ARRAY)
+    {
+        if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "take script: unexpected reply type %d",
+                     r->type);
         }
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        /* the context is dropped; the processing list is re-read */
+        return -1;
     }
 
     rc = 0;
 
-    for (i = 0; i < want; i++) {
-        r = NULL;
-        if (redisGetReply(c->rc, (void **) &r) != REDIS_OK
-            || redis_reply_check(c->rc, r, err, errlen) != 0)
+    for (i = 0; i < r->elements; i++) {
+        if (r->element[i]->type == REDIS_REPLY_STRING
+            && consumer_push(c, r->element[i]->str, r->element[i]->len)
+               != 0)
         {
-            if (r == NULL) {
-                snprintf(err, errlen, "%s", c->rc->errstr);
-            } else {
-                freeReplyObject(r);
-            }
-            /* the context is dropped; the processing list is re-read */
-            return -1;
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+            break;
         }
-
-        if (r->type == REDIS_REPLY_STRING) {
-            if (rc == 0 && consumer_push(c, r->str, r->len) != 0) {
-                snprintf(err, errlen, "out of memory");
-                rc = -1;
-            }
-        } else {
-            *drained = 1;
-        }
-
-        freeReplyObject(r);
     }
 
+    *drained = r->elements < want;
+
+    freeReplyObject(r);
     return rc;
 }
 
 
 /*
- * Parse the batch, dead-letter the invalid events, count and publish the
- * valid ones, and hand the batch to the store. 0, or -1 when Redis
- * failed (nothing was applied: the batch stays in the processing list).
+ * Parse what was collected: the valid events join the batch being
+ * built and are counted and published now; an element that is not a
+ * valid event leaves the processing list at once with its dead letter
+ * (consumer_bury). 0, or -1 when Redis failed (the caller drops the
+ * batch being built: the processing list is re-read).
  */
 static int
 consumer_process(consumer_t *c)
 {
     store_batch_t  *b;
-    size_t          i;
-    char            err[1024], q[1100], q2[300];
+    size_t          i, first, nbad, *bad;
+    char          **letters, err[1024], q[1100], q2[300];
+    int             rc;
 
-    b = calloc(1, sizeof(store_batch_t));
-    if (b == NULL) {
+    if (c->pend == NULL) {
+        c->pend = consumer_batch_new((size_t) c->settings->batch);
+        if (c->pend == NULL) {
+            goto nomem;
+        }
+    }
+
+    b = c->pend;
+    first = b->nvalid;
+
+    bad = calloc(c->n, sizeof(size_t));
+    letters = calloc(c->n, sizeof(char *));
+    nbad = 0;
+
+    if (bad == NULL || letters == NULL) {
+        free(bad);
+        free(letters);
         goto nomem;
     }
 
-    b->texts = calloc(c->n, sizeof(char *));
-    b->events = calloc(c->n, sizeof(event_t));
-    b->letters = calloc(c->n, sizeof(char *));
+    rc = 0;
 
-    if (b->texts == NULL || b->events == NULL || b->letters == NULL) {
-        goto nomem;
-    }
-
-    /* the texts move into the batch: events borrow from them */
     for (i = 0; i < c->n; i++) {
-        b->texts[i] = c->items[i].data;
-        c->items[i].data = NULL;
-    }
-    b->n = c->n;
+        if (memchr(c->items[i].data, '\0', c->items[i].len) != NULL) {
+            snprintf(err, sizeof(err), "the event holds a NUL byte");
 
-    for (i = 0; i < b->n; i++) {
-        if (event_parse(&b->events[b->nvalid], b->texts[i],
-                        c->items[i].len, err, sizeof(err)) == 0)
+        } else if (event_parse(&b->events[b->nvalid], c->items[i].data,
+                               c->items[i].len, err, sizeof(err)) == 0)
         {
+            /* the text moves into the batch: the event borrows from it */
+            if (b->n == 0) {
+                c->pend_due = time_mono_ms() + c->settings->flush_ms;
+            }
+            b->texts[b->n++] = c->items[i].data;
+            c->items[i].data = NULL;
             b->nvalid++;
             continue;
         }
 
-        b->letters[b->ndead] = dlq_letter(b->texts[i], c->items[i].len,
-                                          err, 1);
-        if (b->letters[b->ndead] == NULL) {
-            goto nomem;
+        letters[nbad] = dlq_letter(c->items[i].data, c->items[i].len, err,
+                                   1);
+        if (letters[nbad] == NULL) {
+            rc = -2;
+            break;
         }
-        b->ndead++;
+        bad[nbad++] = i;
 
-        log_warn("event dead-lettered", "err=%s event=%s",
-                 log_quote(q, sizeof(q), err),
-                 log_quote(q2, sizeof(q2), b->texts[i]));
+        log_warn("event dead-lettered", "err=%s bytes=%zu event=%s",
+                 log_quote(q, sizeof(q), err), c->items[i].len,
+                 log_quote(q2, sizeof(q2), c->items[i].data));
+    }
+
+    if (rc == 0 && nbad > 0) {
+        rc = consumer_bury(c, bad, letters, nbad, err, sizeof(err));
+    }
+
+    for (i = 0; i < nbad; i++) {
+        free(letters[i]);
+    }
+    free(letters);
+    free(bad);
+
+    if (rc == -2) {
+        goto nomem;
     }
 
     /*
      * Live first: dashboards must not wait for PostgreSQL. Nothing is
-     * applied when this fails; the batch stays in the processing list.
+     * applied when this fails; the events stay in the processing list.
      */
-    if (b->nvalid > 0
-        && consumer_aggregate(c, b->events, b->nvalid, err, sizeof(err))
-           != 0)
-    {
+    if (rc == 0 && b->nvalid > first) {
+        rc = consumer_aggregate(c, b->events + first, b->nvalid - first,
+                                err, sizeof(err));
+    }
+
+    if (rc != 0) {
         consumer_redis_lost(c, err);
-        store_batch_free(b);
         return -1;
     }
 
-    store_put(c->store, b);
     return 0;
 
 nomem:
 
     /* like a Redis error: the processing list is re-read */
     log_error("out of memory", "events=%zu", c->n);
-    store_batch_free(b);
     return -1;
+}
+
+
+/*
+ * The elements that are not valid events leave the processing list now,
+ * each in the same script as its letter, so a poison element can never
+ * wedge the batch behind it nor be dead-lettered twice. LREM comes
+ * first: Redis checks maxmemory only at a script's first write, and
+ * LREM frees memory, so a full Redis still takes the letter (the dead
+ * list's type is checked before anything is written). LREM counts
+ * from the right (the oldest end): what lies
+ * right of the elements in hand is only valid events the store holds.
+ * Lengths are passed, never strlen(): the bytes may hold NULs.
+ */
+static int
+consumer_bury(consumer_t *c, const size_t *bad, char **letters,
+    size_t nbad, char *err, size_t errlen)
+{
+    static const char  script[] =
+        "local t = redis.call('TYPE', KEYS[2]).ok\n"
+        "if t ~= 'list' and t ~= 'none' then\n"
+        "  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is a ' .. t)\n"
+        "end\n"
+        "for i = 1, #ARGV, 2 do\n"
+        "  redis.call('LREM', KEYS[1], -1, ARGV[i])\n"
+        "  redis.call('LPUSH', KEYS[2], ARGV[i + 1])\n"
+        "end\n"
+        "return 1\n";
+    redisReply   *r;
+    const char  **argv;
+    size_t       *argvlen, argc, i;
+
+    argc = 5 + 2 * nbad;
+    argv = calloc(argc, sizeof(char *));
+    argvlen = calloc(argc, sizeof(size_t));
+
+    if (argv == NULL || argvlen == NULL) {
+        free(argv);
+        free(argvlen);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "2";
+    argv[3] = c->proc_key;
+    argv[4] = c->settings->dead_key;
+
+    for (i = 0; i < 5; i++) {
+        argvlen[i] = strlen(argv[i]);
+    }
+
+    for (i = 0; i < nbad; i++) {
+        argv[5 + 2 * i] = c->items[bad[i]].data;
+        argvlen[5 + 2 * i] = c->items[bad[i]].len;
+        argv[6 + 2 * i] = letters[i];
+        argvlen[6 + 2 * i] = strlen(letters[i]);
+    }
+
+    r = redisCommandArgv(c->rc, (int) argc, argv, argvlen);
+
+    free(argv);
+    free(argvlen);
+
+    if (redis_reply_check(c->rc, r, err, errlen) != 0) {
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+
+    freeReplyObject(r);
+    return 0;
+}
+
+
+/* An empty batch with room for cap events. */
+static store_batch_t *
+consumer_batch_new(size_t cap)
+{
+    store_batch_t  *b;
+
+    b = calloc(1, sizeof(store_batch_t));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->texts = calloc(cap, sizeof(char *));
+    b->events = calloc(cap, sizeof(event_t));
+    b->letters = calloc(cap, sizeof(char *));
+
+    if (b->texts == NULL || b->events == NULL || b->letters == NULL) {
+        store_batch_free(b);
+        return NULL;
+    }
+
+    return b;
+}
+
+
+/*
+ * Hand the batch being built to the store when it is full, its window
+ * (--flush-ms after its first event) has passed, or force is set. The
+ * caller made sure the store has room.
+ */
+static void
+consumer_flush(consumer_t *c, int force)
+{
+    store_batch_t  *b;
+
+    b = c->pend;
+
+    if (b == NULL) {
+        return;
+    }
+
+    if (b->n == 0) {
+        if (force) {
+            store_batch_free(b);
+            c->pend = NULL;
+        }
+        return;
+    }
+
+    if (!force && b->n < (size_t) c->settings->batch
+        && time_mono_ms() < c->pend_due)
+    {
+        return;
+    }
+
+    c->pend = NULL;
+    store_put(c->store, b);
+}
+
+
+/* Forget the batch being built: its events are in the processing list. */
+static void
+consumer_pend_drop(consumer_t *c)
+{
+    store_batch_free(c->pend);
+    c->pend = NULL;
+}
+
+
+/* Redis's answer at maxmemory with noeviction: "OOM command not ..." */
+static int
+consumer_is_oom(const char *err)
+{
+    return strncmp(err, "OOM ", 4) == 0;
 }
 
 

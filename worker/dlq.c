@@ -10,9 +10,12 @@
  *   activity-worker dlq purge              delete every letter
  *
  * Replay moves one letter at a time with a compare-and-move script: the
- * letter is popped and its event LPUSHed onto the queue in one atomic
- * step, only if it is still the oldest letter, so concurrent replays or
- * workers adding letters never lose or duplicate one.
+ * letter is removed and its event LPUSHed onto the queue in one atomic
+ * step, only if it is still where it was read, so concurrent replays or
+ * workers adding letters never lose or duplicate one. A letter whose
+ * event is not a valid event (bad JSON, a NUL byte, kept in
+ * "eventBase64") stays where it is: replaying it could only make the
+ * same letter again.
  */
 
 #include <errno.h>
@@ -24,6 +27,7 @@
 #include <jansson.h>
 
 #include "dlq.h"
+#include "event.h"
 #include "redisconn.h"
 #include "settings.h"
 #include "timeutil.h"
@@ -31,10 +35,14 @@
 
 #define DLQ_LIST_CHUNK  100
 
-/* KEYS: dead, queue; ARGV: the oldest letter as read, its event */
+/*
+ * KEYS: dead, queue; ARGV: a letter as read, its event, its index (from
+ * the right, past the letters left in place). LREM from the right finds
+ * that very letter, or an identical one, which is the same.
+ */
 #define DLQ_REPLAY_SCRIPT                                                  \
-    "if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end "   \
-    "redis.call('RPOP', KEYS[1]) "                                         \
+    "if redis.call('LINDEX', KEYS[1], ARGV[3]) ~= ARGV[1] then return 0 end " \
+    "redis.call('LREM', KEYS[1], -1, ARGV[1]) "                            \
     "redis.call('LPUSH', KEYS[2], ARGV[2]) "                               \
     "return 1"
 
@@ -47,6 +55,7 @@ typedef enum {
 
 
 static char *dlq_utf8_clean(const char *s, size_t len, size_t *outlen);
+static char *dlq_base64(const char *s, size_t len);
 static size_t dlq_utf8_seq(const unsigned char *p, size_t left);
 static int dlq_usage(const char *why);
 static long dlq_count(const char *s);
@@ -58,8 +67,8 @@ static int dlq_purge(redisContext *rc, const settings_t *s);
 char *
 dlq_letter(const char *text, size_t len, const char *reason, int attempts)
 {
-    json_t  *obj, *ev;
-    char    *clean, *out;
+    json_t  *obj, *ev, *raw;
+    char    *clean, *out, *b64;
     char     now[TIME_ISO_LEN];
     size_t   clen;
 
@@ -70,19 +79,50 @@ dlq_letter(const char *text, size_t len, const char *reason, int attempts)
 
     time_iso_now(now);
 
-    /* json_stringn keeps embedded NULs (dumped as \u0000) */
+    /*
+     * Bytes that do not survive as a JSON string (a NUL, invalid UTF-8)
+     * are kept exactly in "eventBase64"; "event" then shows the text for
+     * reading, with U+FFFD for invalid bytes and '?' for a NUL.
+     */
+    raw = NULL;
+
+    if (clen != len || memcmp(clean, text, len) != 0
+        || memchr(text, '\0', len) != NULL)
+    {
+        for (size_t i = 0; i < clen; i++) {
+            if (clean[i] == '\0') {
+                clean[i] = '?';
+            }
+        }
+
+        b64 = dlq_base64(text, len);
+        if (b64 == NULL) {
+            free(clean);
+            return NULL;
+        }
+        raw = json_string(b64);
+        free(b64);
+        if (raw == NULL) {
+            free(clean);
+            return NULL;
+        }
+    }
+
     ev = json_stringn(clean, clen);
     free(clean);
 
     obj = json_object();
     if (ev == NULL || obj == NULL
         || json_object_set_new(obj, "event", ev) != 0
+        || (raw != NULL
+            && json_object_set_new(obj, "eventBase64", raw) != 0)
         || json_object_set_new(obj, "error", json_string(reason)) != 0
         || json_object_set_new(obj, "attempts", json_integer(attempts)) != 0
         || json_object_set_new(obj, "failedAt", json_string(now)) != 0)
     {
         if (obj == NULL) {
             json_decref(ev);
+            json_decref(raw);
         }
         json_decref(obj);
         return NULL;
@@ -283,23 +323,30 @@ dlq_list(redisContext *rc, const settings_t *s, long limit)
 }
 
 
-/* Requeue up to limit letters' events (-1: all), oldest first. */
+/*
+ * Requeue up to limit letters' events (-1: all), oldest first; letters
+ * whose event is not a valid event are left in place and counted.
+ */
 static int
 dlq_replay(redisContext *rc, const settings_t *s, long limit)
 {
     json_error_t   jerr;
     redisReply    *r, *m;
     json_t        *letter, *ev;
-    const char    *argv[7];
-    size_t         argvlen[7];
-    long           done;
-    char           err[512];
+    event_t        parsed;
+    const char    *argv[8];
+    size_t         argvlen[8];
+    long           done, kept;
+    char           err[512], idx[32], why[256];
     int            moved;
 
     done = 0;
+    kept = 0;
 
     while (limit < 0 || done < limit) {
-        r = redisCommand(rc, "LINDEX %s -1", s->dead_key);
+        snprintf(idx, sizeof(idx), "%ld", -(kept + 1));
+
+        r = redisCommand(rc, "LINDEX %s %s", s->dead_key, idx);
 
         if (redis_reply_check(rc, r, err, sizeof(err)) != 0) {
             fprintf(stderr, "activity-worker: redis: %s\n", err);
@@ -310,7 +357,7 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
         }
 
         if (r->type != REDIS_REPLY_STRING) {
-            /* the list is empty */
+            /* no more letters */
             freeReplyObject(r);
             break;
         }
@@ -319,13 +366,28 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
         ev = json_object_get(letter, "event");
 
         if (!json_is_string(ev)) {
-            fprintf(stderr, "activity-worker: the oldest entry of %s is"
-                    " not a dead letter; left in place after replaying"
-                    " %ld\n", s->dead_key, done);
+            fprintf(stderr, "activity-worker: entry %s of %s is not a dead"
+                    " letter; left in place after replaying %ld\n", idx,
+                    s->dead_key, done);
             json_decref(letter);
             freeReplyObject(r);
             return 1;
         }
+
+        /* poison stays: replaying it unchanged would only fail again */
+        if (json_object_get(letter, "eventBase64") != NULL
+            || memchr(json_string_value(ev), '\0', json_string_length(ev))
+               != NULL
+            || event_parse(&parsed, json_string_value(ev),
+                           json_string_length(ev), why, sizeof(why)) != 0)
+        {
+            kept++;
+            json_decref(letter);
+            freeReplyObject(r);
+            continue;
+        }
+
+        event_free(&parsed);
 
         argv[0] = "EVAL";
         argv[1] = DLQ_REPLAY_SCRIPT;
@@ -334,6 +396,7 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
         argv[4] = s->queue;
         argv[5] = r->str;
         argv[6] = json_string_value(ev);
+        argv[7] = idx;
 
         argvlen[0] = 4;
         argvlen[1] = sizeof(DLQ_REPLAY_SCRIPT) - 1;
@@ -342,8 +405,9 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
         argvlen[4] = strlen(s->queue);
         argvlen[5] = r->len;
         argvlen[6] = json_string_length(ev);
+        argvlen[7] = strlen(idx);
 
-        m = redisCommandArgv(rc, 7, argv, argvlen);
+        m = redisCommandArgv(rc, 8, argv, argvlen);
 
         json_decref(letter);
         freeReplyObject(r);
@@ -357,7 +421,7 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
             return 1;
         }
 
-        /* 0: the list changed under us; read the oldest again */
+        /* 0: the list changed under us; read that place again */
         moved = m->type == REDIS_REPLY_INTEGER && m->integer == 1;
         freeReplyObject(m);
 
@@ -367,6 +431,15 @@ dlq_replay(redisContext *rc, const settings_t *s, long limit)
     }
 
     printf("replayed %ld dead letter(s) onto %s\n", done, s->queue);
+
+    if (kept > 0) {
+        fprintf(stderr, "activity-worker: left %ld dead letter(s) in %s:"
+                " their event is not a valid event (see \"error\"; the"
+                " bytes are in \"eventBase64\" when not text), so a"
+                " replay would only fail again; fix and LPUSH them by"
+                " hand, or purge\n", kept, s->dead_key);
+    }
+
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -419,6 +492,48 @@ dlq_purge(redisContext *rc, const settings_t *s)
     }
 
     return fflush(stdout) == 0 ? 0 : 1;
+}
+
+
+/* RFC 4648 base64 of len bytes, NUL-terminated; NULL when out of memory. */
+static char *
+dlq_base64(const char *s, size_t len)
+{
+    static const char     abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "abcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char  *p;
+    uint32_t              v;
+    size_t                i, n;
+    char                 *out;
+
+    out = malloc((len + 2) / 3 * 4 + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    p = (const unsigned char *) s;
+
+    for (i = 0, n = 0; i + 2 < len; i += 3) {
+        v = (uint32_t) p[i] << 16 | (uint32_t) p[i + 1] << 8 | p[i + 2];
+        out[n++] = abc[v >> 18 & 63];
+        out[n++] = abc[v >> 12 & 63];
+        out[n++] = abc[v >> 6 & 63];
+        out[n++] = abc[v & 63];
+    }
+
+    if (i < len) {
+        v = (uint32_t) p[i] << 16;
+        if (i + 1 < len) {
+            v |= (uint32_t) p[i + 1] << 8;
+        }
+        out[n++] = abc[v >> 18 & 63];
+        out[n++] = abc[v >> 12 & 63];
+        out[n++] = i + 1 < len ? abc[v >> 6 & 63] : '=';
+        out[n++] = '=';
+    }
+
+    out[n] = '\0';
+    return out;
 }
 
 

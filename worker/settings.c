@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "settings.h"
@@ -90,12 +91,16 @@ static const setting_t  settings_table[] = {
     { "heartbeat-ttl", "ACTIVITY_HEARTBEAT_TTL", "10", "SECONDS",
       "the key activity:alive:<NAME> says this worker lives; once it has"
       " expired for N s, another worker requeues its processing list"
-      " (2..3600; keep it above --flush-ms)",
+      " (2..3600)",
       SET_INT, 2, 3600, OFF(heartbeat_ttl) },
 
     { "id", "ACTIVITY_WORKER_ID", NULL, "NAME",
-      "worker name, stable across restarts so the worker recovers its"
-      " own list activity:processing:<NAME> (default: the host name)",
+      "worker name; one process at a time may hold it (a second one"
+      " waits a heartbeat TTL, then refuses to start). A stable name lets"
+      " a restarted worker finish its own list activity:processing:<NAME>"
+      " at once; otherwise live workers requeue it once its heartbeat"
+      " lapsed (default: <host name>-<8 random hex digits>, unique per"
+      " start)",
       SET_STRING, 0, 0, OFF(worker_id) },
 
     { "batch", "ACTIVITY_BATCH", "500", "N",
@@ -103,9 +108,10 @@ static const setting_t  settings_table[] = {
       SET_INT, 1, 10000, OFF(batch) },
 
     { "flush-ms", "ACTIVITY_FLUSH_MS", "200", "N",
-      "once one event is in hand, wait at most N ms to fill the batch"
-      " (0..10000)",
-      SET_INT, 0, 10000, OFF(flush_ms) },
+      "store a batch at most N ms after its first event, full or not;"
+      " events are published as soon as they are taken, never held for"
+      " this (0..3600000)",
+      SET_INT, 0, 3600000, OFF(flush_ms) },
 
     { "store-ahead", "ACTIVITY_STORE_AHEAD", "4", "N",
       "most batches counted and published but not yet stored; when"
@@ -192,6 +198,7 @@ settings_load(settings_t *s, int argc, char **argv)
 {
     const setting_t  *st;
     const char       *arg, *eq, *value, *env;
+    unsigned char     rnd[4];
     char              host[256], where[64];
     size_t            i;
     int               a;
@@ -258,12 +265,26 @@ settings_load(settings_t *s, int argc, char **argv)
     }
 
     if (s->worker_id == NULL) {
-        /* the host name is what survives a restart of the same box/pod */
+        /*
+         * Unique per start: containers often share a host name, and two
+         * processes on one id would fight over one processing list.
+         */
         if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0') {
-            settings_fail("id", "", "no host name; set --id");
+            snprintf(host, sizeof(host), "worker");
         }
         host[sizeof(host) - 1] = '\0';
-        s->worker_id = strdup(host);
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t) sizeof(rnd)) {
+            /* no entropy at all: the pid at least differs per host */
+            rnd[0] = (unsigned char) (getpid() >> 24);
+            rnd[1] = (unsigned char) (getpid() >> 16);
+            rnd[2] = (unsigned char) (getpid() >> 8);
+            rnd[3] = (unsigned char) getpid();
+        }
+        if (asprintf(&s->worker_id, "%.200s-%02x%02x%02x%02x", host,
+                     rnd[0], rnd[1], rnd[2], rnd[3]) < 0)
+        {
+            s->worker_id = NULL;
+        }
         if (s->worker_id == NULL) {
             fprintf(stderr, "activity-worker: out of memory\n");
             exit(1);

@@ -400,7 +400,8 @@ sub redis_start {
     $self->_spawn('redis', "$d/redis.log", $BIN{redis},
         '--bind', '127.0.0.1', '--port', $port, '--save', '',
         '--appendonly', 'no', '--daemonize', 'no',
-        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '');
+        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
+        @{ $self->{redis_args} || [] });
 
     my $dead;
     my $ok = wait_for {
@@ -922,6 +923,17 @@ sub _cleanup {
         rmtree($self->{dir});
     }
 }
+
+# --- wqueue: Redis shared with other data, Redis at maxmemory ---------
+
+# Extra redis-server flags for the next redis_start, e.g.
+# $t->redis_args('--enable-debug-command', 'yes').
+sub redis_args {
+    my ($self, @args) = @_;
+    $self->{redis_args} = \@args;
+    return $self;
+}
+
 
 END {
     my $status = $?;
