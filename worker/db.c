@@ -1,22 +1,52 @@
 /*
- * activity-worker: the PostgreSQL connection.
+ * activity-worker: a PostgreSQL connection.
  *
- * One connection, shared by the batch writer, migrations and partition
- * maintenance, which never overlap. The session runs in UTC so that a
- * timestamp without an offset, and every day boundary, means UTC.
+ * One db_t per user: the store thread has one, partition maintenance
+ * another, migrations a third; the HTTP thread opens its own with
+ * db_connect(). Every session runs in UTC (a timestamp without an
+ * offset, and every day boundary, means UTC), speaks UTF8 whatever the
+ * server's or the environment's encoding, has TCP keepalives and a
+ * tcp_user_timeout (a peer that vanished is noticed), and a
+ * statement_timeout.
+ *
+ * None of that helps against a backend that is alive but frozen (a
+ * stopped process, a hung storage): the kernel keeps answering for it.
+ * So a db_t made with a timeout has a watchdog thread: a call bracketed
+ * by db_guard()/db_unguard() that lasts longer than the timeout plus
+ * DB_WATCHDOG_SLACK_MS has its socket shut down, which makes libpq fail
+ * the call as a lost connection; the caller reconnects. Once a stop is
+ * requested, a call still running after DB_STOP_GRACE_MS is cancelled
+ * (PQcancel), then cut the same way if that did not help, so SIGTERM
+ * never waits on PostgreSQL for long.
  */
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "db.h"
 #include "log.h"
+#include "signals.h"
 #include "timeutil.h"
 
 
-#define DB_BACKOFF_MIN_MS  250
-#define DB_BACKOFF_MAX_MS  2000
+#define DB_BACKOFF_MIN_MS      250
+#define DB_BACKOFF_MAX_MS      2000
+
+/* TCP: probe after 10 s idle, every 5 s, give up after 3 (25 s) */
+#define DB_KEEPALIVES_IDLE     "10"
+#define DB_KEEPALIVES_INTERVAL "5"
+#define DB_KEEPALIVES_COUNT    "3"
+/* data unacknowledged this long (ms): the connection is dead */
+#define DB_TCP_USER_TIMEOUT    "20000"
+
+#define DB_WATCHDOG_TICK_MS    250
+#define DB_WATCHDOG_SLACK_MS   10000
+#define DB_STOP_GRACE_MS       2000
 
 
 /* per thread: an HTTP thread may have its own connection */
@@ -24,21 +54,40 @@ static __thread char  db_last_sqlstate[6];
 
 
 struct db_s {
-    char    *conninfo;
-    PGconn  *conn;
-    int      down;           /* an outage was logged, recovery is not yet */
-    char     describe[256];
+    char             *conninfo;
+    const char       *app;
+    PGconn           *conn;
+    int               down;        /* an outage was logged, not recovery */
+    int               timeout_ms;  /* statement_timeout; 0: none */
+    char              describe[256];
+
+    /* the watchdog (timeout_ms > 0) */
+    pthread_t         watchdog;
+    pthread_mutex_t   lock;
+    pthread_cond_t    wake;
+    int               closing;     /* under lock */
+    int64_t           busy_since;  /* under lock: a guarded call runs */
+    int               sock;        /* under lock: its socket */
+    PGcancel         *cancel;      /* under lock: for that connection */
+    int               cancelled;   /* under lock: PQcancel sent */
+    int               cut;         /* under lock: socket shut down */
 };
 
 
+static void db_drop(db_t *db);
+static void *db_watchdog(void *arg);
+static void db_watch(db_t *db, int64_t now);
 static void db_notice(void *arg, const char *message);
 static void db_describe_init(db_t *db);
 
 
 db_t *
-db_new(const char *conninfo)
+db_new(const char *conninfo, const char *app, int timeout_ms)
 {
-    db_t  *db;
+    pthread_condattr_t   ca;
+    sigset_t             block, old;
+    db_t                *db;
+    int                  rc;
 
     db = calloc(1, sizeof(*db));
     if (db == NULL) {
@@ -51,7 +100,39 @@ db_new(const char *conninfo)
         return NULL;
     }
 
+    db->app = app;
+    db->timeout_ms = timeout_ms;
+    db->sock = -1;
     db_describe_init(db);
+
+    pthread_mutex_init(&db->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&db->wake, &ca);
+    pthread_condattr_destroy(&ca);
+
+    if (timeout_ms > 0) {
+        /* signals stay with the main thread */
+        sigemptyset(&block);
+        sigaddset(&block, SIGTERM);
+        sigaddset(&block, SIGINT);
+        sigaddset(&block, SIGHUP);
+        sigaddset(&block, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+
+        rc = pthread_create(&db->watchdog, NULL, db_watchdog, db);
+
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+        if (rc != 0) {
+            pthread_cond_destroy(&db->wake);
+            pthread_mutex_destroy(&db->lock);
+            free(db->conninfo);
+            free(db);
+            return NULL;
+        }
+    }
+
     return db;
 }
 
@@ -63,44 +144,67 @@ db_free(db_t *db)
         return;
     }
 
-    if (db->conn != NULL) {
-        PQfinish(db->conn);
+    if (db->timeout_ms > 0) {
+        pthread_mutex_lock(&db->lock);
+        db->closing = 1;
+        pthread_cond_signal(&db->wake);
+        pthread_mutex_unlock(&db->lock);
+        pthread_join(db->watchdog, NULL);
     }
 
+    db_drop(db);
+
+    pthread_cond_destroy(&db->wake);
+    pthread_mutex_destroy(&db->lock);
     free(db->conninfo);
     free(db);
 }
 
 
 PGconn *
-db_get(db_t *db)
+db_connect(const char *conninfo, const char *app)
 {
     /*
-     * dbname comes last with expand_dbname: the user's conninfo may then
-     * override connect_timeout; fallback_application_name yields to any
-     * application_name the user set.
+     * dbname comes with expand_dbname: the user's conninfo may override
+     * what precedes it (connect_timeout, keepalives, application_name
+     * through fallback_application_name); client_encoding follows it, so
+     * it is always UTF8, the encoding of every event on the queue.
      */
     static const char *const  keys[] = {
-        "connect_timeout", "fallback_application_name", "dbname", NULL
+        "connect_timeout", "fallback_application_name", "keepalives",
+        "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "dbname", "client_encoding", NULL
     };
-    const char               *values[4];
-    char                      err[512], q[600];
+    const char               *values[10];
+
+    values[0] = "5";
+    values[1] = app;
+    values[2] = "1";
+    values[3] = DB_KEEPALIVES_IDLE;
+    values[4] = DB_KEEPALIVES_INTERVAL;
+    values[5] = DB_KEEPALIVES_COUNT;
+    values[6] = DB_TCP_USER_TIMEOUT;
+    values[7] = conninfo;
+    values[8] = "UTF8";
+    values[9] = NULL;
+
+    return PQconnectdbParams(keys, values, 1);
+}
+
+
+PGconn *
+db_get(db_t *db)
+{
+    PGcancel  *cancel;
+    char       err[512], q[600], set[128];
 
     if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
         return db->conn;
     }
 
-    if (db->conn != NULL) {
-        PQfinish(db->conn);
-        db->conn = NULL;
-    }
+    db_drop(db);
 
-    values[0] = "5";
-    values[1] = "activity-worker";
-    values[2] = db->conninfo;
-    values[3] = NULL;
-
-    db->conn = PQconnectdbParams(keys, values, 1);
+    db->conn = db_connect(db->conninfo, db->app);
 
     if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
         if (!db->down) {
@@ -121,18 +225,34 @@ db_get(db_t *db)
     /* NOTICEs ("already exists, skipping") belong in our log, at debug */
     PQsetNoticeProcessor(db->conn, db_notice, NULL);
 
-    if (db_exec(db->conn, "SET timezone = 'UTC'", PGRES_COMMAND_OK,
-                err, sizeof(err)) != 0)
+    snprintf(set, sizeof(set), "SET timezone = 'UTC';"
+             " SET statement_timeout = %d", db->timeout_ms);
+
+    cancel = PQgetCancel(db->conn);
+
+    if (cancel == NULL
+        || db_exec(db->conn, set, PGRES_COMMAND_OK, err, sizeof(err)) != 0)
     {
+        if (cancel == NULL) {
+            snprintf(err, sizeof(err), "out of memory");
+        }
         if (!db->down) {
             log_error("postgres unavailable", "%s err=%s", db->describe,
                       log_quote(q, sizeof(q), err));
             db->down = 1;
         }
+        if (cancel != NULL) {
+            PQfreeCancel(cancel);
+        }
         PQfinish(db->conn);
         db->conn = NULL;
         return NULL;
     }
+
+    pthread_mutex_lock(&db->lock);
+    db->cancel = cancel;
+    db->sock = PQsocket(db->conn);
+    pthread_mutex_unlock(&db->lock);
 
     log_info("postgres connected", "%s server_version=%d", db->describe,
              PQserverVersion(db->conn));
@@ -170,8 +290,128 @@ void
 db_check(db_t *db)
 {
     if (db->conn != NULL && PQstatus(db->conn) != CONNECTION_OK) {
+        db_drop(db);
+    }
+}
+
+
+void
+db_guard(db_t *db)
+{
+    pthread_mutex_lock(&db->lock);
+    db->busy_since = time_mono_ms();
+    db->cancelled = 0;
+    db->cut = 0;
+    pthread_mutex_unlock(&db->lock);
+}
+
+
+int
+db_unguard(db_t *db)
+{
+    int  cut;
+
+    pthread_mutex_lock(&db->lock);
+    db->busy_since = 0;
+    cut = db->cut || db->cancelled;
+    pthread_mutex_unlock(&db->lock);
+
+    return cut;
+}
+
+
+/* Close the connection; the watchdog must not touch its socket again. */
+static void
+db_drop(db_t *db)
+{
+    PGcancel  *cancel;
+
+    pthread_mutex_lock(&db->lock);
+    cancel = db->cancel;
+    db->cancel = NULL;
+    db->sock = -1;
+    pthread_mutex_unlock(&db->lock);
+
+    if (cancel != NULL) {
+        PQfreeCancel(cancel);
+    }
+
+    if (db->conn != NULL) {
         PQfinish(db->conn);
         db->conn = NULL;
+    }
+}
+
+
+static void *
+db_watchdog(void *arg)
+{
+    struct timespec  ts;
+    db_t            *db;
+
+    db = arg;
+
+    pthread_mutex_lock(&db->lock);
+
+    while (!db->closing) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += DB_WATCHDOG_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+
+        (void) pthread_cond_timedwait(&db->wake, &db->lock, &ts);
+
+        if (!db->closing) {
+            db_watch(db, time_mono_ms());
+        }
+    }
+
+    pthread_mutex_unlock(&db->lock);
+    return NULL;
+}
+
+
+/* Under lock: look at the guarded call in progress, if any. */
+static void
+db_watch(db_t *db, int64_t now)
+{
+    int64_t  ran;
+    char     err[256], q[300];
+
+    if (db->busy_since == 0 || db->sock < 0 || db->cut) {
+        return;
+    }
+
+    ran = now - db->busy_since;
+
+    if (signals_stop_requested() && ran > DB_STOP_GRACE_MS
+        && !db->cancelled && db->cancel != NULL)
+    {
+        /* a stop waits for no lock and no slow server */
+        db->cancelled = 1;
+        db->busy_since = now;
+        err[0] = '\0';
+        if (!PQcancel(db->cancel, err, sizeof(err))) {
+            log_warn("postgres cancel failed", "%s err=%s", db->describe,
+                     log_quote(q, sizeof(q), err));
+        }
+        log_info("postgres call cancelled to stop", "%s", db->describe);
+        return;
+    }
+
+    if (ran > (db->cancelled ? DB_STOP_GRACE_MS
+                             : db->timeout_ms + DB_WATCHDOG_SLACK_MS))
+    {
+        /*
+         * The socket stays open (the caller's PQfinish closes it): only
+         * its traffic stops, and libpq's wait returns with an error.
+         */
+        (void) shutdown(db->sock, SHUT_RDWR);
+        db->cut = 1;
+        log_error("postgres not answering, connection cut",
+                  "%s waited_ms=%lld", db->describe, (long long) ran);
     }
 }
 

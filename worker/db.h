@@ -13,10 +13,22 @@
 typedef struct db_s  db_t;
 
 
-/* Remember the conninfo; connects lazily. NULL when out of memory. */
-db_t *db_new(const char *conninfo);
+/*
+ * Remember the conninfo; connects lazily. app is the application_name
+ * unless the conninfo sets one (a static string). timeout_ms is the
+ * session's statement_timeout and arms the watchdog of db_guard(); 0:
+ * no timeout, no watchdog (migrations). NULL when out of memory.
+ */
+db_t *db_new(const char *conninfo, const char *app, int timeout_ms);
 
 void db_free(db_t *db);
+
+/*
+ * A new connection with the options every connection of the worker
+ * has: connect_timeout, TCP keepalives, tcp_user_timeout, client_encoding
+ * UTF8. The caller checks PQstatus() and sets its session up.
+ */
+PGconn *db_connect(const char *conninfo, const char *app);
 
 /*
  * Return a healthy connection, (re)connecting when there is none or it
@@ -37,6 +49,16 @@ PGconn *db_wait(db_t *db);
  * broken, so the next db_get() reconnects.
  */
 void db_check(db_t *db);
+
+/*
+ * Bracket a call that must not hang: between the two, the watchdog cuts
+ * the connection once the call ran timeout + 10 s (or, after a stop
+ * request, cancels it after 2 s). db_unguard() must come before anything
+ * that may close the connection; non-zero when the watchdog acted.
+ */
+void db_guard(db_t *db);
+
+int db_unguard(db_t *db);
 
 /* "host=... port=... dbname=... user=..." for logs: never the password. */
 const char *db_describe(db_t *db);

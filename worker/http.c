@@ -84,7 +84,8 @@ static int http_pg_ping(http_pg_t *pg, double *secs, char *err,
     size_t errlen);
 static void http_pg_drop(http_pg_t *pg, const char *err);
 static enum MHD_Result http_send(struct MHD_Connection *c, int status,
-    const char *type, char *body);
+    const char *type, char *body, int challenge);
+static int http_authorized(http_t *h, struct MHD_Connection *c);
 static void http_first_line(char *s);
 static void http_log(void *cls, const char *fmt, va_list ap);
 
@@ -244,7 +245,8 @@ http_handler(void *cls, struct MHD_Connection *c, const char *url,
     const char       *type;
     http_t           *h;
     int64_t           t0;
-    char              err[256];
+    char              err[256], qm[64], qu[600];
+    int               unauthorized;
 
     (void) version;
     (void) upload_data;
@@ -253,12 +255,13 @@ http_handler(void *cls, struct MHD_Connection *c, const char *url,
 
     h = cls;
     t0 = time_mono_us();
+    unauthorized = 0;
 
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
         && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
     {
         return http_send(c, MHD_HTTP_METHOD_NOT_ALLOWED, HTTP_JSON,
-                         strdup("{\"error\":\"method not allowed\"}"));
+                         strdup("{\"error\":\"method not allowed\"}"), 0);
     }
 
     memset(&args, 0, sizeof(args));
@@ -273,6 +276,10 @@ http_handler(void *cls, struct MHD_Connection *c, const char *url,
 
     } else if (strcmp(url, "/healthz") == 0) {
         http_health(h, &reply);
+
+    } else if (strncmp(url, "/api/", 5) == 0 && !http_authorized(h, c)) {
+        history_error(&reply, 401, "unauthorized", NULL);
+        unauthorized = 1;
 
     } else if (strcmp(url, "/api/events") == 0) {
         history_events(http_pg(&h->read, err, sizeof(err)), &args, &reply);
@@ -297,11 +304,13 @@ http_handler(void *cls, struct MHD_Connection *c, const char *url,
         http_pg_drop(&h->read, PQerrorMessage(h->read.conn));
     }
 
+    /* the path is the client's: quoted, it cannot forge a log line */
     log_debug("http request", "method=%s path=%s status=%d ms=%.1f",
-              method, url, reply.status,
+              log_quote(qm, sizeof(qm), method),
+              log_quote(qu, sizeof(qu), url), reply.status,
               (double) (time_mono_us() - t0) / 1000.0);
 
-    rc = http_send(c, reply.status, type, reply.body);
+    rc = http_send(c, reply.status, type, reply.body, unauthorized);
     return rc;
 }
 
@@ -364,8 +373,9 @@ http_health(http_t *h, history_reply_t *reply)
     redisReply    *r;
     json_t        *obj;
     double         secs;
-    char           rerr[256], perr[256], xerr[256];
-    int            redis_ok, pg_ok, read_ok;
+    int64_t        stalled;
+    char           rerr[256], perr[256], xerr[256], serr[128];
+    int            redis_ok, pg_ok, read_ok, store_ok;
 
     rc = http_redis(h, rerr, sizeof(rerr));
     redis_ok = 0;
@@ -388,8 +398,17 @@ http_health(http_t *h, history_reply_t *reply)
     read_ok = h->same || http_pg_ping(&h->read, &secs, xerr,
                                       sizeof(xerr)) == 0;
 
+    /*
+     * PostgreSQL may answer SELECT 1 and still store nothing (a lock
+     * held on activity_logs, a frozen backend): what counts is whether
+     * the batches in hand get finished.
+     */
+    stalled = metrics_store_stalled_ms();
+    store_ok = stalled < (int64_t) h->settings->stall_timeout * 1000;
+
     obj = json_pack("{s:s, s:s, s:s}",
-                    "status", redis_ok && pg_ok ? "ok" : "unavailable",
+                    "status", redis_ok && pg_ok && store_ok ? "ok"
+                                                            : "unavailable",
                     "redis", redis_ok ? "ok" : rerr,
                     "postgres", pg_ok ? "ok" : perr);
 
@@ -398,7 +417,14 @@ http_health(http_t *h, history_reply_t *reply)
                             json_string(read_ok ? "ok" : xerr));
     }
 
-    reply->status = redis_ok && pg_ok ? 200 : 503;
+    if (!store_ok && obj != NULL) {
+        snprintf(serr, sizeof(serr), "store stalled: events have waited"
+                 " %lld s with no batch stored",
+                 (long long) (stalled / 1000));
+        json_object_set_new(obj, "store", json_string(serr));
+    }
+
+    reply->status = redis_ok && pg_ok && store_ok ? 200 : 503;
     reply->body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
 }
@@ -518,12 +544,8 @@ http_redis_drop(http_t *h, const char *err)
 static PGconn *
 http_pg(http_pg_t *pg, char *err, size_t errlen)
 {
-    static const char *const  keys[] = {
-        "connect_timeout", "fallback_application_name", "dbname", NULL
-    };
-    const char               *values[4];
-    PGresult                 *res;
-    char                      q[300];
+    PGresult  *res;
+    char       q[300];
 
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
         return pg->conn;
@@ -533,12 +555,8 @@ http_pg(http_pg_t *pg, char *err, size_t errlen)
         PQfinish(pg->conn);
     }
 
-    values[0] = "3";
-    values[1] = "activity-worker-http";
-    values[2] = pg->conninfo;
-    values[3] = NULL;
-
-    pg->conn = PQconnectdbParams(keys, values, 1);
+    /* keepalives, tcp_user_timeout, UTF8: as every connection */
+    pg->conn = db_connect(pg->conninfo, "activity-worker-http");
 
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
         res = PQexec(pg->conn, "SET timezone = 'UTC';"
@@ -652,10 +670,51 @@ http_pg_drop(http_pg_t *pg, const char *err)
 }
 
 
-/* Queue the answer; body is malloc'd (or NULL: out of memory, a 500). */
+/*
+ * With --api-token, /api/... wants "Authorization: Bearer <token>". The
+ * comparison takes the same time wherever the first difference is.
+ */
+static int
+http_authorized(http_t *h, struct MHD_Connection *c)
+{
+    const char     *auth, *want;
+    size_t          n, i;
+    unsigned char   diff;
+
+    want = h->settings->api_token;
+    if (want == NULL) {
+        return 1;
+    }
+
+    auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
+        return 0;
+    }
+
+    auth += 7;
+    n = strlen(want);
+
+    if (strlen(auth) != n) {
+        return 0;
+    }
+
+    diff = 0;
+    for (i = 0; i < n; i++) {
+        diff |= (unsigned char) (auth[i] ^ want[i]);
+    }
+
+    return diff == 0;
+}
+
+
+/*
+ * Queue the answer; body is malloc'd (or NULL: out of memory, a 500);
+ * challenge adds the WWW-Authenticate of a 401.
+ */
 static enum MHD_Result
 http_send(struct MHD_Connection *c, int status, const char *type,
-    char *body)
+    char *body, int challenge)
 {
     static char             oom[] = "{\"error\":\"out of memory\"}";
     struct MHD_Response    *resp;
@@ -678,6 +737,10 @@ http_send(struct MHD_Connection *c, int status, const char *type,
 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (challenge) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"activity-worker\"");
+    }
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     }

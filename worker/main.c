@@ -6,14 +6,16 @@
  *
  *   settings -> signals -> PostgreSQL -> migrations (--migrate: apply
  *   and exit; otherwise refuse to run on a stale schema) -> partition
- *   maintenance -> the consumer loop until SIGTERM. With --listen, an
- *   HTTP thread (http.c) serves metrics, health and the read API from
- *   before the database wait until the loop has stopped.
+ *   maintenance (its own thread and connection) -> the consumer loop
+ *   until SIGTERM. With --listen, an HTTP thread (http.c) serves
+ *   metrics, health and the read API from before the database wait
+ *   until the loop has stopped.
  *
  * "activity-worker token ..." is a separate one-shot command (token.c),
  * as is "activity-worker dlq ..." (dlq.c).
  */
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@
 
 
 static void main_validate(const settings_t *s, redis_target_t *target);
+static int main_loopback(const struct sockaddr_storage *ss);
 static int main_exit(int rc, settings_t *s, redis_target_t *target,
     db_t *db, http_t *http);
 
@@ -48,7 +51,8 @@ main(int argc, char **argv)
     settings_t      s;
     http_t         *http;
     db_t           *db;
-    char            where[300], q[600], err[300];
+    char            where[300], q[600], err[300], qi[300], qr[320];
+    char            qk[300];
     int             pending, rc;
 
     if (argc > 1 && strcmp(argv[1], "token") == 0) {
@@ -66,7 +70,9 @@ main(int argc, char **argv)
     metrics_init();
     http = NULL;
 
-    db = db_new(s.pg_conninfo);
+    /* a migration may rewrite a big table: no statement_timeout */
+    db = db_new(s.pg_conninfo, "activity-worker",
+                s.migrate ? 0 : s.pg_timeout * 1000);
     if (db == NULL) {
         log_error("out of memory", NULL);
         return main_exit(1, &s, &target, NULL, NULL);
@@ -82,21 +88,26 @@ main(int argc, char **argv)
     }
 
     log_info("starting", "id=%s pid=%d redis=%s queue=%s batch=%d"
-             " flush_ms=%d %s", s.worker_id, (int) getpid(),
-             redis_target_describe(&target, where, sizeof(where)),
-             s.queue, s.batch, s.flush_ms, db_describe(db));
+             " flush_ms=%d %s", log_quote(qi, sizeof(qi), s.worker_id),
+             (int) getpid(),
+             log_quote(qr, sizeof(qr), redis_target_describe(&target, where,
+                                                             sizeof(where))),
+             log_quote(qk, sizeof(qk), s.queue), s.batch, s.flush_ms,
+             db_describe(db));
 
     /* up first: /healthz answers 503 while the database is awaited */
     if (strcmp(s.listen, "off") != 0) {
         http = http_start(&s, &target, err, sizeof(err));
         if (http == NULL) {
-            log_error("cannot serve http", "listen=%s err=%s", s.listen,
+            log_error("cannot serve http", "listen=%s err=%s",
+                      log_quote(qi, sizeof(qi), s.listen),
                       log_quote(q, sizeof(q), err));
             fprintf(stderr, "activity-worker: --listen %s: %s\n",
                     s.listen, err);
             return main_exit(1, &s, &target, db, NULL);
         }
-        log_info("http listening", "listen=%s", s.listen);
+        log_info("http listening", "listen=%s",
+                 log_quote(qi, sizeof(qi), s.listen));
     }
 
     /* a daemon may start before its database: wait for it, calmly */
@@ -117,9 +128,17 @@ main(int argc, char **argv)
         return main_exit(1, &s, &target, db, http);
     }
 
-    partitions_init(&parts, db, s.partitions_ahead, s.retain_days);
+    if (partitions_start(&parts, s.pg_conninfo, s.pg_timeout * 1000,
+                         s.partitions_ahead, s.retain_days, err,
+                         sizeof(err)) != 0)
+    {
+        log_error("cannot start", "err=%s", log_quote(q, sizeof(q), err));
+        return main_exit(1, &s, &target, db, http);
+    }
 
     rc = consumer_run(&s, &target, db, &parts);
+
+    partitions_stop(&parts);
 
     log_info("stopped", "reason=signal");
     return main_exit(rc, &s, &target, db, http);
@@ -177,9 +196,45 @@ main_validate(const settings_t *s, redis_target_t *target)
         PQconninfoFree(opts);
     }
 
-    if (strcmp(s->listen, "off") != 0
-        && http_parse_listen(s->listen, &ss, &sslen, err, sizeof(err)) != 0)
-    {
-        settings_fail("listen", s->listen, err);
+    if (strcmp(s->listen, "off") != 0) {
+        if (http_parse_listen(s->listen, &ss, &sslen, err, sizeof(err))
+            != 0)
+        {
+            settings_fail("listen", s->listen, err);
+        }
+
+        /* the read API shows who did what: not to anyone who can reach it */
+        if (s->api_token == NULL && !main_loopback(&ss)) {
+            settings_fail("listen", s->listen, "not a loopback address:"
+                          " set --api-token (ACTIVITY_API_TOKEN) so that"
+                          " /api/... asks for it");
+        }
     }
+}
+
+
+static int
+main_loopback(const struct sockaddr_storage *ss)
+{
+    const struct sockaddr_in6  *sin6;
+    const struct sockaddr_in   *sin;
+    const unsigned char        *a;
+
+    if (ss->ss_family == AF_INET) {
+        sin = (const struct sockaddr_in *) ss;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+
+    if (ss->ss_family == AF_INET6) {
+        sin6 = (const struct sockaddr_in6 *) ss;
+        a = sin6->sin6_addr.s6_addr;
+
+        if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr)) {
+            return 1;
+        }
+
+        return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && a[12] == 127;
+    }
+
+    return 0;
 }

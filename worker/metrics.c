@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "timeutil.h"
 
 
 #define METRICS_SIZE_BUCKETS   10
@@ -60,6 +61,10 @@ static const double  time_bounds[METRICS_TIME_BUCKETS] = {
 static pthread_mutex_t     metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 static metrics_counters_t  metrics;
 static double              metrics_started;
+
+/* under metrics_lock: monotonic ms; waiting_since 0: nothing waits */
+static int64_t             store_waiting_since;
+static int64_t             store_progress_at;
 
 
 void
@@ -116,6 +121,53 @@ metrics_store_failed(void)
 
 
 void
+metrics_store_waiting(int waiting)
+{
+    pthread_mutex_lock(&metrics_lock);
+
+    if (!waiting) {
+        store_waiting_since = 0;
+    } else if (store_waiting_since == 0) {
+        store_waiting_since = time_mono_ms();
+    }
+
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+
+void
+metrics_store_progress(void)
+{
+    pthread_mutex_lock(&metrics_lock);
+    store_progress_at = time_mono_ms();
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+
+int64_t
+metrics_store_stalled_ms(void)
+{
+    int64_t  since, ms;
+
+    pthread_mutex_lock(&metrics_lock);
+
+    since = store_waiting_since;
+    if (since != 0 && store_progress_at > since) {
+        since = store_progress_at;
+    }
+
+    pthread_mutex_unlock(&metrics_lock);
+
+    if (since == 0) {
+        return 0;
+    }
+
+    ms = time_mono_ms() - since;
+    return ms > 0 ? ms : 0;
+}
+
+
+void
 metrics_render(metrics_buf_t *b, const metrics_probe_t *probe)
 {
     metrics_counters_t  m;
@@ -124,6 +176,11 @@ metrics_render(metrics_buf_t *b, const metrics_probe_t *probe)
     pthread_mutex_lock(&metrics_lock);
     m = metrics;
     pthread_mutex_unlock(&metrics_lock);
+
+    metrics_gauge(b, "activity_worker_store_stalled_seconds",
+                  "how long a batch has waited to be stored with none"
+                  " finished meanwhile; 0 while the store keeps up",
+                  (double) metrics_store_stalled_ms() / 1000.0);
 
     metrics_gauge(b, "activity_worker_up",
                   "1 while the worker process runs", 1);

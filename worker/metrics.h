@@ -45,6 +45,17 @@ void metrics_batch(size_t consumed, long stored, size_t dead,
 void metrics_store_failed(void);
 
 /*
+ * The store has batches in hand (waiting != 0) or none; and it finished
+ * one. metrics_store_stalled_ms() is how long batches have been waiting
+ * with none finished: 0 while nothing waits.
+ */
+void metrics_store_waiting(int waiting);
+
+void metrics_store_progress(void);
+
+int64_t metrics_store_stalled_ms(void);
+
+/*
  * Append the exposition text (format 0.0.4): the counters, the
  * histograms, and the gauges of probe (NULL: none). Thread-safe.
  */

@@ -2,21 +2,35 @@
  * activity-worker: storing a batch of events in PostgreSQL.
  *
  * COPY is the fast way in, but it has no ON CONFLICT. So each batch is
- * COPYed into a temporary staging table, and one INSERT ... SELECT ...
- * ON CONFLICT DO NOTHING moves it into activity_logs: replaying a batch
- * after a crash adds nothing twice.
+ * COPYed into a temporary staging table, and one statement moves it into
+ * activity_logs:
  *
  *   BEGIN
  *   CREATE TEMP TABLE activity_stg (LIKE activity_logs INCLUDING DEFAULTS)
  *       ON COMMIT DROP
  *   COPY activity_stg (...) FROM STDIN        -- text format
+ *   WITH fresh AS (INSERT INTO activity_event_ids SELECT DISTINCT ON (id)
+ *                  ... ON CONFLICT DO NOTHING RETURNING id, created_at)
  *   INSERT INTO activity_logs (...) SELECT ... FROM activity_stg
- *       ON CONFLICT DO NOTHING
+ *       JOIN fresh USING (id, created_at) ON CONFLICT DO NOTHING
+ *   COMMIT                                     -- must say "COMMIT"
+ *
+ * One event id is one row, whatever timestamps it arrives with: the
+ * primary key of activity_logs is (id, created_at), because a key of a
+ * partitioned table must hold the partition key, so it alone would let
+ * a retry that carries another timestamp in. activity_event_ids (not
+ * partitioned, sql/004_once.sql) is keyed by id alone: an id it already
+ * holds (an earlier batch, a replay after a crash, another worker) is not
+ * RETURNed, so its row is not inserted again; within one batch the
+ * earliest timestamp of an id wins. Ids are kept as long as their rows
+ * (partition maintenance prunes both).
  *
  * The staging details column receives the whole event as queued; the
  * INSERT keeps only its metadata.details object (else {}), so the JSON
  * reaches jsonb exactly as the producer wrote it.
- *   COMMIT                                     -- must say "COMMIT"
+ *
+ * The whole transaction runs under db_guard(): a server that stops
+ * answering costs the connection, not the worker.
  */
 
 #include <stdio.h>
@@ -64,6 +78,8 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
         return -1;
     }
 
+    db_guard(db);
+
     if (db_exec(conn, "BEGIN", PGRES_COMMAND_OK, err, errlen) != 0) {
         goto failed;
     }
@@ -78,14 +94,22 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
         goto failed;
     }
 
+    /* ids in order: two workers storing the same ids never deadlock */
     res = PQexec(conn,
-                 "INSERT INTO activity_logs (" PGW_COLUMNS ")"
-                 " SELECT id, action, user_id, created_at, ip_address,"
-                 " user_agent, endpoint, method, status, duration_ms,"
-                 " CASE jsonb_typeof(details #> '{metadata,details}')"
-                 " WHEN 'object' THEN details #> '{metadata,details}'"
+                 "WITH fresh AS ("
+                 " INSERT INTO activity_event_ids (id, created_at)"
+                 " SELECT DISTINCT ON (id) id, created_at FROM activity_stg"
+                 " ORDER BY id, created_at"
+                 " ON CONFLICT DO NOTHING RETURNING id, created_at)"
+                 " INSERT INTO activity_logs (" PGW_COLUMNS ")"
+                 " SELECT s.id, s.action, s.user_id, s.created_at,"
+                 " s.ip_address, s.user_agent, s.endpoint, s.method,"
+                 " s.status, s.duration_ms,"
+                 " CASE jsonb_typeof(s.details #> '{metadata,details}')"
+                 " WHEN 'object' THEN s.details #> '{metadata,details}'"
                  " ELSE '{}' END"
-                 " FROM activity_stg"
+                 " FROM activity_stg s"
+                 " JOIN fresh f ON f.id = s.id AND f.created_at = s.created_at"
                  " ON CONFLICT DO NOTHING");
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -121,10 +145,12 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
     }
 
     PQclear(res);
+    (void) db_unguard(db);
     return 0;
 
 failed:
 
+    (void) db_unguard(db);
     metrics_store_failed();
 
     /* a broken socket is dropped here so the retry reconnects */

@@ -3,21 +3,24 @@
  *
  * Three kinds of failure, told apart by what libpq reports:
  *
- *   outage  the connection is gone, or the SQLSTATE is of class 08
- *           (connection exception) or 57 (operator intervention: the
- *           server shuts down, restarts, is starting up). Nothing is
- *           wrong with the events: wait for the server (backoff 250 ms
- *           doubling to 5 s) and try the same events again, uncounted.
- *   data    class 22 (data exception), 23 (integrity constraint) or 54
- *           (program limit exceeded, e.g. an index row too large): some
- *           event cannot be stored. Retry after each --retry-delays
- *           entry; then bisect: store each half in its own transaction,
- *           split a half that fails again, down to single events, which
- *           are the ones refused.
- *   other   anything else (a lock timeout, a full disk, a missing
- *           privilege): counted as the data kind, but never split into
- *           dead letters, because single events would fail alike;
- *           retried at the last delay until it passes.
+ *   outage    the connection is gone, or the SQLSTATE is of class 08
+ *             (connection exception) or 57P01..57P03 (the server shuts
+ *             down, restarts, is starting up). Nothing is wrong with the
+ *             events: wait for the server (backoff 250 ms doubling to
+ *             5 s) and try the same events again, uncounted.
+ *   data      class 22 (data exception), 23 (integrity constraint) or 54
+ *             (program limit exceeded, e.g. an index row too large): some
+ *             event can never be stored, and waiting changes nothing. So
+ *             the batch is split at once: each half in its own
+ *             transaction, a half that fails again split again, down to
+ *             single events, which are the ones refused.
+ *   transient anything else: what can succeed later (40 serialization
+ *             failure or deadlock, 55P03 lock not available, 53 out of
+ *             resources, 57014 statement timeout) and what needs an
+ *             operator (a missing privilege, a dropped table). Retried
+ *             after each --retry-delays entry, then at the last delay for
+ *             as long as it lasts; never split into dead letters, because
+ *             single events would fail alike.
  *
  * Storing is idempotent (ON CONFLICT DO NOTHING), so a half stored
  * before a crash or a stop is harmless when the whole batch comes back.
@@ -40,7 +43,7 @@ typedef enum {
     RETRY_STORED = 0,
     RETRY_OUTAGE,
     RETRY_DATA,
-    RETRY_OTHER
+    RETRY_TRANSIENT
 } retry_kind_e;
 
 
@@ -49,6 +52,8 @@ static retry_kind_e retry_try(retry_t *r, event_t *evs, size_t n,
 static int retry_outage(retry_t *r, size_t n);
 static int retry_split(retry_t *r, event_t *evs, size_t lo, size_t hi);
 static int retry_part(retry_t *r, event_t *evs, size_t lo, size_t hi);
+static int retry_refused(retry_t *r, event_t *evs, size_t i,
+    const char *err);
 
 
 int
@@ -82,6 +87,18 @@ retry_store(retry_t *r, event_t *evs, size_t n)
             continue;
         }
 
+        if (kind == RETRY_DATA) {
+            /* no wait: the same events would be refused again */
+            if (n == 1) {
+                return retry_refused(r, evs, 0, err);
+            }
+
+            log_warn("batch refused for its data, splitting",
+                     "events=%zu sqlstate=%s err=%s", n, db_sqlstate(),
+                     log_quote(q, sizeof(q), err));
+            return retry_split(r, evs, 0, n);
+        }
+
         failures++;
 
         if (failures <= r->attempts) {
@@ -106,18 +123,6 @@ retry_store(retry_t *r, event_t *evs, size_t n)
         {
             return -1;
         }
-
-        if (failures >= r->attempts && kind == RETRY_DATA) {
-            if (n == 1) {
-                /* already alone: this is the event */
-                r->errors[0] = strdup(err);
-                return r->errors[0] != NULL ? 0 : -1;
-            }
-
-            log_warn("splitting batch to find the events refused",
-                     "events=%zu", n);
-            return retry_split(r, evs, 0, n);
-        }
     }
 }
 
@@ -137,7 +142,8 @@ retry_try(retry_t *r, event_t *evs, size_t n, char *err, size_t errlen)
     state = db_sqlstate();
 
     if (!db_is_up(r->db) || strncmp(state, "08", 2) == 0
-        || strncmp(state, "57", 2) == 0)
+        || strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0
+        || strcmp(state, "57P03") == 0)
     {
         return RETRY_OUTAGE;
     }
@@ -148,7 +154,7 @@ retry_try(retry_t *r, event_t *evs, size_t n, char *err, size_t errlen)
         return RETRY_DATA;
     }
 
-    return RETRY_OTHER;
+    return RETRY_TRANSIENT;
 }
 
 
@@ -207,7 +213,7 @@ static int
 retry_part(retry_t *r, event_t *evs, size_t lo, size_t hi)
 {
     retry_kind_e  kind;
-    char          err[1024], q[1100], q2[300];
+    char          err[1024];
 
     for ( ;; ) {
         kind = retry_try(r, evs + lo, hi - lo, err, sizeof(err));
@@ -223,7 +229,7 @@ retry_part(retry_t *r, event_t *evs, size_t lo, size_t hi)
             }
             continue;
 
-        case RETRY_OTHER:
+        case RETRY_TRANSIENT:
             if (r->wait(r->arg, r->delays[r->attempts - 1]) != 0) {
                 return -1;
             }
@@ -237,11 +243,22 @@ retry_part(retry_t *r, event_t *evs, size_t lo, size_t hi)
             return retry_split(r, evs, lo, hi);
         }
 
-        log_warn("event refused by postgres", "id=%s err=%s event=%s",
-                 evs[lo].id, log_quote(q, sizeof(q), err),
-                 log_quote(q2, sizeof(q2), evs[lo].text));
-
-        r->errors[lo] = strdup(err);
-        return r->errors[lo] != NULL ? 0 : -1;
+        return retry_refused(r, evs, lo, err);
     }
+}
+
+
+/* Event i is the one PostgreSQL refuses: it becomes a dead letter. */
+static int
+retry_refused(retry_t *r, event_t *evs, size_t i, const char *err)
+{
+    char  q[1100], q2[300];
+
+    log_warn("event refused by postgres", "id=%s sqlstate=%s err=%s"
+             " event=%s", evs[i].id, db_sqlstate(),
+             log_quote(q, sizeof(q), err),
+             log_quote(q2, sizeof(q2), evs[i].text));
+
+    r->errors[i] = strdup(err);
+    return r->errors[i] != NULL ? 0 : -1;
 }

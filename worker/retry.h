@@ -32,13 +32,14 @@ typedef struct {
 
 
 /*
- * Store n events. A failure caused by the data is retried after each
- * delay in turn; after the last one the batch is bisected until the
- * events PostgreSQL refuses stand alone: errors[i] then holds why event
- * i was refused, every other event is stored. An outage (the server
- * gone, refusing connections, shutting down) is waited out without
- * counting attempts; other server-side failures are retried at the last
- * delay for as long as they last. Neither produces an error entry.
+ * Store n events. A failure caused by the data (SQLSTATE classes 22, 23,
+ * 54) bisects the batch at once, without waiting, until the events
+ * PostgreSQL refuses stand alone: errors[i] then holds why event i was
+ * refused, every other event is stored. An outage (the server gone,
+ * refusing connections, shutting down) is waited out without counting
+ * attempts; other failures (locks, serialization, timeouts, resources)
+ * are retried after each delay in turn, then at the last delay for as
+ * long as they last. Neither produces an error entry.
  * Returns 0 when every event was stored or refused, -1 when a stop was
  * requested first (some parts may be stored: storing is idempotent).
  */

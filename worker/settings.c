@@ -69,10 +69,28 @@ static const setting_t  settings_table[] = {
       " a replica; read-only, 5 s per query (default: --pg)",
       SET_STRING, 0, 0, OFF(pg_read) },
 
+    { "pg-timeout", "ACTIVITY_PG_TIMEOUT", "30", "SECONDS",
+      "statement_timeout of the store and maintenance connections; a"
+      " call still unanswered 10 s later has its connection cut"
+      " (1..3600)",
+      SET_INT, 1, 3600, OFF(pg_timeout) },
+
     { "listen", "ACTIVITY_LISTEN", "off", "ADDR:PORT",
       "serve /metrics, /healthz and the read API /api/... over HTTP"
-      " here, e.g. 127.0.0.1:9187; off: no listener",
+      " here, e.g. 127.0.0.1:9187; off: no listener. An address other"
+      " than loopback needs --api-token",
       SET_STRING, 0, 0, OFF(listen) },
+
+    { "api-token", "ACTIVITY_API_TOKEN", NULL, "SECRET",
+      "when set, /api/... answers only requests with the header"
+      " \"Authorization: Bearer SECRET\" (401 otherwise); /metrics and"
+      " /healthz stay open",
+      SET_STRING, 0, 0, OFF(api_token) },
+
+    { "stall-timeout", "ACTIVITY_STALL_TIMEOUT", "60", "SECONDS",
+      "/healthz answers 503 \"store stalled\" once events have waited"
+      " this long with no batch stored (1..86400)",
+      SET_INT, 1, 86400, OFF(stall_timeout) },
 
     { "queue", "ACTIVITY_QUEUE", "activity:events", "KEY",
       "Redis list the nginx module LPUSHes events onto",

@@ -20,6 +20,9 @@ typedef struct {
     char  *pg_conninfo;
     char  *pg_read;         /* NULL: the same as pg_conninfo */
     char  *listen;          /* "off": no HTTP listener */
+    char  *api_token;       /* NULL: /api/... open */
+    int    pg_timeout;      /* seconds */
+    int    stall_timeout;   /* seconds */
     char  *queue;
     char  *dead_key;
     char  *retry_delays;          /* as given; parsed into retry_ms */

@@ -6,6 +6,11 @@
  * does the work. The one exception is the second signal, which must work
  * even when the loop is stuck, so it writes one line and _exit()s using
  * only async-signal-safe calls.
+ *
+ * SIGHUP, which daemons get from a closing terminal or a "reload" that
+ * sends it to every process of a unit, is ignored: its default action
+ * would kill the worker without draining. The worker logs to stderr,
+ * which has no file to reopen, and reads its settings once.
  */
 
 #include <signal.h>
@@ -37,6 +42,7 @@ signals_install(void)
 
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 

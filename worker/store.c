@@ -22,9 +22,11 @@
  *
  * At most --store-ahead batches are in hand; then the consumer takes no
  * new events (they wait in the Redis queue) but keeps the heartbeat and
- * the stats going. The thread has its own PostgreSQL connection (db.c,
- * also partition maintenance from now on) and its own Redis connection:
- * hiredis contexts are not thread-safe.
+ * the stats going. The thread has its own PostgreSQL connection (db.c;
+ * partition maintenance has another, on a thread of its own:
+ * partitions.c) and its own Redis connection: hiredis contexts are not
+ * thread-safe. It tells metrics.c when work waits and when a batch is
+ * finished, so /healthz can say "store stalled".
  */
 
 #include <errno.h>
@@ -46,7 +48,7 @@
 /* Redis socket timeout of the store's own connection */
 #define STORE_SOCKET_MS     5000
 
-/* with nothing to store, look at partition maintenance this often */
+/* with nothing to store, look at the closing flag this often */
 #define STORE_IDLE_MS       1000
 
 
@@ -101,7 +103,7 @@ store_start(const settings_t *settings, const redis_target_t *target,
     s->settings = settings;
     s->target = target;
     s->db = db;
-    s->parts = parts;
+    s->parts = parts;     /* runs on its own thread: see partitions.c */
     s->proc_key = proc_key;
 
     pthread_condattr_init(&ca);
@@ -311,8 +313,6 @@ store_thread(void *arg)
     s = arg;
 
     for ( ;; ) {
-        partitions_tick(s->parts);
-
         pthread_mutex_lock(&s->lock);
 
         if (s->head == NULL && !s->closing) {
@@ -332,6 +332,8 @@ store_thread(void *arg)
             continue;
         }
 
+        metrics_store_waiting(1);
+
         store_batch(s, b);
 
         pthread_mutex_lock(&s->lock);
@@ -340,6 +342,7 @@ store_thread(void *arg)
             s->tail = NULL;
         }
         s->pending--;
+        metrics_store_waiting(s->pending > 0);
         pthread_cond_broadcast(&s->done);
         pthread_mutex_unlock(&s->lock);
 
@@ -361,7 +364,7 @@ store_batch(store_t *s, store_batch_t *b)
     retry_t   rt;
     size_t    i, nrefused;
     int64_t   t0;
-    char      err[1024];
+    char      err[1024], q[300];
 
     if (store_broken(s)) {
         /* an earlier batch was not retired: the consumer re-reads */
@@ -387,7 +390,8 @@ store_batch(store_t *s, store_batch_t *b)
     if (b->nvalid > 0 && retry_store(&rt, b->events, b->nvalid) != 0) {
         /* the batch stays in the processing list: safe to leave */
         log_warn("stopping with batch unstored",
-                 "events=%zu processing=%s", b->n, s->proc_key);
+                 "events=%zu processing=%s", b->n,
+                 log_quote(q, sizeof(q), s->proc_key));
         pthread_mutex_lock(&s->lock);
         s->broken = 1;
         pthread_mutex_unlock(&s->lock);
@@ -400,9 +404,10 @@ store_batch(store_t *s, store_batch_t *b)
             continue;
         }
 
+        /* refused for its data: never retried, so one attempt */
         b->letters[b->ndead] = dlq_letter(b->events[i].text,
                                           strlen(b->events[i].text),
-                                          rt.errors[i], rt.attempts);
+                                          rt.errors[i], 1);
         if (b->letters[b->ndead] == NULL) {
             store_lost(s, "out of memory", "out of memory");
             goto done;
@@ -427,7 +432,8 @@ store_batch(store_t *s, store_batch_t *b)
     if (nrefused > 0) {
         log_warn("batch stored without refused events",
                  "events=%zu inserted=%ld refused=%zu dead=%s", b->n,
-                 rt.inserted, nrefused, s->settings->dead_key);
+                 rt.inserted, nrefused,
+                 log_quote(q, sizeof(q), s->settings->dead_key));
     }
 
     log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
@@ -442,6 +448,7 @@ store_batch(store_t *s, store_batch_t *b)
     pthread_mutex_unlock(&s->lock);
 
     metrics_batch(b->n, rt.inserted, b->ndead, time_mono_us() - t0);
+    metrics_store_progress();
 
 done:
 
@@ -544,10 +551,11 @@ store_retire(store_t *s, store_batch_t *b, char *err, size_t errlen)
 static void
 store_lost(store_t *s, const char *what, const char *err)
 {
-    char  q[600];
+    char  q[600], qp[300];
 
     log_warn("batch left in processing list", "processing=%s cause=%s"
-             " err=%s", s->proc_key, what, log_quote(q, sizeof(q), err));
+             " err=%s", log_quote(qp, sizeof(qp), s->proc_key), what,
+             log_quote(q, sizeof(q), err));
 
     if (s->rc != NULL) {
         redisFree(s->rc);
