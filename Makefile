@@ -25,10 +25,13 @@ W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql
             -DACTIVITY_SQL_DIR='"$(CURDIR)/sql"'
 W_LIBS  := -pthread -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
 
+# common/: pure C shared by the module and the worker (event checks)
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_HDRS := $(wildcard common/*.h)
 MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
-               worker/event.c worker/event.h
-WORKER_SRCS := $(wildcard worker/*.c)
-WORKER_HDRS := $(wildcard worker/*.h)
+               $(COMMON_SRCS) $(COMMON_HDRS)
+WORKER_SRCS := $(wildcard worker/*.c) $(COMMON_SRCS)
+WORKER_HDRS := $(wildcard worker/*.h) $(COMMON_HDRS)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
         bench-dashboard
@@ -148,7 +151,7 @@ $(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
                         ngx_module/ngx_http_activity_ws.h
 $(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
                         ngx_module/ngx_http_activity_sio.h
-$(FUZZ_DIR)/event_json: worker/event.c worker/event.h
+$(FUZZ_DIR)/event_json: common/activity_event.c common/activity_event.h
 $(FUZZ_DIR)/jwt_token:  FUZZ_LIBS := -lcrypto
 
 $(FUZZ_DIR)/%: fuzz/%.c

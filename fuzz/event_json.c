@@ -1,7 +1,7 @@
 
 /*
  * libFuzzer target: an event as it arrives on the queue or at the ingest
- * endpoint, through worker/event.c (compiled into the worker and the
+ * endpoint, through common/activity_event.c (compiled into the worker and the
  * module): event_parse() on the raw bytes, then each validator on them
  * as a C string. An accepted event is checked for what the PostgreSQL
  * writer relies on.
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker/event.h"
+#include "../common/activity_event.h"
 
 
 int

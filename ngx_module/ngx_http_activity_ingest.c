@@ -5,9 +5,9 @@
  * POST one event object or an array of at most 1,000; the body is bounded
  * by client_max_body_size.  Missing ids and timestamps are filled in;
  * everything else is checked, with the same rules the worker applies
- * before storing (worker/event.c is compiled into both).  Either every
- * event of a request is queued (202) or none is (400 with the reasons of
- * each refused item, 503 when the buffer has no room).
+ * before storing (common/activity_event.c is compiled into both).
+ * Either every event of a request is queued (202) or none is (400 with
+ * the reasons of each refused item, 503 when the buffer has no room).
  */
 
 
@@ -22,7 +22,7 @@
 #include "ngx_http_activity_ingest.h"
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_status.h"
-#include "../worker/event.h"
+#include "../common/activity_event.h"
 
 
 #define NGX_HTTP_ACTIVITY_INGEST_MAX     1000

@@ -1,5 +1,6 @@
 /*
- * activity-worker: one event from the queue, parsed and validated.
+ * One event from the queue, parsed and validated (the worker and the
+ * module's ingest share this; see activity_event.c).
  */
 
 #ifndef ACTIVITY_EVENT_H

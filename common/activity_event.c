@@ -1,5 +1,7 @@
 /*
- * activity-worker: one event from the queue, parsed and validated.
+ * One event as JSON text, parsed and validated: plain C (libc and
+ * jansson), compiled into both the worker (before storing) and the module
+ * (activity_ingest checks by the same rules).
  *
  * The split of duties: an event lacking what makes it an event (id, type,
  * time) is refused and dead-lettered; optional metadata that is malformed
@@ -14,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "event.h"
+#include "activity_event.h"
 
 
 static const char *event_opt_string(json_t *obj, const char *key);
