@@ -17,8 +17,11 @@
 #include <string.h>
 
 #include "activity_event.h"
+#include "activity_utf8.h"
 
 
+static int event_repair(event_t *ev, const char *text, size_t *len);
+static int event_hex4(const char *s, unsigned *value);
 static const char *event_opt_string(json_t *obj, const char *key);
 static int event_digits(const char *s, int n, int *value);
 static int event_days_in_month(int year, int month);
@@ -40,10 +43,17 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
     memset(ev, 0, sizeof(*ev));
     ev->text = text;
 
+    if (event_repair(ev, text, &len) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
     /* JSON_REJECT_DUPLICATES: {"id":a,"id":b} has no single meaning */
-    ev->root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    ev->root = json_loadb(ev->text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (ev->root == NULL) {
         snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+        free(ev->repaired);
+        ev->repaired = NULL;
         return -1;
     }
 
@@ -160,6 +170,8 @@ failed:
 
     json_decref(ev->root);
     ev->root = NULL;
+    free(ev->repaired);
+    ev->repaired = NULL;
     return -1;
 }
 
@@ -171,6 +183,124 @@ event_free(event_t *ev)
         json_decref(ev->root);
         ev->root = NULL;
     }
+
+    free(ev->repaired);
+    ev->repaired = NULL;
+}
+
+
+/*
+ * What would make jansson (and then PostgreSQL's text and jsonb) refuse
+ * an event for bytes, not for its meaning: invalid UTF-8, \u0000 and
+ * lone surrogate escapes. A producer should never send them (the module
+ * does not), but an event is not lost over them: each becomes U+FFFD in
+ * a copy that replaces the text. Returns -1 only when out of memory.
+ */
+static int
+event_repair(event_t *ev, const char *text, size_t *len)
+{
+    char    *copy;
+    size_t   n;
+    int      utf8;
+
+    utf8 = activity_utf8_check((const unsigned char *) text, *len) == *len;
+
+    if (utf8 && event_bad_escapes((char *) text, *len, 0) == 0) {
+        return 0;
+    }
+
+    n = utf8 ? *len
+             : activity_utf8_repaired_len((const unsigned char *) text, *len);
+
+    copy = malloc(n + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+
+    if (utf8) {
+        memcpy(copy, text, n);
+
+    } else {
+        (void) activity_utf8_repair((unsigned char *) copy,
+                                    (const unsigned char *) text, *len);
+    }
+
+    copy[n] = '\0';
+    (void) event_bad_escapes(copy, n, 1);
+
+    ev->repaired = copy;
+    ev->text = copy;
+    *len = n;
+
+    return 0;
+}
+
+
+/*
+ * Walks the escapes of JSON text (a backslash outside a string is a
+ * syntax error anyway, so string boundaries need no tracking): a high
+ * surrogate must be followed by a low one, and NUL has no place in a
+ * PostgreSQL string. The replacement has the same length as what it
+ * replaces, so the text can be fixed in place.
+ */
+size_t
+event_bad_escapes(char *s, size_t len, int fix)
+{
+    size_t    i, bad;
+    unsigned  u, lo;
+
+    bad = 0;
+
+    for (i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\') {
+            continue;
+        }
+
+        if (s[i + 1] != 'u' || i + 6 > len || !event_hex4(s + i + 2, &u)) {
+            i++;                            /* \" \\ \n ...: one unit */
+            continue;
+        }
+
+        if (u >= 0xd800 && u <= 0xdbff && i + 12 <= len
+            && s[i + 6] == '\\' && s[i + 7] == 'u'
+            && event_hex4(s + i + 8, &lo) && lo >= 0xdc00 && lo <= 0xdfff)
+        {
+            i += 11;                        /* a pair: one character */
+            continue;
+        }
+
+        if (u == 0 || (u >= 0xd800 && u <= 0xdfff)) {
+            bad++;
+            if (fix) {
+                memcpy(s + i + 2, "fffd", 4);
+            }
+        }
+
+        i += 5;
+    }
+
+    return bad;
+}
+
+
+static int
+event_hex4(const char *s, unsigned *value)
+{
+    int  i;
+
+    *value = 0;
+
+    for (i = 0; i < 4; i++) {
+        if (!isxdigit((unsigned char) s[i])) {
+            return 0;
+        }
+        *value = *value * 16
+                 + (unsigned) (isdigit((unsigned char) s[i])
+                               ? s[i] - '0'
+                               : (tolower((unsigned char) s[i]) - 'a' + 10));
+    }
+
+    return 1;
 }
 
 

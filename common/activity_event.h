@@ -31,6 +31,7 @@ typedef struct {
     const char  *endpoint;
     const char  *method;
     const char  *text;                      /* the event as queued */
+    char        *repaired;                  /* text, when it was repaired */
     int64_t      ts_ms;                     /* timestamp, epoch ms UTC */
     double       duration_ms;
     int          status;
@@ -48,7 +49,9 @@ typedef struct {
  * PostgreSQL would reject is refused here, so one bad event can only
  * ever be dead-lettered, never fail the COPY of a whole batch.
  * text must stay valid until event_free(): metadata.details is taken
- * from it by PostgreSQL (see pgwriter.c).
+ * from it by PostgreSQL (see pgwriter.c). Text that is not valid UTF-8,
+ * or holds \u0000 or a lone surrogate escape, is repaired first (each
+ * becomes U+FFFD): ev->text is then the repaired copy.
  */
 int event_parse(event_t *ev, const char *text, size_t len, char *err,
     size_t errlen);
@@ -59,6 +62,12 @@ void event_free(event_t *ev);
 int event_valid_uuid(const char *s);
 int event_valid_type(const char *s);
 int event_valid_timestamp(const char *s);
+
+/*
+ * The number of \u escapes in s that no store can hold (\u0000, lone
+ * surrogates); with fix, each is rewritten in place as \ufffd.
+ */
+size_t event_bad_escapes(char *s, size_t len, int fix);
 
 /* Parse a timestamp event_valid_timestamp() accepts: 0, or -1. */
 int event_timestamp_ms(const char *s, int64_t *ms);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../common/activity_event.h"
+#include "../common/activity_utf8.h"
 
 
 int
@@ -45,6 +46,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (ev.id[i] >= 'A' && ev.id[i] <= 'F') {
                 abort();
             }
+        }
+
+        /* what PostgreSQL receives: repaired, UTF-8, no \u0000 */
+
+        i = ev.repaired ? strlen(ev.repaired) : size;
+
+        if (activity_utf8_check((const unsigned char *) ev.text, i) != i
+            || event_bad_escapes((char *) ev.text, i, 0) != 0)
+        {
+            abort();
         }
 
         event_free(&ev);

@@ -13,9 +13,9 @@
 #include <sys/random.h>
 
 #include "ngx_http_activity_event.h"
+#include "../common/activity_json.h"
 
 
-static ngx_int_t ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s);
 static size_t ngx_http_activity_json_len(ngx_str_t *s);
 static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
@@ -41,19 +41,6 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
     ngx_keyval_t  *kv;
 
     kv = f->details ? f->details->elts : NULL;
-
-    if (ngx_http_activity_utf8(pool, &f->user) != NGX_OK
-        || ngx_http_activity_utf8(pool, &f->user_agent) != NGX_OK
-        || ngx_http_activity_utf8(pool, &f->endpoint) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; f->details && i < f->details->nelts; i++) {
-        if (ngx_http_activity_utf8(pool, &kv[i].value) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
 
     len = sizeof("\"userId\":,\"timestamp\":\"2026-11-27T12:00:00.123Z\","
                  "\"metadata\":{\"ipAddress\":,\"userAgent\":,"
@@ -172,71 +159,6 @@ ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
 }
 
 
-/*
- * JSON text must be UTF-8: invalid sequences (a user agent is attacker
- * input) become U+FFFD in a pool copy; valid strings are left alone.
- */
-
-static ngx_int_t
-ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char    *p, *last, *start, *dst, *copy;
-    uint32_t   u;
-
-    p = s->data;
-    last = s->data + s->len;
-
-    while (p < last) {
-        if (*p < 0x80) {
-            p++;
-            continue;
-        }
-
-        start = p;
-        u = ngx_utf8_decode(&p, last - p);
-
-        if (*start >= 0xf5 || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            p = start;
-            break;
-        }
-    }
-
-    if (p == last) {
-        return NGX_OK;
-    }
-
-    copy = ngx_pnalloc(pool, s->len * 3);
-    if (copy == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = ngx_cpymem(copy, s->data, p - s->data);
-
-    while (p < last) {
-        if (*p < 0x80) {
-            *dst++ = *p++;
-            continue;
-        }
-
-        start = p;
-        u = ngx_utf8_decode(&p, last - p);
-
-        if (*start >= 0xf5 || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            p = start + 1;
-            *dst++ = 0xef; *dst++ = 0xbf; *dst++ = 0xbd;
-            continue;
-        }
-
-        dst = ngx_cpymem(dst, start, p - start);
-    }
-
-    s->data = copy;
-    s->len = dst - copy;
-
-    return NGX_OK;
-}
-
-
 u_char *
 ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
 {
@@ -250,10 +172,17 @@ ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
 }
 
 
+/*
+ * A JSON string of any bytes: invalid UTF-8 becomes U+FFFD (a user agent
+ * or a URI is attacker input), so the event is always valid JSON text
+ * (common/activity_json.c).
+ */
+
 static size_t
 ngx_http_activity_json_len(ngx_str_t *s)
 {
-    return 2 + s->len + ngx_escape_json(NULL, s->data, s->len);
+    return 2 + activity_json_len(s->data, s->len, ACTIVITY_JSON_NO_LIMIT,
+                                 NULL);
 }
 
 
@@ -261,7 +190,7 @@ static u_char *
 ngx_http_activity_json_copy(u_char *p, ngx_str_t *s)
 {
     *p++ = '"';
-    p = (u_char *) ngx_escape_json(p, s->data, s->len);
+    p = activity_json_copy(p, s->data, s->len, ACTIVITY_JSON_NO_LIMIT);
     *p++ = '"';
 
     return p;

@@ -23,10 +23,22 @@
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_status.h"
 #include "../common/activity_event.h"
+#include "../common/activity_utf8.h"
 
 
 #define NGX_HTTP_ACTIVITY_INGEST_MAX     1000
 #define NGX_HTTP_ACTIVITY_STRING_MAX     4096
+#define NGX_HTTP_ACTIVITY_PATH_DEPTH     16
+#define NGX_HTTP_ACTIVITY_PATH_MAX       256
+
+
+typedef struct {
+    ngx_uint_t                  array;      /* else an object */
+    ngx_uint_t                  index;      /* array: the current element */
+    ngx_uint_t                  want_key;   /* object: a key comes next */
+    u_char                     *key;        /* object: the current key */
+    size_t                      key_len;
+} ngx_http_activity_json_level_t;
 
 
 static ngx_int_t ngx_http_activity_ingest_json(ngx_http_request_t *r);
@@ -37,6 +49,9 @@ static json_t *ngx_http_activity_ingest_check(json_t *event,
     ngx_http_request_t *r);
 static void ngx_http_activity_ingest_check_metadata(json_t *meta,
     json_t *errors);
+static json_t *ngx_http_activity_ingest_utf8(ngx_str_t *body);
+static json_t *ngx_http_activity_ingest_utf8_item(json_t *items,
+    ngx_http_activity_json_level_t *lv, ngx_uint_t depth, ngx_uint_t key);
 static ngx_int_t ngx_http_activity_ingest_allowed(const char *key,
     const char **names);
 static ngx_int_t ngx_http_activity_ingest_reply(ngx_http_request_t *r,
@@ -135,6 +150,14 @@ ngx_http_activity_ingest_body(ngx_http_request_t *r)
     if (ngx_http_activity_ingest_read(r, &data) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
+    }
+
+    /* jansson would say only "unable to decode byte": name the fields */
+
+    if (activity_utf8_check(data.data, data.len) != data.len) {
+        body = ngx_http_activity_ingest_utf8(&data);
+        status = NGX_HTTP_BAD_REQUEST;
+        goto done;
     }
 
     root = json_loadb((const char *) data.data, data.len,
@@ -485,6 +508,199 @@ ngx_http_activity_ingest_check_metadata(json_t *meta, json_t *errors)
         json_array_append_new(errors,
                       json_string("metadata.details must be an object"));
     }
+}
+
+
+/*
+ * A body that is not UTF-8: walks its JSON structure (without decoding
+ * it) to name each string that holds invalid bytes, e.g. index 2,
+ * "metadata.userAgent is not valid UTF-8". Invalid bytes outside any
+ * string make the body invalid JSON, reported as such.
+ */
+
+static json_t *
+ngx_http_activity_ingest_utf8(ngx_str_t *body)
+{
+    u_char                          *p, *last, *start;
+    json_t                          *items, *item;
+    ngx_uint_t                       depth, in_key, found;
+    ngx_http_activity_json_level_t   lv[NGX_HTTP_ACTIVITY_PATH_DEPTH];
+
+    items = json_array();
+    if (items == NULL) {
+        return NULL;
+    }
+
+    p = body->data;
+    last = p + body->len;
+    depth = 0;
+    found = 0;
+
+    while (p < last) {
+
+        switch (*p) {
+
+        case '{':
+        case '[':
+            if (depth < NGX_HTTP_ACTIVITY_PATH_DEPTH) {
+                lv[depth].array = (*p == '[');
+                lv[depth].index = 0;
+                lv[depth].want_key = (*p == '{');
+                lv[depth].key = NULL;
+                lv[depth].key_len = 0;
+            }
+            depth++;
+            p++;
+            continue;
+
+        case '}':
+        case ']':
+            if (depth) {
+                depth--;
+            }
+            p++;
+            continue;
+
+        case ',':
+            if (depth && depth <= NGX_HTTP_ACTIVITY_PATH_DEPTH) {
+                if (lv[depth - 1].array) {
+                    lv[depth - 1].index++;
+
+                } else {
+                    lv[depth - 1].want_key = 1;
+                }
+            }
+            p++;
+            continue;
+
+        case '"':
+            break;
+
+        default:
+            p++;
+            continue;
+        }
+
+        /* a string: its end, escapes skipped */
+
+        start = ++p;
+
+        while (p < last && *p != '"') {
+            p += (*p == '\\') ? 2 : 1;
+        }
+
+        if (p > last) {
+            p = last;
+        }
+
+        in_key = depth && depth <= NGX_HTTP_ACTIVITY_PATH_DEPTH
+                 && !lv[depth - 1].array && lv[depth - 1].want_key;
+
+        if (in_key) {
+            lv[depth - 1].key = start;
+            lv[depth - 1].key_len = p - start;
+            lv[depth - 1].want_key = 0;
+        }
+
+        if (activity_utf8_check(start, p - start) != (size_t) (p - start)) {
+            item = ngx_http_activity_ingest_utf8_item(items, lv,
+                                  ngx_min(depth, NGX_HTTP_ACTIVITY_PATH_DEPTH),
+                                  in_key);
+            if (item == NULL) {
+                json_decref(items);
+                return NULL;
+            }
+
+            found++;
+        }
+
+        p++;
+    }
+
+    if (found == 0) {
+        json_decref(items);
+        return json_pack("{s:s,s:s}", "error", "invalid JSON",
+                         "reason", "invalid UTF-8 outside a string");
+    }
+
+    return json_pack("{s:s,s:o}", "error", "invalid events", "items", items);
+}
+
+
+/*
+ * Adds "<path> is not valid UTF-8" to the item of the event it is in
+ * (items come in order, so that is the last one or a new one).
+ */
+
+static json_t *
+ngx_http_activity_ingest_utf8_item(json_t *items,
+    ngx_http_activity_json_level_t *lv, ngx_uint_t depth, ngx_uint_t key)
+{
+    u_char      *p, *last;
+    size_t       n;
+    json_t      *item, *errors;
+    ngx_uint_t   i, first, index;
+    u_char       path[NGX_HTTP_ACTIVITY_PATH_MAX * 3 + 64];
+
+    /* an array at the top holds the events; an object is event 0 */
+
+    first = (depth && lv[0].array) ? 1 : 0;
+    index = first ? lv[0].index : 0;
+
+    p = path;
+    last = path + NGX_HTTP_ACTIVITY_PATH_MAX;
+
+    for (i = first; i < depth && p < last; i++) {
+        if (lv[i].array) {
+            p = ngx_snprintf(p, last - p, "[%ui]", lv[i].index);
+            continue;
+        }
+
+        if (i == depth - 1 && key) {
+            break;
+        }
+
+        if (p > path) {
+            *p++ = '.';
+        }
+
+        /* the key as written; made valid so that the answer is */
+
+        n = ngx_min(lv[i].key_len, (size_t) (last - p));
+        n = activity_utf8_cut(lv[i].key, lv[i].key_len, n);
+        p = activity_utf8_repair(p, lv[i].key, n);
+    }
+
+    if (key) {
+        p = ngx_sprintf(p, "%s%s", p > path ? " " : "", "(a key)");
+    }
+
+    if (p == path) {
+        p = ngx_cpymem(p, "the event", sizeof("the event") - 1);
+    }
+
+    p = ngx_cpymem(p, " is not valid UTF-8", sizeof(" is not valid UTF-8"));
+
+    item = json_array_get(items, json_array_size(items) - 1);
+
+    if (item == NULL
+        || json_integer_value(json_object_get(item, "index"))
+           != (json_int_t) index)
+    {
+        item = json_pack("{s:I,s:[]}", "index", (json_int_t) index,
+                         "errors");
+        if (item == NULL || json_array_append_new(items, item) != 0) {
+            return NULL;
+        }
+    }
+
+    errors = json_object_get(item, "errors");
+
+    if (json_array_append_new(errors, json_string((char *) path)) != 0) {
+        return NULL;
+    }
+
+    return item;
 }
 
 

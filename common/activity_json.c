@@ -1,0 +1,167 @@
+/*
+ * JSON string bodies for the module's event writer: one pass repairs
+ * UTF-8, escapes, and cuts at a character boundary, so that whatever
+ * bytes a request carries, the event is JSON that a strict parser takes
+ * (fuzz/event_writer.c checks this with jansson).
+ */
+
+#include <string.h>
+
+#include "activity_json.h"
+#include "activity_utf8.h"
+
+
+static size_t activity_json_char(const unsigned char *p,
+    const unsigned char *last, size_t *in, size_t *text, unsigned char *out);
+
+
+size_t
+activity_json_len(const unsigned char *s, size_t len, size_t max, int *cut)
+{
+    size_t                in, n, text, used, total;
+    unsigned char         buf[6];
+    const unsigned char  *p, *last;
+
+    p = s;
+    last = s + len;
+    used = 0;
+    total = 0;
+
+    while (p < last) {
+        n = activity_json_char(p, last, &in, &text, buf);
+
+        if (used + text > max) {
+            break;
+        }
+
+        used += text;
+        total += n ? n : in;
+        p += in;
+    }
+
+    if (cut != NULL) {
+        *cut = p < last;
+    }
+
+    return total;
+}
+
+
+unsigned char *
+activity_json_copy(unsigned char *dst, const unsigned char *s, size_t len,
+    size_t max)
+{
+    size_t                in, n, text, used;
+    unsigned char         buf[6];
+    const unsigned char  *p, *last;
+
+    p = s;
+    last = s + len;
+    used = 0;
+
+    while (p < last) {
+        n = activity_json_char(p, last, &in, &text, buf);
+
+        if (used + text > max) {
+            break;
+        }
+
+        used += text;
+
+        if (n) {
+            memcpy(dst, buf, n);
+            dst += n;
+
+        } else {
+            memcpy(dst, p, in);
+            dst += in;
+        }
+
+        p += in;
+    }
+
+    return dst;
+}
+
+
+/*
+ * One character at p: *in is the number of input bytes it takes, *text
+ * the UTF-8 bytes it stands for (3 for a U+FFFD). Returns the number of
+ * bytes put in out (an escape, or U+FFFD), or 0 when the input bytes
+ * are to be copied as they are.
+ */
+static size_t
+activity_json_char(const unsigned char *p, const unsigned char *last,
+    size_t *in, size_t *text, unsigned char *out)
+{
+    size_t         n, bad;
+    unsigned char  c;
+
+    static const char  hex[] = "0123456789abcdef";
+
+    c = *p;
+
+    if (c >= 0x80) {
+        n = activity_utf8_next(p, last, &bad);
+
+        if (n == 0) {
+            *in = bad;
+            *text = ACTIVITY_UTF8_FFFD_LEN;
+            memcpy(out, ACTIVITY_UTF8_FFFD, ACTIVITY_UTF8_FFFD_LEN);
+            return ACTIVITY_UTF8_FFFD_LEN;
+        }
+
+        *in = n;
+        *text = n;
+        return 0;
+    }
+
+    *in = 1;
+    *text = 1;
+
+    switch (c) {
+
+    case '"':
+    case '\\':
+        out[0] = '\\';
+        out[1] = c;
+        return 2;
+
+    case '\n':
+        out[0] = '\\';
+        out[1] = 'n';
+        return 2;
+
+    case '\r':
+        out[0] = '\\';
+        out[1] = 'r';
+        return 2;
+
+    case '\t':
+        out[0] = '\\';
+        out[1] = 't';
+        return 2;
+
+    case '\b':
+        out[0] = '\\';
+        out[1] = 'b';
+        return 2;
+
+    case '\f':
+        out[0] = '\\';
+        out[1] = 'f';
+        return 2;
+    }
+
+    if (c < 0x20) {
+        out[0] = '\\';
+        out[1] = 'u';
+        out[2] = '0';
+        out[3] = '0';
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 0x0f];
+        return 6;
+    }
+
+    return 0;
+}
