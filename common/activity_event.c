@@ -23,6 +23,8 @@
 static int event_repair(event_t *ev, const char *text, size_t *len);
 static int event_hex4(const char *s, unsigned *value);
 static const char *event_opt_string(json_t *obj, const char *key);
+static const char *event_cut_string(event_t *ev, json_t *obj,
+    const char *key, size_t max, unsigned flag);
 static int event_digits(const char *s, int n, int *value);
 static int event_days_in_month(int year, int month);
 static int64_t event_days_from_civil(int64_t y, unsigned m, unsigned d);
@@ -102,7 +104,8 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
     /* userId: a string or null; a number is kept as its decimal text */
     v = json_object_get(ev->root, "userId");
     if (json_is_string(v)) {
-        ev->user_id = json_string_value(v);
+        ev->user_id = event_cut_string(ev, ev->root, "userId",
+                                       EVENT_USER_ID_MAX, EVENT_CUT_USER_ID);
     } else if (json_is_integer(v)) {
         snprintf(ev->user_buf, sizeof(ev->user_buf), "%" JSON_INTEGER_FORMAT,
                  json_integer_value(v));
@@ -127,9 +130,28 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
             }
         }
 
-        ev->user_agent = event_opt_string(meta, "userAgent");
-        ev->endpoint = event_opt_string(meta, "endpoint");
-        ev->method = event_opt_string(meta, "method");
+        ev->user_agent = event_cut_string(ev, meta, "userAgent",
+                                          EVENT_USER_AGENT_MAX,
+                                          EVENT_CUT_USER_AGENT);
+        ev->endpoint = event_cut_string(ev, meta, "endpoint",
+                                        EVENT_ENDPOINT_MAX,
+                                        EVENT_CUT_ENDPOINT);
+        ev->method = event_cut_string(ev, meta, "method", EVENT_METHOD_MAX,
+                                      EVENT_CUT_METHOD);
+
+        /*
+         * details cannot be cut without changing what it says: over its
+         * limit the event is refused. Only a text that long can hold
+         * one that long, so most events skip the measuring.
+         */
+        v = json_object_get(meta, "details");
+        if (len > EVENT_DETAILS_MAX && v != NULL
+            && json_dumpb(v, NULL, 0, JSON_COMPACT) > EVENT_DETAILS_MAX)
+        {
+            snprintf(err, errlen, "metadata.details is larger than %d bytes"
+                     " as JSON", EVENT_DETAILS_MAX);
+            goto failed;
+        }
 
         v = json_object_get(meta, "status");
         if (json_is_integer(v)) {
@@ -456,6 +478,44 @@ done:
             - sign * (oh * 3600 + om * 60)) * 1000) + frac;
 
     return 0;
+}
+
+
+/*
+ * A string member cut to max bytes at a character boundary (the text
+ * is valid UTF-8 by now), in place in the parsed event; the queued text
+ * keeps it whole.
+ */
+static const char *
+event_cut_string(event_t *ev, json_t *obj, const char *key, size_t max,
+    unsigned flag)
+{
+    json_t      *v;
+    size_t       len;
+    const char  *s;
+
+    v = json_object_get(obj, key);
+    s = json_string_value(v);
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    len = json_string_length(v);
+
+    if (len <= max) {
+        return s;
+    }
+
+    len = activity_utf8_cut((const unsigned char *) s, len, max);
+
+    if (json_string_setn(v, s, len) != 0) {
+        return NULL;
+    }
+
+    ev->cut |= flag;
+
+    return json_string_value(v);
 }
 
 

@@ -15,6 +15,25 @@
 
 #define EVENT_TYPE_MAX  64
 
+/*
+ * Field limits, in bytes of UTF-8 (decoded: escapes count as the
+ * character they stand for), the same for the module (which cuts at a
+ * character boundary), ingest (400) and the worker (cuts strings, refuses
+ * details). userId stays well under what a btree index entry holds
+ * (2704 bytes); details is measured as compact JSON.
+ */
+#define EVENT_USER_ID_MAX      256
+#define EVENT_USER_AGENT_MAX   1024
+#define EVENT_ENDPOINT_MAX     2048
+#define EVENT_METHOD_MAX       32
+#define EVENT_DETAILS_MAX      8192
+
+
+#define EVENT_CUT_USER_ID      0x01
+#define EVENT_CUT_USER_AGENT   0x02
+#define EVENT_CUT_ENDPOINT     0x04
+#define EVENT_CUT_METHOD       0x08
+
 
 /*
  * Field pointers borrow from root (or from the small buffers here); all
@@ -32,6 +51,7 @@ typedef struct {
     const char  *method;
     const char  *text;                      /* the event as queued */
     char        *repaired;                  /* text, when it was repaired */
+    unsigned     cut;                       /* EVENT_CUT_* */
     int64_t      ts_ms;                     /* timestamp, epoch ms UTC */
     double       duration_ms;
     int          status;

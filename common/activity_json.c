@@ -11,16 +11,37 @@
 #include "activity_utf8.h"
 
 
+static size_t activity_json_write(unsigned char *dst,
+    const unsigned char *s, size_t len, size_t max, size_t max_out, int *cut);
 static size_t activity_json_char(const unsigned char *p,
     const unsigned char *last, size_t *in, size_t *text, unsigned char *out);
 
 
 size_t
-activity_json_len(const unsigned char *s, size_t len, size_t max, int *cut)
+activity_json_len(const unsigned char *s, size_t len, size_t max,
+    size_t max_out, int *cut)
+{
+    return activity_json_write(NULL, s, len, max, max_out, cut);
+}
+
+
+unsigned char *
+activity_json_copy(unsigned char *dst, const unsigned char *s, size_t len,
+    size_t max, size_t max_out)
+{
+    return dst + activity_json_write(dst, s, len, max, max_out, NULL);
+}
+
+
+/* dst NULL: only count */
+
+static size_t
+activity_json_write(unsigned char *dst, const unsigned char *s, size_t len,
+    size_t max, size_t max_out, int *cut)
 {
     size_t                in, n, text, used, total;
     unsigned char         buf[6];
-    const unsigned char  *p, *last;
+    const unsigned char  *p, *last, *from;
 
     p = s;
     last = s + len;
@@ -29,13 +50,24 @@ activity_json_len(const unsigned char *s, size_t len, size_t max, int *cut)
 
     while (p < last) {
         n = activity_json_char(p, last, &in, &text, buf);
+        from = buf;
 
-        if (used + text > max) {
+        if (n == 0) {
+            /* as it is */
+            n = in;
+            from = p;
+        }
+
+        if (used + text > max || total + n > max_out) {
             break;
         }
 
+        if (dst != NULL) {
+            memcpy(dst + total, from, n);
+        }
+
         used += text;
-        total += n ? n : in;
+        total += n;
         p += in;
     }
 
@@ -44,43 +76,6 @@ activity_json_len(const unsigned char *s, size_t len, size_t max, int *cut)
     }
 
     return total;
-}
-
-
-unsigned char *
-activity_json_copy(unsigned char *dst, const unsigned char *s, size_t len,
-    size_t max)
-{
-    size_t                in, n, text, used;
-    unsigned char         buf[6];
-    const unsigned char  *p, *last;
-
-    p = s;
-    last = s + len;
-    used = 0;
-
-    while (p < last) {
-        n = activity_json_char(p, last, &in, &text, buf);
-
-        if (used + text > max) {
-            break;
-        }
-
-        used += text;
-
-        if (n) {
-            memcpy(dst, buf, n);
-            dst += n;
-
-        } else {
-            memcpy(dst, p, in);
-            dst += in;
-        }
-
-        p += in;
-    }
-
-    return dst;
 }
 
 

@@ -13,11 +13,14 @@
 #include <sys/random.h>
 
 #include "ngx_http_activity_event.h"
+#include "../common/activity_event.h"
 #include "../common/activity_json.h"
 
 
-static size_t ngx_http_activity_json_len(ngx_str_t *s);
-static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s);
+static size_t ngx_http_activity_json_len(ngx_str_t *s, size_t max);
+static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s,
+    size_t max);
+static u_char *ngx_http_activity_details_copy(u_char *p, ngx_array_t *a);
 static ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
 
 
@@ -29,13 +32,16 @@ static size_t  ngx_http_activity_entropy_used =
 
 /*
  * "userId":…,"timestamp":…,"metadata":{…}}  (the event minus its head)
+ *
+ * Strings are cut at the limits of common/activity_event.h, at a
+ * character boundary; details (activity_meta) share EVENT_DETAILS_MAX.
  */
 
 ngx_int_t
 ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
     ngx_str_t *body)
 {
-    size_t         len;
+    size_t         len, details;
     u_char        *p;
     ngx_uint_t     i;
     ngx_keyval_t  *kv;
@@ -46,19 +52,31 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
                  "\"metadata\":{\"ipAddress\":,\"userAgent\":,"
                  "\"endpoint\":,\"method\":,\"status\":,\"durationMs\":,"
                  "\"details\":{}}}") - 1
-          + (f->user.data ? ngx_http_activity_json_len(&f->user)
+          + (f->user.data ? ngx_http_activity_json_len(&f->user,
+                                                       EVENT_USER_ID_MAX)
                           : sizeof("null") - 1)
-          + ngx_http_activity_json_len(&f->ip)
-          + (f->user_agent.data ? ngx_http_activity_json_len(&f->user_agent)
-                                : sizeof("null") - 1)
-          + ngx_http_activity_json_len(&f->endpoint)
-          + ngx_http_activity_json_len(&f->method)
+          + ngx_http_activity_json_len(&f->ip, ACTIVITY_JSON_NO_LIMIT)
+          + (f->user_agent.data
+             ? ngx_http_activity_json_len(&f->user_agent,
+                                          EVENT_USER_AGENT_MAX)
+             : sizeof("null") - 1)
+          + ngx_http_activity_json_len(&f->endpoint, EVENT_ENDPOINT_MAX)
+          + ngx_http_activity_json_len(&f->method, EVENT_METHOD_MAX)
           + NGX_INT_T_LEN + NGX_INT_T_LEN;
 
+    /* an upper bound: what details_copy() writes is cut to the limit */
+
+    details = 0;
+
     for (i = 0; f->details && i < f->details->nelts; i++) {
-        len += ngx_http_activity_json_len(&kv[i].key) + sizeof(":,") - 1
-               + ngx_http_activity_json_len(&kv[i].value);
+        details += ngx_http_activity_json_len(&kv[i].key,
+                                              ACTIVITY_JSON_NO_LIMIT)
+                   + sizeof(":,") - 1
+                   + ngx_http_activity_json_len(&kv[i].value,
+                                                ACTIVITY_JSON_NO_LIMIT);
     }
+
+    len += ngx_min(details, EVENT_DETAILS_MAX);
 
     p = ngx_pnalloc(pool, len);
     if (p == NULL) {
@@ -70,7 +88,7 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
     p = ngx_cpymem(p, "\"userId\":", sizeof("\"userId\":") - 1);
 
     if (f->user.data) {
-        p = ngx_http_activity_json_copy(p, &f->user);
+        p = ngx_http_activity_json_copy(p, &f->user, EVENT_USER_ID_MAX);
 
     } else {
         p = ngx_cpymem(p, "null", sizeof("null") - 1);
@@ -82,37 +100,29 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
 
     p = ngx_cpymem(p, ",\"metadata\":{\"ipAddress\":",
                    sizeof(",\"metadata\":{\"ipAddress\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->ip);
+    p = ngx_http_activity_json_copy(p, &f->ip, ACTIVITY_JSON_NO_LIMIT);
 
     p = ngx_cpymem(p, ",\"userAgent\":", sizeof(",\"userAgent\":") - 1);
 
     if (f->user_agent.data) {
-        p = ngx_http_activity_json_copy(p, &f->user_agent);
+        p = ngx_http_activity_json_copy(p, &f->user_agent,
+                                        EVENT_USER_AGENT_MAX);
 
     } else {
         p = ngx_cpymem(p, "null", sizeof("null") - 1);
     }
 
     p = ngx_cpymem(p, ",\"endpoint\":", sizeof(",\"endpoint\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->endpoint);
+    p = ngx_http_activity_json_copy(p, &f->endpoint, EVENT_ENDPOINT_MAX);
 
     p = ngx_cpymem(p, ",\"method\":", sizeof(",\"method\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->method);
+    p = ngx_http_activity_json_copy(p, &f->method, EVENT_METHOD_MAX);
 
-    p = ngx_sprintf(p, ",\"status\":%ui,\"durationMs\":%M,\"details\":{",
+    p = ngx_sprintf(p, ",\"status\":%ui,\"durationMs\":%M,\"details\":",
                     f->status, (ngx_msec_t) f->duration);
 
-    for (i = 0; f->details && i < f->details->nelts; i++) {
-        if (i) {
-            *p++ = ',';
-        }
+    p = ngx_http_activity_details_copy(p, f->details);
 
-        p = ngx_http_activity_json_copy(p, &kv[i].key);
-        *p++ = ':';
-        p = ngx_http_activity_json_copy(p, &kv[i].value);
-    }
-
-    *p++ = '}';
     *p++ = '}';
     *p++ = '}';
 
@@ -179,19 +189,73 @@ ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
  */
 
 static size_t
-ngx_http_activity_json_len(ngx_str_t *s)
+ngx_http_activity_json_len(ngx_str_t *s, size_t max)
 {
-    return 2 + activity_json_len(s->data, s->len, ACTIVITY_JSON_NO_LIMIT,
-                                 NULL);
+    return 2 + activity_json_len(s->data, s->len, max,
+                                 ACTIVITY_JSON_NO_LIMIT, NULL);
 }
 
 
 static u_char *
-ngx_http_activity_json_copy(u_char *p, ngx_str_t *s)
+ngx_http_activity_json_copy(u_char *p, ngx_str_t *s, size_t max)
 {
     *p++ = '"';
-    p = activity_json_copy(p, s->data, s->len, ACTIVITY_JSON_NO_LIMIT);
+    p = activity_json_copy(p, s->data, s->len, max, ACTIVITY_JSON_NO_LIMIT);
     *p++ = '"';
+
+    return p;
+}
+
+
+/*
+ * {"name":"value",…} within EVENT_DETAILS_MAX bytes: values are cut in
+ * order to fit, and a pair that no longer fits at all is left out.
+ */
+
+static u_char *
+ngx_http_activity_details_copy(u_char *p, ngx_array_t *a)
+{
+    u_char        *start;
+    size_t         used, need;
+    ngx_uint_t     i, n;
+    ngx_keyval_t  *kv;
+
+    start = p;
+    *p++ = '{';
+    used = 2;
+
+    kv = a ? a->elts : NULL;
+    n = 0;
+
+    for (i = 0; a && i < a->nelts; i++) {
+
+        /* ,"name":"" */
+
+        need = (n ? 1 : 0) + ngx_http_activity_json_len(&kv[i].key,
+                                                        ACTIVITY_JSON_NO_LIMIT)
+               + 1 + 2;
+
+        if (used + need > EVENT_DETAILS_MAX) {
+            break;
+        }
+
+        if (n++) {
+            *p++ = ',';
+        }
+
+        p = ngx_http_activity_json_copy(p, &kv[i].key,
+                                        ACTIVITY_JSON_NO_LIMIT);
+        *p++ = ':';
+        *p++ = '"';
+        p = activity_json_copy(p, kv[i].value.data, kv[i].value.len,
+                               ACTIVITY_JSON_NO_LIMIT,
+                               EVENT_DETAILS_MAX - used - need);
+        *p++ = '"';
+
+        used = (p - start) + 1;
+    }
+
+    *p++ = '}';
 
     return p;
 }

@@ -27,7 +27,6 @@
 
 
 #define NGX_HTTP_ACTIVITY_INGEST_MAX     1000
-#define NGX_HTTP_ACTIVITY_STRING_MAX     4096
 #define NGX_HTTP_ACTIVITY_PATH_DEPTH     16
 #define NGX_HTTP_ACTIVITY_PATH_MAX       256
 
@@ -354,10 +353,12 @@ ngx_http_activity_ingest_check(json_t *event, ngx_http_request_t *r)
 
     if (v && !json_is_null(v)
         && !(json_is_string(v)
-             && json_string_length(v) <= NGX_HTTP_ACTIVITY_STRING_MAX))
+             && json_string_length(v) <= EVENT_USER_ID_MAX))
     {
         json_array_append_new(errors,
-                              json_string("userId must be a string or null"));
+                              json_sprintf("userId must be a string of at "
+                                           "most %d bytes, or null",
+                                           EVENT_USER_ID_MAX));
     }
 
     v = json_object_get(event, "metadata");
@@ -437,11 +438,13 @@ ngx_http_activity_ingest_check_metadata(json_t *meta, json_t *errors)
 {
     u_char          addr[16];
     json_t         *v;
+    ngx_uint_t      i;
     const char     *key, *s;
     json_int_t      status;
-    static const char  *strings[] = { "userAgent", "endpoint", "method",
-                                      NULL };
-    const char    **name;
+
+    static const char  *strings[] = { "userAgent", "endpoint", "method" };
+    static const int    limits[] = { EVENT_USER_AGENT_MAX, EVENT_ENDPOINT_MAX,
+                                     EVENT_METHOD_MAX };
 
     json_object_foreach(meta, key, v) {
         if (!ngx_http_activity_ingest_allowed(key,
@@ -453,17 +456,17 @@ ngx_http_activity_ingest_check_metadata(json_t *meta, json_t *errors)
         }
     }
 
-    for (name = strings; *name; name++) {
-        v = json_object_get(meta, *name);
+    for (i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        v = json_object_get(meta, strings[i]);
 
         if (v && !json_is_null(v)
             && !(json_is_string(v)
-                 && json_string_length(v) <= NGX_HTTP_ACTIVITY_STRING_MAX))
+                 && json_string_length(v) <= (size_t) limits[i]))
         {
             json_array_append_new(errors,
                           json_sprintf("metadata.%s must be a string of at "
-                                       "most %d bytes", *name,
-                                       NGX_HTTP_ACTIVITY_STRING_MAX));
+                                       "most %d bytes", strings[i],
+                                       limits[i]));
         }
     }
 
@@ -507,6 +510,12 @@ ngx_http_activity_ingest_check_metadata(json_t *meta, json_t *errors)
     if (v && !json_is_object(v)) {
         json_array_append_new(errors,
                       json_string("metadata.details must be an object"));
+
+    } else if (v && json_dumpb(v, NULL, 0, JSON_COMPACT) > EVENT_DETAILS_MAX)
+    {
+        json_array_append_new(errors,
+                      json_sprintf("metadata.details must be at most %d "
+                                   "bytes as JSON", EVENT_DETAILS_MAX));
     }
 }
 
