@@ -71,7 +71,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     p = text;
-    p += sprintf((char *) p, "{\"id\":\"0193a000-0000-7000-8000-000000000001\","
+    p += sprintf((char *) p, "{\"id\":"
+                 "\"0193a000-0000-7000-8000-000000000001\","
                  "\"eventType\":\"API_CALL\",\"userId\":");
     p = put_string(p, s0, n0, max, ACTIVITY_JSON_NO_LIMIT);
     p += sprintf((char *) p, ",\"timestamp\":\"2026-11-27T12:00:00.123Z\","

@@ -2,10 +2,12 @@
 /*
  * activity_ingest: events that applications post themselves.
  *
- * POST one event object or an array of at most 1,000; the body is bounded
- * by client_max_body_size.  Missing ids and timestamps are filled in;
- * everything else is checked, with the same rules the worker applies
- * before storing (common/activity_event.c is compiled into both).
+ * POST one event object or an array of at most activity_ingest_max_events
+ * (1,000); the body is bounded by activity_ingest_max_body (64k), since
+ * it is parsed at once in the event loop.  Missing ids and timestamps
+ * are filled in; everything else is checked, with the same rules the
+ * worker applies before storing (common/activity_event.c is compiled
+ * into both).
  * Either every event of a request is queued (202) or none is (400 with
  * the reasons of each refused item, 503 when the buffer has no room).
  */
@@ -26,7 +28,6 @@
 #include "../common/activity_utf8.h"
 
 
-#define NGX_HTTP_ACTIVITY_INGEST_MAX     1000
 #define NGX_HTTP_ACTIVITY_PATH_DEPTH     16
 #define NGX_HTTP_ACTIVITY_PATH_MAX       256
 
@@ -45,7 +46,7 @@ static void ngx_http_activity_ingest_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_activity_ingest_read(ngx_http_request_t *r,
     ngx_str_t *body);
 static json_t *ngx_http_activity_ingest_check(json_t *event,
-    ngx_http_request_t *r);
+    ngx_http_request_t *r, char **text);
 static void ngx_http_activity_ingest_check_metadata(json_t *meta,
     json_t *errors);
 static json_t *ngx_http_activity_ingest_utf8(ngx_str_t *body);
@@ -71,6 +72,7 @@ ngx_int_t
 ngx_http_activity_ingest_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
+    ngx_http_activity_loc_conf_t   *alcf;
     ngx_http_activity_main_conf_t  *amcf;
 
     if (r->method != NGX_HTTP_POST) {
@@ -85,6 +87,16 @@ ngx_http_activity_ingest_handler(ngx_http_request_t *r)
 
     if (!ngx_http_activity_ingest_json(r)) {
         return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_activity_module);
+
+    if (r->headers_in.content_length_n > (off_t) alcf->ingest_max_body) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "activity: ingest body of %O bytes is over "
+                      "activity_ingest_max_body %uz",
+                      r->headers_in.content_length_n, alcf->ingest_max_body);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_http_activity_ingest_body);
@@ -134,20 +146,39 @@ ngx_http_activity_ingest_json(ngx_http_request_t *r)
 static void
 ngx_http_activity_ingest_body(ngx_http_request_t *r)
 {
-    char                           *text;
+    char                          **texts;
     size_t                          i, n, bytes;
     json_t                         *root, *event, *errors, *item, *body;
     ngx_str_t                       data;
     ngx_uint_t                      status;
     json_error_t                    err;
+    ngx_http_activity_loc_conf_t   *alcf;
     ngx_http_activity_main_conf_t  *amcf;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_activity_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_activity_module);
     root = NULL;
     errors = NULL;
+    texts = NULL;
+    n = 0;
 
     if (ngx_http_activity_ingest_read(r, &data) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /*
+     * The body is parsed and checked in one go, in the event loop: its
+     * size bounds the time every other connection of this worker waits.
+     * A chunked body has no Content-Length to be refused by up front.
+     */
+
+    if (data.len > alcf->ingest_max_body) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "activity: ingest body of %uz bytes is over "
+                      "activity_ingest_max_body %uz",
+                      data.len, alcf->ingest_max_body);
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
         return;
     }
 
@@ -178,28 +209,50 @@ ngx_http_activity_ingest_body(ngx_http_request_t *r)
         }
     }
 
-    n = json_array_size(root);
-
-    if (!json_is_array(root) || n == 0 || n > NGX_HTTP_ACTIVITY_INGEST_MAX) {
-        body = json_pack("{s:s}", "error", "expected an event object or an "
-                         "array of 1 to 1000 events");
+    if (!json_is_array(root) || json_array_size(root) == 0) {
+        item = json_sprintf("expected an event object or an array of 1 to "
+                            "%lu events",
+                            (unsigned long) alcf->ingest_max_events);
+        body = json_pack("{s:o}", "error", item);
         status = NGX_HTTP_BAD_REQUEST;
         goto done;
     }
 
+    if (json_array_size(root) > alcf->ingest_max_events) {
+        item = json_sprintf("too many events: %zu, at most %lu a request "
+                            "(activity_ingest_max_events)",
+                            json_array_size(root),
+                            (unsigned long) alcf->ingest_max_events);
+        body = json_pack("{s:o}", "error", item);
+        status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        goto done;
+    }
+
+    n = json_array_size(root);
+
     errors = json_array();
-    if (errors == NULL) {
+    texts = ngx_pcalloc(r->pool, n * sizeof(char *));
+
+    if (errors == NULL || texts == NULL) {
+        json_decref(errors);
         json_decref(root);
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
+    /* each event is encoded once: checked, measured and queued as such */
+
+    bytes = 0;
+
     json_array_foreach(root, i, event) {
-        item = ngx_http_activity_ingest_check(event, r);
+        item = ngx_http_activity_ingest_check(event, r, &texts[i]);
 
         if (item) {
             json_object_set_new(item, "index", json_integer(i));
             json_array_append_new(errors, item);
+
+        } else {
+            bytes += ngx_strlen(texts[i]);
         }
     }
 
@@ -212,28 +265,16 @@ ngx_http_activity_ingest_body(ngx_http_request_t *r)
 
     /* all or nothing: the buffer must have room for every event */
 
-    bytes = 0;
-
-    json_array_foreach(root, i, event) {
-        bytes += json_dumpb(event, NULL, 0, JSON_COMPACT);
-    }
-
     if (bytes > ngx_http_activity_queue_room(amcf->queue_state, n)) {
         body = json_pack("{s:s}", "error", "event buffer full, retry later");
         status = NGX_HTTP_SERVICE_UNAVAILABLE;
         goto done;
     }
 
-    json_array_foreach(root, i, event) {
-        text = json_dumps(event, JSON_COMPACT);
-        if (text == NULL) {
-            continue;
-        }
-
+    for (i = 0; i < n; i++) {
         (void) ngx_http_activity_queue_push(amcf->queue_state,
-                                            (u_char *) text,
-                                            ngx_strlen(text));
-        free(text);
+                                            (u_char *) texts[i],
+                                            ngx_strlen(texts[i]));
     }
 
     ngx_http_activity_stat_add(amcf->stats, events_ingested, n);
@@ -242,6 +283,10 @@ ngx_http_activity_ingest_body(ngx_http_request_t *r)
     status = NGX_HTTP_ACCEPTED;
 
 done:
+
+    for (i = 0; texts && i < n; i++) {
+        free(texts[i]);
+    }
 
     json_decref(errors);
     json_decref(root);
@@ -311,14 +356,16 @@ ngx_http_activity_ingest_read(ngx_http_request_t *r, ngx_str_t *body)
 
 /*
  * Fills in a missing id and timestamp; returns NULL when the event is
- * good, else {"errors":[...]}.
+ * good, with its compact JSON in *text (to free()), else
+ * {"errors":[...]}.
  */
 
 static json_t *
-ngx_http_activity_ingest_check(json_t *event, ngx_http_request_t *r)
+ngx_http_activity_ingest_check(json_t *event, ngx_http_request_t *r,
+    char **text)
 {
     u_char       buf[NGX_HTTP_ACTIVITY_UUID_LEN + 1];
-    char        *text, reason[128];
+    char         reason[128];
     json_t      *errors, *v;
     ngx_time_t  *tp;
     const char  *key;
@@ -405,22 +452,22 @@ ngx_http_activity_ingest_check(json_t *event, ngx_http_request_t *r)
 
     /* what the worker would refuse is refused here */
 
-    text = json_dumps(event, JSON_COMPACT);
-    if (text == NULL) {
+    *text = json_dumps(event, JSON_COMPACT);
+    if (*text == NULL) {
         json_array_append_new(errors, json_string("cannot encode"));
         goto done;
     }
 
-    if (event_parse(&ev, text, ngx_strlen(text), reason, sizeof(reason))
+    if (event_parse(&ev, *text, ngx_strlen(*text), reason, sizeof(reason))
         != 0)
     {
         json_array_append_new(errors, json_string(reason));
+        free(*text);
+        *text = NULL;
 
     } else {
         event_free(&ev);
     }
-
-    free(text);
 
 done:
 
