@@ -11,6 +11,23 @@
 #include "activity_utf8.h"
 
 
+#define activity_json_min(a, b)  ((a) < (b) ? (a) : (b))
+
+
+/* 1 for the bytes written as they are: printable ASCII but '"' and '\\' */
+static const unsigned char  activity_json_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,     /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,     /* 0x10 */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x20: '"' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,     /* 0x50: '\\' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* 0x70 */
+    /* 0x80-0xff: 0, UTF-8 is checked */
+};
+
+
 static size_t activity_json_write(unsigned char *dst,
     const unsigned char *s, size_t len, size_t max, size_t max_out, int *cut);
 static size_t activity_json_char(const unsigned char *p,
@@ -39,9 +56,9 @@ static size_t
 activity_json_write(unsigned char *dst, const unsigned char *s, size_t len,
     size_t max, size_t max_out, int *cut)
 {
-    size_t                in, n, text, used, total;
+    size_t                in, n, k, text, used, total;
     unsigned char         buf[6];
-    const unsigned char  *p, *last, *from;
+    const unsigned char  *p, *last, *from, *run;
 
     p = s;
     last = s + len;
@@ -49,6 +66,32 @@ activity_json_write(unsigned char *dst, const unsigned char *s, size_t len,
     total = 0;
 
     while (p < last) {
+        /* most bytes: runs of printable ASCII that need no escape */
+
+        for (run = p; run < last && activity_json_plain[*run]; run++) {
+            /* void */
+        }
+
+        if (run > p) {
+            k = (size_t) (run - p);
+            k = activity_json_min(k, max - used);
+            k = activity_json_min(k, max_out - total);
+
+            if (dst != NULL) {
+                memcpy(dst + total, p, k);
+            }
+
+            used += k;
+            total += k;
+            p += k;
+
+            if (p < run) {
+                break;                      /* a limit is reached */
+            }
+
+            continue;
+        }
+
         n = activity_json_char(p, last, &in, &text, buf);
         from = buf;
 
