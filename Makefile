@@ -88,7 +88,8 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 # The sanitizer pass covers the network-facing paths (a full pass is
 # make test-asan, about 4 minutes).
 ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
-              t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t
+              t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
+              t/utf8.t t/field_sizes.t
 
 test: deps-test all fuzz-smoke
 	prove -r t/
