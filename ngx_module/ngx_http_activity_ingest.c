@@ -7,9 +7,9 @@
  * it is parsed at once in the event loop.  Missing ids and timestamps
  * are filled in; everything else is checked, with the same rules the
  * worker applies before storing (common/activity_event.c is compiled
- * into both).
- * Either every event of a request is queued (202) or none is (400 with
- * the reasons of each refused item, 503 when the buffer has no room).
+ * into both).  Either every event of a request is queued (202) or none
+ * is (400 with the reasons of each refused item, 413 beyond the limits,
+ * 503 when the buffer has no room).
  */
 
 
