@@ -279,6 +279,8 @@ my @whole = (
     [ 'empty body', '', qr/invalid JSON/ ],
     [ 'duplicate keys', '{"eventType":"X","eventType":"Y"}',
         qr/invalid JSON/ ],
+    [ 'a \u0000 escape (no store holds NUL)',
+        '{"eventType":"X","userId":"a\\u0000b"}', qr/invalid JSON/ ],
     [ 'an empty array', '[]', qr/1 to 1000/ ],
     # jansson refuses a bare scalar as JSON text: either reason will do
     [ 'a string', '"USER_LOGIN"', qr/invalid JSON|1 to 1000/ ],
