@@ -33,10 +33,13 @@ W_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -I/usr/include/postgresql
             -DACTIVITY_SQL_DIR='"$(SQL_DIR)"'
 W_LIBS  := -pthread -lhiredis -lpq -ljansson -ljwt -lmicrohttpd
 
+# common/: pure C shared by the module and the worker (event checks)
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_HDRS := $(wildcard common/*.h)
 MODULE_SRCS := $(wildcard ngx_module/*.c) $(wildcard ngx_module/*.h) config \
-               worker/event.c worker/event.h
-WORKER_SRCS := $(wildcard worker/*.c)
-WORKER_HDRS := $(wildcard worker/*.h)
+               $(COMMON_SRCS) $(COMMON_HDRS)
+WORKER_SRCS := $(wildcard worker/*.c) $(COMMON_SRCS)
+WORKER_HDRS := $(wildcard worker/*.h) $(COMMON_HDRS)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
         bench-dashboard bench-soak bench-store
@@ -93,7 +96,8 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 # The sanitizer pass covers the network-facing paths (a full pass is
 # make test-asan, about 4 minutes).
 ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
-              t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t
+              t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
+              t/utf8.t t/field_sizes.t
 
 test: deps-test all fuzz-smoke
 	prove -r t/
@@ -158,13 +162,14 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
 FUZZ_DIR   := $(BUILD)/fuzz
 FUZZ_TIME  ?= 60
 FUZZ_SMOKE_TIME ?= 8
-FUZZERS    := ws_frames sio_packet event_json jwt_token
+FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer
 
 $(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
                         ngx_module/ngx_http_activity_ws.h
 $(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
                         ngx_module/ngx_http_activity_sio.h
-$(FUZZ_DIR)/event_json: worker/event.c worker/event.h
+$(FUZZ_DIR)/event_json: $(COMMON_SRCS) $(COMMON_HDRS)
+$(FUZZ_DIR)/event_writer: $(COMMON_SRCS) $(COMMON_HDRS)
 $(FUZZ_DIR)/jwt_token:  FUZZ_LIBS := -lcrypto
 
 $(FUZZ_DIR)/%: fuzz/%.c

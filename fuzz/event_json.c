@@ -1,7 +1,7 @@
 
 /*
  * libFuzzer target: an event as it arrives on the queue or at the ingest
- * endpoint, through worker/event.c (compiled into the worker and the
+ * endpoint, through common/activity_event.c (compiled into the worker and the
  * module): event_parse() on the raw bytes, then each validator on them
  * as a C string. An accepted event is checked for what the PostgreSQL
  * writer relies on.
@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker/event.h"
+#include "../common/activity_event.h"
+#include "../common/activity_utf8.h"
 
 
 int
@@ -45,6 +46,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (ev.id[i] >= 'A' && ev.id[i] <= 'F') {
                 abort();
             }
+        }
+
+        /* what PostgreSQL receives: repaired, UTF-8, no \u0000 */
+
+        i = ev.repaired ? strlen(ev.repaired) : size;
+
+        if (activity_utf8_check((const unsigned char *) ev.text, i) != i
+            || event_bad_escapes((char *) ev.text, i, 0) != 0)
+        {
+            abort();
         }
 
         event_free(&ev);

@@ -27,7 +27,7 @@
 #include <openssl/hmac.h>
 
 
-#define JWT_LEEWAY   5              /* NGX_HTTP_ACTIVITY_JWT_LEEWAY */
+#define JWT_LEEWAY   5              /* activity_jwt_leeway's default */
 #define JWT_MAX_LEN  8192           /* NGX_HTTP_ACTIVITY_JWT_MAX_LEN */
 
 /* far beyond any real date, yet t + JWT_LEEWAY cannot overflow */
@@ -186,7 +186,8 @@ verify(const char *token)
         }
         break;
     case 1:
-        break;
+        /* activity_jwt_require_exp on (the default) */
+        goto done;
     default:
         goto done;
     }

@@ -13,11 +13,14 @@
 #include <sys/random.h>
 
 #include "ngx_http_activity_event.h"
+#include "../common/activity_event.h"
+#include "../common/activity_json.h"
 
 
-static ngx_int_t ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s);
-static size_t ngx_http_activity_json_len(ngx_str_t *s);
-static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s);
+static size_t ngx_http_activity_json_len(ngx_str_t *s, size_t max);
+static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s,
+    size_t max);
+static u_char *ngx_http_activity_details_copy(u_char *p, ngx_array_t *a);
 static ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
 
 
@@ -29,49 +32,51 @@ static size_t  ngx_http_activity_entropy_used =
 
 /*
  * "userId":…,"timestamp":…,"metadata":{…}}  (the event minus its head)
+ *
+ * Strings are cut at the limits of common/activity_event.h, at a
+ * character boundary; details (activity_meta) share EVENT_DETAILS_MAX.
  */
 
 ngx_int_t
 ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
     ngx_str_t *body)
 {
-    size_t         len;
+    size_t         len, details;
     u_char        *p;
     ngx_uint_t     i;
     ngx_keyval_t  *kv;
 
     kv = f->details ? f->details->elts : NULL;
 
-    if (ngx_http_activity_utf8(pool, &f->user) != NGX_OK
-        || ngx_http_activity_utf8(pool, &f->user_agent) != NGX_OK
-        || ngx_http_activity_utf8(pool, &f->endpoint) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; f->details && i < f->details->nelts; i++) {
-        if (ngx_http_activity_utf8(pool, &kv[i].value) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
     len = sizeof("\"userId\":,\"timestamp\":\"2026-11-27T12:00:00.123Z\","
                  "\"metadata\":{\"ipAddress\":,\"userAgent\":,"
                  "\"endpoint\":,\"method\":,\"status\":,\"durationMs\":,"
                  "\"details\":{}}}") - 1
-          + (f->user.data ? ngx_http_activity_json_len(&f->user)
+          + (f->user.data ? ngx_http_activity_json_len(&f->user,
+                                                       EVENT_USER_ID_MAX)
                           : sizeof("null") - 1)
-          + ngx_http_activity_json_len(&f->ip)
-          + (f->user_agent.data ? ngx_http_activity_json_len(&f->user_agent)
-                                : sizeof("null") - 1)
-          + ngx_http_activity_json_len(&f->endpoint)
-          + ngx_http_activity_json_len(&f->method)
+          + ngx_http_activity_json_len(&f->ip, ACTIVITY_JSON_NO_LIMIT)
+          + (f->user_agent.data
+             ? ngx_http_activity_json_len(&f->user_agent,
+                                          EVENT_USER_AGENT_MAX)
+             : sizeof("null") - 1)
+          + ngx_http_activity_json_len(&f->endpoint, EVENT_ENDPOINT_MAX)
+          + ngx_http_activity_json_len(&f->method, EVENT_METHOD_MAX)
           + NGX_INT_T_LEN + NGX_INT_T_LEN;
 
+    /* an upper bound: what details_copy() writes is cut to the limit */
+
+    details = 0;
+
     for (i = 0; f->details && i < f->details->nelts; i++) {
-        len += ngx_http_activity_json_len(&kv[i].key) + sizeof(":,") - 1
-               + ngx_http_activity_json_len(&kv[i].value);
+        details += ngx_http_activity_json_len(&kv[i].key,
+                                              ACTIVITY_JSON_NO_LIMIT)
+                   + sizeof(":,") - 1
+                   + ngx_http_activity_json_len(&kv[i].value,
+                                                ACTIVITY_JSON_NO_LIMIT);
     }
+
+    len += ngx_min(details, EVENT_DETAILS_MAX);
 
     p = ngx_pnalloc(pool, len);
     if (p == NULL) {
@@ -83,7 +88,7 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
     p = ngx_cpymem(p, "\"userId\":", sizeof("\"userId\":") - 1);
 
     if (f->user.data) {
-        p = ngx_http_activity_json_copy(p, &f->user);
+        p = ngx_http_activity_json_copy(p, &f->user, EVENT_USER_ID_MAX);
 
     } else {
         p = ngx_cpymem(p, "null", sizeof("null") - 1);
@@ -95,37 +100,29 @@ ngx_http_activity_event_body(ngx_pool_t *pool, ngx_http_activity_facts_t *f,
 
     p = ngx_cpymem(p, ",\"metadata\":{\"ipAddress\":",
                    sizeof(",\"metadata\":{\"ipAddress\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->ip);
+    p = ngx_http_activity_json_copy(p, &f->ip, ACTIVITY_JSON_NO_LIMIT);
 
     p = ngx_cpymem(p, ",\"userAgent\":", sizeof(",\"userAgent\":") - 1);
 
     if (f->user_agent.data) {
-        p = ngx_http_activity_json_copy(p, &f->user_agent);
+        p = ngx_http_activity_json_copy(p, &f->user_agent,
+                                        EVENT_USER_AGENT_MAX);
 
     } else {
         p = ngx_cpymem(p, "null", sizeof("null") - 1);
     }
 
     p = ngx_cpymem(p, ",\"endpoint\":", sizeof(",\"endpoint\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->endpoint);
+    p = ngx_http_activity_json_copy(p, &f->endpoint, EVENT_ENDPOINT_MAX);
 
     p = ngx_cpymem(p, ",\"method\":", sizeof(",\"method\":") - 1);
-    p = ngx_http_activity_json_copy(p, &f->method);
+    p = ngx_http_activity_json_copy(p, &f->method, EVENT_METHOD_MAX);
 
-    p = ngx_sprintf(p, ",\"status\":%ui,\"durationMs\":%M,\"details\":{",
+    p = ngx_sprintf(p, ",\"status\":%ui,\"durationMs\":%M,\"details\":",
                     f->status, (ngx_msec_t) f->duration);
 
-    for (i = 0; f->details && i < f->details->nelts; i++) {
-        if (i) {
-            *p++ = ',';
-        }
+    p = ngx_http_activity_details_copy(p, f->details);
 
-        p = ngx_http_activity_json_copy(p, &kv[i].key);
-        *p++ = ':';
-        p = ngx_http_activity_json_copy(p, &kv[i].value);
-    }
-
-    *p++ = '}';
     *p++ = '}';
     *p++ = '}';
 
@@ -172,71 +169,6 @@ ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
 }
 
 
-/*
- * JSON text must be UTF-8: invalid sequences (a user agent is attacker
- * input) become U+FFFD in a pool copy; valid strings are left alone.
- */
-
-static ngx_int_t
-ngx_http_activity_utf8(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char    *p, *last, *start, *dst, *copy;
-    uint32_t   u;
-
-    p = s->data;
-    last = s->data + s->len;
-
-    while (p < last) {
-        if (*p < 0x80) {
-            p++;
-            continue;
-        }
-
-        start = p;
-        u = ngx_utf8_decode(&p, last - p);
-
-        if (*start >= 0xf5 || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            p = start;
-            break;
-        }
-    }
-
-    if (p == last) {
-        return NGX_OK;
-    }
-
-    copy = ngx_pnalloc(pool, s->len * 3);
-    if (copy == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = ngx_cpymem(copy, s->data, p - s->data);
-
-    while (p < last) {
-        if (*p < 0x80) {
-            *dst++ = *p++;
-            continue;
-        }
-
-        start = p;
-        u = ngx_utf8_decode(&p, last - p);
-
-        if (*start >= 0xf5 || u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
-            p = start + 1;
-            *dst++ = 0xef; *dst++ = 0xbf; *dst++ = 0xbd;
-            continue;
-        }
-
-        dst = ngx_cpymem(dst, start, p - start);
-    }
-
-    s->data = copy;
-    s->len = dst - copy;
-
-    return NGX_OK;
-}
-
-
 u_char *
 ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
 {
@@ -250,19 +182,80 @@ ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
 }
 
 
+/*
+ * A JSON string of any bytes: invalid UTF-8 becomes U+FFFD (a user agent
+ * or a URI is attacker input), so the event is always valid JSON text
+ * (common/activity_json.c).
+ */
+
 static size_t
-ngx_http_activity_json_len(ngx_str_t *s)
+ngx_http_activity_json_len(ngx_str_t *s, size_t max)
 {
-    return 2 + s->len + ngx_escape_json(NULL, s->data, s->len);
+    return 2 + activity_json_len(s->data, s->len, max,
+                                 ACTIVITY_JSON_NO_LIMIT, NULL);
 }
 
 
 static u_char *
-ngx_http_activity_json_copy(u_char *p, ngx_str_t *s)
+ngx_http_activity_json_copy(u_char *p, ngx_str_t *s, size_t max)
 {
     *p++ = '"';
-    p = (u_char *) ngx_escape_json(p, s->data, s->len);
+    p = activity_json_copy(p, s->data, s->len, max, ACTIVITY_JSON_NO_LIMIT);
     *p++ = '"';
+
+    return p;
+}
+
+
+/*
+ * {"name":"value",…} within EVENT_DETAILS_MAX bytes: values are cut in
+ * order to fit, and a pair that no longer fits at all is left out.
+ */
+
+static u_char *
+ngx_http_activity_details_copy(u_char *p, ngx_array_t *a)
+{
+    u_char        *start;
+    size_t         used, need;
+    ngx_uint_t     i, n;
+    ngx_keyval_t  *kv;
+
+    start = p;
+    *p++ = '{';
+    used = 2;
+
+    kv = a ? a->elts : NULL;
+    n = 0;
+
+    for (i = 0; a && i < a->nelts; i++) {
+
+        /* ,"name":"" */
+
+        need = (n ? 1 : 0) + ngx_http_activity_json_len(&kv[i].key,
+                                                        ACTIVITY_JSON_NO_LIMIT)
+               + 1 + 2;
+
+        if (used + need > EVENT_DETAILS_MAX) {
+            break;
+        }
+
+        if (n++) {
+            *p++ = ',';
+        }
+
+        p = ngx_http_activity_json_copy(p, &kv[i].key,
+                                        ACTIVITY_JSON_NO_LIMIT);
+        *p++ = ':';
+        *p++ = '"';
+        p = activity_json_copy(p, kv[i].value.data, kv[i].value.len,
+                               ACTIVITY_JSON_NO_LIMIT,
+                               EVENT_DETAILS_MAX - used - need);
+        *p++ = '"';
+
+        used = (p - start) + 1;
+    }
+
+    *p++ = '}';
 
     return p;
 }

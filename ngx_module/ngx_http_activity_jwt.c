@@ -127,7 +127,7 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
     switch (ngx_http_activity_jwt_time(jwt, "exp", &t)) {
 
     case NGX_OK:
-        if (now >= t + NGX_HTTP_ACTIVITY_JWT_LEEWAY) {
+        if (now >= t + key->leeway) {
             claims->reason = "token expired";
             claims->code = NGX_HTTP_ACTIVITY_JWT_EXPIRED;
             goto refused;
@@ -137,6 +137,15 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
         break;
 
     case NGX_DECLINED:
+
+        /* a token without "exp" would be valid forever once leaked */
+
+        if (key->require_exp) {
+            claims->reason = "token without exp";
+            claims->code = NGX_HTTP_ACTIVITY_JWT_INVALID;
+            goto refused;
+        }
+
         break;
 
     default:
@@ -148,7 +157,7 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
     switch (ngx_http_activity_jwt_time(jwt, "nbf", &t)) {
 
     case NGX_OK:
-        if (now + NGX_HTTP_ACTIVITY_JWT_LEEWAY < t) {
+        if (now + key->leeway < t) {
             claims->reason = "token not yet valid";
             claims->code = NGX_HTTP_ACTIVITY_JWT_NOT_YET_VALID;
             goto refused;

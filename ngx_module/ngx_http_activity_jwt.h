@@ -16,8 +16,9 @@
 #include <jwt.h>
 
 
-/* seconds of clock skew allowed on "exp" and "nbf" */
+/* seconds of clock skew allowed on "exp" and "nbf" by default */
 #define NGX_HTTP_ACTIVITY_JWT_LEEWAY   5
+#define NGX_HTTP_ACTIVITY_JWT_LEEWAY_MAX  86400
 
 #define NGX_HTTP_ACTIVITY_JWT_MAX_LEN  8192
 
@@ -39,6 +40,8 @@ typedef enum {
 typedef struct {
     jwt_alg_t                   alg;      /* JWT_ALG_NONE: not set */
     ngx_str_t                   key;      /* HS256 secret or PEM key */
+    ngx_flag_t                  require_exp;  /* activity_jwt_require_exp */
+    time_t                      leeway;       /* activity_jwt_leeway */
 } ngx_http_activity_jwt_key_t;
 
 

@@ -185,6 +185,34 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       0,
       NULL },
 
+    { ngx_string("activity_jwt_require_exp"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, jwt.require_exp),
+      NULL },
+
+    { ngx_string("activity_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, jwt.leeway),
+      NULL },
+
+    { ngx_string("activity_ingest_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, ingest_max_body),
+      NULL },
+
+    { ngx_string("activity_ingest_max_events"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, ingest_max_events),
+      NULL },
+
     { ngx_string("activity_auth_jwt"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
       |NGX_CONF_NOARGS|NGX_CONF_TAKE1,
@@ -395,6 +423,10 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->track = NGX_CONF_UNSET;
+    conf->jwt.require_exp = NGX_CONF_UNSET;
+    conf->ingest_max_body = NGX_CONF_UNSET_SIZE;
+    conf->ingest_max_events = NGX_CONF_UNSET_UINT;
+    conf->jwt.leeway = NGX_CONF_UNSET;
     conf->auth_jwt = NGX_CONF_UNSET;
     conf->mask_ip = NGX_CONF_UNSET;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
@@ -415,6 +447,8 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_activity_loc_conf_t *prev = parent;
     ngx_http_activity_loc_conf_t *conf = child;
 
+    time_t                          leeway;
+    ngx_flag_t                      require_exp;
     ngx_http_activity_main_conf_t  *amcf;
 
     ngx_conf_merge_value(conf->track, prev->track, 0);
@@ -422,8 +456,40 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
     ngx_conf_merge_ptr_value(conf->meta, prev->meta, NULL);
 
+    /* the key is inherited as a whole, its checks one by one */
+
+    require_exp = conf->jwt.require_exp;
+    leeway = conf->jwt.leeway;
+
     if (conf->jwt.alg == JWT_ALG_NONE) {
         conf->jwt = prev->jwt;
+    }
+
+    conf->jwt.require_exp = require_exp;
+    conf->jwt.leeway = leeway;
+
+    ngx_conf_merge_value(conf->jwt.require_exp, prev->jwt.require_exp, 1);
+    ngx_conf_merge_sec_value(conf->jwt.leeway, prev->jwt.leeway,
+                             NGX_HTTP_ACTIVITY_JWT_LEEWAY);
+
+    ngx_conf_merge_size_value(conf->ingest_max_body, prev->ingest_max_body,
+                              64 * 1024);
+    ngx_conf_merge_uint_value(conf->ingest_max_events,
+                              prev->ingest_max_events, 1000);
+
+    if (conf->ingest_max_events == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_ingest_max_events\" must be at "
+                           "least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    /* clock skew, not a validity period (and no time_t overflow) */
+
+    if (conf->jwt.leeway > NGX_HTTP_ACTIVITY_JWT_LEEWAY_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_jwt_leeway\" must be at most 1d");
+        return NGX_CONF_ERROR;
     }
 
     if (conf->auth_jwt == NGX_CONF_UNSET) {

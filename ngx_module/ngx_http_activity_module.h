@@ -96,6 +96,10 @@ typedef struct {
     ngx_msec_t                  ping_timeout;
     ngx_uint_t                  dashboard_queue;
     ngx_uint_t                  dashboard_rate;
+
+    /* activity_ingest (bytes task) */
+    size_t                      ingest_max_body;
+    ngx_uint_t                  ingest_max_events;
 } ngx_http_activity_loc_conf_t;
 
 

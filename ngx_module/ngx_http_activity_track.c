@@ -291,7 +291,8 @@ ngx_http_activity_masked_ip(ngx_http_request_t *r, ngx_str_t *ip)
 
 /*
  * activity_user when set; else the "sub" of a bearer token that verifies;
- * else the basic-auth user ($remote_user); else null.
+ * else null. $remote_user is not taken by default: without auth_basic
+ * nothing checked it, and "curl -u victim:x" would write "victim".
  */
 
 static void
@@ -310,15 +311,5 @@ ngx_http_activity_user(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_activity_jwt_subject(r, &alcf->jwt, user) == NGX_OK) {
-        return;
-    }
-
-    if (r->headers_in.user.len == 0 && r->headers_in.authorization) {
-        (void) ngx_http_auth_basic_user(r);
-    }
-
-    if (r->headers_in.user.len) {
-        *user = r->headers_in.user;
-    }
+    (void) ngx_http_activity_jwt_subject(r, &alcf->jwt, user);
 }

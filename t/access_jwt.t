@@ -3,7 +3,8 @@
 # activity_auth_jwt: 401 without a token (WWW-Authenticate: Bearer), 401
 # with a bad one (Bearer error="invalid_token"), 403 without the role,
 # the content otherwise, for HS256, RS256 and ES256 keys; exp/nbf with
-# 5 s leeway; role from "role" or "roles"; $activity_jwt_sub and
+# 5 s leeway (activity_jwt_leeway), exp required unless
+# activity_jwt_require_exp off; role from "role" or "roles"; $activity_jwt_sub and
 # $activity_jwt_role; "off" in a nested location; inheritance from the
 # server level; a proxied location; refusals logged without the token;
 # a location without a key refused by nginx -t.
@@ -84,6 +85,18 @@ http {
         }
 
         location /open/ {
+            alias %%TESTDIR%%/html/;
+        }
+
+        location /noexp/ {
+            activity_auth_jwt role=admin;
+            activity_jwt_require_exp off;
+            alias %%TESTDIR%%/html/;
+        }
+
+        location /lenient/ {
+            activity_auth_jwt role=admin;
+            activity_jwt_leeway 2m;
             alias %%TESTDIR%%/html/;
         }
     }
@@ -247,8 +260,16 @@ my @cases = (
         hs(%admin, nbf => $now + 60), 401, $invalid ],
     [ 'valid in 2 s, within the leeway', 'http', '/admin/',
         hs(%admin, nbf => $now + 2), 200, 'alice', 'admin' ],
-    [ 'no exp', 'http', '/admin/', hs(sub => 'alice', role => 'admin'),
-        200, 'alice', 'admin' ],
+    [ 'no exp: refused', 'http', '/admin/',
+        hs(sub => 'alice', role => 'admin'), 401, $invalid ],
+    [ 'no exp, with activity_jwt_require_exp off', 'http', '/noexp/',
+        hs(sub => 'alice', role => 'admin'), 200, 'alice', 'admin' ],
+    [ 'RS256 no exp: refused', 'rs', '/', jwt_pk('RS256',
+        { sub => 'alice', role => 'admin' }), 401, $invalid ],
+    [ 'expired a minute ago, activity_jwt_leeway 2m', 'http', '/lenient/',
+        hs(%admin, exp => $now - 60), 200, 'alice', 'admin' ],
+    [ 'expired 3 minutes ago, activity_jwt_leeway 2m', 'http',
+        '/lenient/', hs(%admin, exp => $now - 180), 401, $invalid ],
 
     # roles
     [ 'role viewer', 'http', '/admin/', hs(%admin, role => 'viewer'), 403 ],
@@ -358,7 +379,8 @@ my $log = do {
     <$fh>;
 };
 for my $reason ('no token', 'invalid token', 'wrong algorithm',
-    'token expired', 'token not yet valid', 'missing role')
+    'token expired', 'token not yet valid', 'missing role',
+    'token without exp')
 {
     like($log, qr/\[info\].*activity: access refused: \Q$reason\E/,
         "refusal logged at info: $reason");
@@ -390,6 +412,15 @@ for my $c (
         qr/invalid parameter "role="/, 'an empty role' ],
     [ 'activity_jwt_secret s; activity_auth_jwt; activity_auth_jwt;',
         qr/is duplicate/, 'twice' ],
+    [ 'activity_jwt_leeway soon;',
+        qr/"activity_jwt_leeway" directive invalid value/,
+        'activity_jwt_leeway that is not a time' ],
+    [ 'activity_jwt_leeway 2d;',
+        qr/"activity_jwt_leeway" must be at most 1d/,
+        'activity_jwt_leeway over a day' ],
+    [ 'activity_jwt_require_exp maybe;',
+        qr/invalid value "maybe" in "activity_jwt_require_exp"/,
+        'activity_jwt_require_exp that is not on or off' ],
 ) {
     my ($loc, $re, $name) = @$c;
     (my $text = $conf) =~ s/LOCATION/$loc/;

@@ -2,6 +2,7 @@
 
 # activity_ingest: POSTed events, one object or an array of 1..1000,
 # JSON only (415), POST only (405), body bounded by client_max_body_size
+# and activity_ingest_max_body (413), events by activity_ingest_max_events
 # (413). Missing id (a UUIDv7) and timestamp are filled in; every kind of
 # invalid input is refused with 400 and per-item reasons, and nothing of
 # that request is queued (checked on the Redis list while no worker
@@ -39,6 +40,12 @@ http {
 
         location = /events/small {
             client_max_body_size 1k;
+            activity_ingest;
+        }
+
+        location = /events/tiny {
+            activity_ingest_max_body 300;
+            activity_ingest_max_events 3;
             activity_ingest;
         }
 
@@ -198,6 +205,72 @@ is(scalar @q, 0, '  nothing queued');
     post('[{"eventType":"SMALL"}]', path => '/events/small') });
 is($r->{status}, 202, 'within client_max_body_size: 202');
 
+# --- the work of one request is bounded -----------------------------------
+
+# activity_ingest_max_body (default 64k): the body is parsed in one go in
+# the event loop, so its size bounds what other connections wait for
+my $mb = to_json([ map { { eventType => 'BULK', userId => 'u' x 200 } }
+    1 .. 1000 ]);
+$mb .= ' ' x (1024 * 1024 - length $mb);
+($r, @q) = queued_by(sub { post($mb) });
+is($r->{status}, 413, 'a 1 MB body, within client_max_body_size: 413');
+is(scalar @q, 0, '  nothing queued');
+
+my $just = to_json([ { eventType => 'JUST' } ]);
+$just .= ' ' x (64 * 1024 - length $just);
+($r, @q) = queued_by(sub { post($just) });
+is($r->{status}, 202, 'a body of exactly 64k: 202');
+($r, @q) = queued_by(sub { post("$just ") });
+is($r->{status}, 413, '64k + 1 byte: 413');
+
+my $three = [ map { { eventType => 'T', userId => "t$_" } } 1 .. 3 ];
+($r, @q) = queued_by(sub { post($three, path => '/events/tiny') });
+is($r->{status}, 202, 'activity_ingest_max_events 3: three events 202');
+is(scalar @q, 3, '  three queued');
+
+($r, @q) = queued_by(sub {
+    post([ @$three, { eventType => 'T' } ], path => '/events/tiny') });
+is($r->{status}, 413, 'four events: 413');
+is($r->{json}{error}, 'too many events: 4, at most 3 a request '
+    . '(activity_ingest_max_events)', '  saying so');
+is(scalar @q, 0, '  nothing queued');
+
+($r, @q) = queued_by(sub {
+    post(to_json([ { eventType => 'T', userId => 'x' x 300 } ]),
+        path => '/events/tiny') });
+is($r->{status}, 413, 'activity_ingest_max_body 300: a longer body 413');
+is(scalar @q, 0, '  nothing queued');
+
+# a chunked body has no Content-Length to check first
+my $chunk = to_json([ { eventType => 'T', userId => 'y' x 300 } ]);
+($r, @q) = queued_by(sub {
+    $t->http_raw("POST /events/tiny HTTP/1.1\r\nHost: localhost\r\n"
+        . "Content-Type: application/json\r\nConnection: close\r\n"
+        . "Transfer-Encoding: chunked\r\n\r\n"
+        . sprintf('%x', length $chunk) . "\r\n$chunk\r\n0\r\n\r\n") });
+like($r, qr{^HTTP/1\.1 413 }, 'the same body chunked: 413');
+is(scalar @q, 0, '  nothing queued');
+
+($r, @q) = queued_by(sub {
+    post(to_json([ map { { eventType => 'BULK' } } 1 .. 1001 ])) });
+is($r->{status}, 413, '1001 events (the default limit is 1000): 413');
+like($r->{json}{error} // '', qr/at most 1000 a request/, '  saying so');
+
+my ($rc, $out) = $t->nginx_test(<<'EOF2');
+%%GLOBALS%%
+http {
+    %%GLOBALS_HTTP%%
+    activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
+    server {
+        listen 127.0.0.1:%%PORT_conf%%;
+        location / { activity_ingest_max_events 0; activity_ingest; }
+    }
+}
+EOF2
+isnt($rc, 0, 'nginx -t refuses activity_ingest_max_events 0');
+like($out, qr/"activity_ingest_max_events" must be at least 1/,
+    '  naming the directive');
+
 # --- invalid as a whole --------------------------------------------------
 
 my @whole = (
@@ -206,13 +279,13 @@ my @whole = (
     [ 'empty body', '', qr/invalid JSON/ ],
     [ 'duplicate keys', '{"eventType":"X","eventType":"Y"}',
         qr/invalid JSON/ ],
+    [ 'a \u0000 escape (no store holds NUL)',
+        '{"eventType":"X","userId":"a\\u0000b"}', qr/invalid JSON/ ],
     [ 'an empty array', '[]', qr/1 to 1000/ ],
     # jansson refuses a bare scalar as JSON text: either reason will do
     [ 'a string', '"USER_LOGIN"', qr/invalid JSON|1 to 1000/ ],
     [ 'a number', '42', qr/invalid JSON|1 to 1000/ ],
     [ 'null', 'null', qr/invalid JSON|1 to 1000/ ],
-    [ '1001 events', to_json([ map { { eventType => 'BULK' } } 1 .. 1001 ]),
-        qr/1 to 1000/ ],
 );
 
 for my $c (@whole) {

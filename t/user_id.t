@@ -1,8 +1,10 @@
 #!/usr/bin/perl
 
 # userId: the sub claim of a bearer JWT that verifies (HS256 with
-# activity_jwt_secret, not expired), else $remote_user, else null;
-# activity_user overrides both.
+# activity_jwt_secret, with an exp, not expired beyond
+# activity_jwt_leeway), else null; activity_user overrides it. The
+# basic-auth user ($remote_user) is only taken when activity_user says
+# so: without auth_basic nothing checked it.
 
 use strict;
 use warnings;
@@ -43,6 +45,26 @@ http {
             activity_user $http_x_uid;
             return 200;
         }
+
+        location /basic/ {
+            activity_user $remote_user;
+            return 200;
+        }
+
+        location /noexp/ {
+            activity_jwt_require_exp off;
+            return 200;
+        }
+
+        location /lenient/ {
+            activity_jwt_leeway 2m;
+            return 200;
+        }
+
+        location /strict/ {
+            activity_jwt_leeway 0;
+            return 200;
+        }
     }
 }
 EOF2
@@ -73,30 +95,52 @@ my $now = time;
 my $good = jwt_hs256('user-secret', { sub => '42', exp => $now + 600 });
 
 is(user_of('/a', bearer($good)), '42', 'sub of a valid token');
-is(user_of('/a', bearer(jwt_hs256('user-secret', { sub => 'alice' }))),
-    'alice', 'a token without exp');
-is(user_of('/a', bearer(jwt_hs256('user-secret', { sub => 7 }))), '7',
+my $noexp = jwt_hs256('user-secret', { sub => 'alice' });
+is(user_of('/a', bearer($noexp)), 'null',
+    'a token without exp: refused by default');
+is(user_of('/noexp/', bearer($noexp)), 'alice',
+    'taken with activity_jwt_require_exp off');
+is(user_of('/a', bearer(jwt_hs256('user-secret',
+    { sub => 7, exp => $now + 600 }))), '7',
     'a numeric sub becomes a string');
 is(user_of('/a'), 'null', 'no token, no user: null');
-is(user_of('/a', bearer(jwt_hs256('wrong-secret', { sub => '42' }))),
-    'null', 'wrong secret: null');
+is(user_of('/a', bearer(jwt_hs256('wrong-secret',
+    { sub => '42', exp => $now + 600 }))), 'null', 'wrong secret: null');
 is(user_of('/a', bearer(jwt_hs256('user-secret',
     { sub => '42', exp => $now - 60 }))), 'null', 'expired: null');
+
+my $just = jwt_hs256('user-secret', { sub => 'just', exp => $now - 2 });
+is(user_of('/a', bearer($just)), 'just',
+    'expired 2 s ago: within the default leeway (5 s)');
+is(user_of('/strict/', bearer($just)), 'null',
+    'but not with activity_jwt_leeway 0');
+is(user_of('/lenient/', bearer(jwt_hs256('user-secret',
+    { sub => 'late', exp => $now - 60 }))), 'late',
+    'expired a minute ago: within activity_jwt_leeway 2m');
+is(user_of('/lenient/', bearer(jwt_hs256('user-secret',
+    { sub => 'early', exp => $now + 600, nbf => $now + 60 }))), 'early',
+    'the leeway applies to nbf too');
 is(user_of('/a', bearer(jwt_unsigned({ sub => '42' }))), 'null',
     'alg none: null');
-is(user_of('/a', bearer(jwt_hs256('user-secret', { sub => '42' },
-    { alg => 'HS512' }))), 'null', 'another alg in the header: null');
+is(user_of('/a', bearer(jwt_hs256('user-secret',
+    { sub => '42', exp => $now + 600 }, { alg => 'HS512' }))), 'null',
+    'another alg in the header: null');
 is(user_of('/a', bearer('not.a.token')), 'null', 'garbage token: null');
 is(user_of('/a', bearer(substr($good, 0, -2))), 'null',
     'truncated signature: null');
 
 is(user_of('/other/', bearer($good)), 'null',
     'location secret overrides the http one');
-is(user_of('/other/', bearer(jwt_hs256('other-secret', { sub => '9' }))),
-    '9', 'token for the location secret');
+is(user_of('/other/', bearer(jwt_hs256('other-secret',
+    { sub => '9', exp => $now + 600 }))), '9',
+    'token for the location secret');
 
-is(user_of('/a', Authorization => 'Basic '
-    . encode_base64('bob:pw', '')), 'bob', '$remote_user without a token');
+# curl -u victim:x: nothing checked that password
+my $basic = 'Basic ' . encode_base64('victim:x', '');
+is(user_of('/a', Authorization => $basic), 'null',
+    'an unchecked basic-auth user is not taken by default');
+is(user_of('/basic/', Authorization => $basic), 'victim',
+    'activity_user $remote_user takes it');
 
 is(user_of('/explicit/', bearer($good), 'X-Uid' => 'carol'), 'carol',
     'activity_user overrides the token');

@@ -11,7 +11,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "event.h"
+#include "../common/activity_event.h"
 #include "settings.h"
 
 

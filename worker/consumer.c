@@ -54,7 +54,7 @@
 #include "aggregate.h"
 #include "consumer.h"
 #include "dlq.h"
-#include "event.h"
+#include "../common/activity_event.h"
 #include "log.h"
 #include "metrics.h"
 #include "reclaim.h"

@@ -27,7 +27,7 @@
 #include <jansson.h>
 
 #include "dlq.h"
-#include "event.h"
+#include "../common/activity_event.h"
 #include "redisconn.h"
 #include "settings.h"
 #include "timeutil.h"

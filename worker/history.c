@@ -29,7 +29,7 @@
 #include <jansson.h>
 
 #include "db.h"
-#include "event.h"
+#include "../common/activity_event.h"
 #include "history.h"
 #include "log.h"
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "db.h"
-#include "event.h"
+#include "../common/activity_event.h"
 
 
 /*

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "db.h"
-#include "event.h"
+#include "../common/activity_event.h"
 
 
 /*

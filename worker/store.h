@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "db.h"
-#include "event.h"
+#include "../common/activity_event.h"
 #include "partitions.h"
 #include "redisconn.h"
 #include "settings.h"

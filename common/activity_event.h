@@ -1,5 +1,6 @@
 /*
- * activity-worker: one event from the queue, parsed and validated.
+ * One event from the queue, parsed and validated (the worker and the
+ * module's ingest share this; see activity_event.c).
  */
 
 #ifndef ACTIVITY_EVENT_H
@@ -13,6 +14,25 @@
 
 
 #define EVENT_TYPE_MAX  64
+
+/*
+ * Field limits, in bytes of UTF-8 (decoded: escapes count as the
+ * character they stand for), the same for the module (which cuts at a
+ * character boundary), ingest (400) and the worker (cuts strings, refuses
+ * details). userId stays well under what a btree index entry holds
+ * (2704 bytes); details is measured as compact JSON.
+ */
+#define EVENT_USER_ID_MAX      256
+#define EVENT_USER_AGENT_MAX   1024
+#define EVENT_ENDPOINT_MAX     2048
+#define EVENT_METHOD_MAX       32
+#define EVENT_DETAILS_MAX      8192
+
+
+#define EVENT_CUT_USER_ID      0x01
+#define EVENT_CUT_USER_AGENT   0x02
+#define EVENT_CUT_ENDPOINT     0x04
+#define EVENT_CUT_METHOD       0x08
 
 
 /*
@@ -30,6 +50,8 @@ typedef struct {
     const char  *endpoint;
     const char  *method;
     const char  *text;                      /* the event as queued */
+    char        *repaired;                  /* text, when it was repaired */
+    unsigned     cut;                       /* EVENT_CUT_* */
     int64_t      ts_ms;                     /* timestamp, epoch ms UTC */
     double       duration_ms;
     int          status;
@@ -47,7 +69,9 @@ typedef struct {
  * PostgreSQL would reject is refused here, so one bad event can only
  * ever be dead-lettered, never fail the COPY of a whole batch.
  * text must stay valid until event_free(): metadata.details is taken
- * from it by PostgreSQL (see pgwriter.c).
+ * from it by PostgreSQL (see pgwriter.c). Text that is not valid UTF-8,
+ * or holds \u0000 or a lone surrogate escape, is repaired first (each
+ * becomes U+FFFD): ev->text is then the repaired copy.
  */
 int event_parse(event_t *ev, const char *text, size_t len, char *err,
     size_t errlen);
@@ -58,6 +82,12 @@ void event_free(event_t *ev);
 int event_valid_uuid(const char *s);
 int event_valid_type(const char *s);
 int event_valid_timestamp(const char *s);
+
+/*
+ * The number of \u escapes in s that no store can hold (\u0000, lone
+ * surrogates); with fix, each is rewritten in place as \ufffd.
+ */
+size_t event_bad_escapes(char *s, size_t len, int fix);
 
 /* Parse a timestamp event_valid_timestamp() accepts: 0, or -1. */
 int event_timestamp_ms(const char *s, int64_t *ms);

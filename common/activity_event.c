@@ -1,5 +1,7 @@
 /*
- * activity-worker: one event from the queue, parsed and validated.
+ * One event as JSON text, parsed and validated: plain C (libc and
+ * jansson), compiled into both the worker (before storing) and the module
+ * (activity_ingest checks by the same rules).
  *
  * The split of duties: an event lacking what makes it an event (id, type,
  * time) is refused and dead-lettered; optional metadata that is malformed
@@ -14,10 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "event.h"
+#include "activity_event.h"
+#include "activity_utf8.h"
 
 
+static int event_repair(event_t *ev, const char *text, size_t *len);
+static int event_hex4(const char *s, unsigned *value);
 static const char *event_opt_string(json_t *obj, const char *key);
+static const char *event_cut_string(event_t *ev, json_t *obj,
+    const char *key, size_t max, unsigned flag);
 static int event_digits(const char *s, int n, int *value);
 static int event_days_in_month(int year, int month);
 static int64_t event_days_from_civil(int64_t y, unsigned m, unsigned d);
@@ -38,10 +45,17 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
     memset(ev, 0, sizeof(*ev));
     ev->text = text;
 
+    if (event_repair(ev, text, &len) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
     /* JSON_REJECT_DUPLICATES: {"id":a,"id":b} has no single meaning */
-    ev->root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    ev->root = json_loadb(ev->text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (ev->root == NULL) {
         snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+        free(ev->repaired);
+        ev->repaired = NULL;
         return -1;
     }
 
@@ -90,7 +104,8 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
     /* userId: a string or null; a number is kept as its decimal text */
     v = json_object_get(ev->root, "userId");
     if (json_is_string(v)) {
-        ev->user_id = json_string_value(v);
+        ev->user_id = event_cut_string(ev, ev->root, "userId",
+                                       EVENT_USER_ID_MAX, EVENT_CUT_USER_ID);
     } else if (json_is_integer(v)) {
         snprintf(ev->user_buf, sizeof(ev->user_buf), "%" JSON_INTEGER_FORMAT,
                  json_integer_value(v));
@@ -115,9 +130,28 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
             }
         }
 
-        ev->user_agent = event_opt_string(meta, "userAgent");
-        ev->endpoint = event_opt_string(meta, "endpoint");
-        ev->method = event_opt_string(meta, "method");
+        ev->user_agent = event_cut_string(ev, meta, "userAgent",
+                                          EVENT_USER_AGENT_MAX,
+                                          EVENT_CUT_USER_AGENT);
+        ev->endpoint = event_cut_string(ev, meta, "endpoint",
+                                        EVENT_ENDPOINT_MAX,
+                                        EVENT_CUT_ENDPOINT);
+        ev->method = event_cut_string(ev, meta, "method", EVENT_METHOD_MAX,
+                                      EVENT_CUT_METHOD);
+
+        /*
+         * details cannot be cut without changing what it says: over its
+         * limit the event is refused. Only a text that long can hold
+         * one that long, so most events skip the measuring.
+         */
+        v = json_object_get(meta, "details");
+        if (len > EVENT_DETAILS_MAX && v != NULL
+            && json_dumpb(v, NULL, 0, JSON_COMPACT) > EVENT_DETAILS_MAX)
+        {
+            snprintf(err, errlen, "metadata.details is larger than %d bytes"
+                     " as JSON", EVENT_DETAILS_MAX);
+            goto failed;
+        }
 
         v = json_object_get(meta, "status");
         if (json_is_integer(v)) {
@@ -158,6 +192,8 @@ failed:
 
     json_decref(ev->root);
     ev->root = NULL;
+    free(ev->repaired);
+    ev->repaired = NULL;
     return -1;
 }
 
@@ -169,6 +205,124 @@ event_free(event_t *ev)
         json_decref(ev->root);
         ev->root = NULL;
     }
+
+    free(ev->repaired);
+    ev->repaired = NULL;
+}
+
+
+/*
+ * What would make jansson (and then PostgreSQL's text and jsonb) refuse
+ * an event for bytes, not for its meaning: invalid UTF-8, \u0000 and
+ * lone surrogate escapes. A producer should never send them (the module
+ * does not), but an event is not lost over them: each becomes U+FFFD in
+ * a copy that replaces the text. Returns -1 only when out of memory.
+ */
+static int
+event_repair(event_t *ev, const char *text, size_t *len)
+{
+    char    *copy;
+    size_t   n;
+    int      utf8;
+
+    utf8 = activity_utf8_check((const unsigned char *) text, *len) == *len;
+
+    if (utf8 && event_bad_escapes((char *) text, *len, 0) == 0) {
+        return 0;
+    }
+
+    n = utf8 ? *len
+             : activity_utf8_repaired_len((const unsigned char *) text, *len);
+
+    copy = malloc(n + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+
+    if (utf8) {
+        memcpy(copy, text, n);
+
+    } else {
+        (void) activity_utf8_repair((unsigned char *) copy,
+                                    (const unsigned char *) text, *len);
+    }
+
+    copy[n] = '\0';
+    (void) event_bad_escapes(copy, n, 1);
+
+    ev->repaired = copy;
+    ev->text = copy;
+    *len = n;
+
+    return 0;
+}
+
+
+/*
+ * Walks the escapes of JSON text (a backslash outside a string is a
+ * syntax error anyway, so string boundaries need no tracking): a high
+ * surrogate must be followed by a low one, and NUL has no place in a
+ * PostgreSQL string. The replacement has the same length as what it
+ * replaces, so the text can be fixed in place.
+ */
+size_t
+event_bad_escapes(char *s, size_t len, int fix)
+{
+    size_t    i, bad;
+    unsigned  u, lo;
+
+    bad = 0;
+
+    for (i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\') {
+            continue;
+        }
+
+        if (s[i + 1] != 'u' || i + 6 > len || !event_hex4(s + i + 2, &u)) {
+            i++;                            /* \" \\ \n ...: one unit */
+            continue;
+        }
+
+        if (u >= 0xd800 && u <= 0xdbff && i + 12 <= len
+            && s[i + 6] == '\\' && s[i + 7] == 'u'
+            && event_hex4(s + i + 8, &lo) && lo >= 0xdc00 && lo <= 0xdfff)
+        {
+            i += 11;                        /* a pair: one character */
+            continue;
+        }
+
+        if (u == 0 || (u >= 0xd800 && u <= 0xdfff)) {
+            bad++;
+            if (fix) {
+                memcpy(s + i + 2, "fffd", 4);
+            }
+        }
+
+        i += 5;
+    }
+
+    return bad;
+}
+
+
+static int
+event_hex4(const char *s, unsigned *value)
+{
+    int  i;
+
+    *value = 0;
+
+    for (i = 0; i < 4; i++) {
+        if (!isxdigit((unsigned char) s[i])) {
+            return 0;
+        }
+        *value = *value * 16
+                 + (unsigned) (isdigit((unsigned char) s[i])
+                               ? s[i] - '0'
+                               : (tolower((unsigned char) s[i]) - 'a' + 10));
+    }
+
+    return 1;
 }
 
 
@@ -324,6 +478,44 @@ done:
             - sign * (oh * 3600 + om * 60)) * 1000) + frac;
 
     return 0;
+}
+
+
+/*
+ * A string member cut to max bytes at a character boundary (the text
+ * is valid UTF-8 by now), in place in the parsed event; the queued text
+ * keeps it whole.
+ */
+static const char *
+event_cut_string(event_t *ev, json_t *obj, const char *key, size_t max,
+    unsigned flag)
+{
+    json_t      *v;
+    size_t       len;
+    const char  *s;
+
+    v = json_object_get(obj, key);
+    s = json_string_value(v);
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    len = json_string_length(v);
+
+    if (len <= max) {
+        return s;
+    }
+
+    len = activity_utf8_cut((const unsigned char *) s, len, max);
+
+    if (json_string_setn(v, s, len) != 0) {
+        return NULL;
+    }
+
+    ev->cut |= flag;
+
+    return json_string_value(v);
 }
 
 
