@@ -1136,8 +1136,18 @@ sub nginx_master_pid {
 sub nginx_worker_pids {
     my ($self, $master) = @_;
     $master //= $self->nginx_master_pid or return ();
-    return sort { $a <=> $b } grep { /^\d+$/ }
+    my @pids = sort { $a <=> $b } grep { /^\d+$/ }
         map { s/\s+//gr } `ps --ppid $master -o pid=`;
+    return @pids;
+}
+
+# Whether a process (not necessarily our child) is gone: no such pid, or
+# a zombie that its parent has not reaped yet.
+sub pid_gone {
+    my ($pid) = @_;
+    return 1 unless kill 0, $pid;
+    my $stat = _slurp("/proc/$pid/stat");
+    return $stat =~ /^\d+ \(.*\) Z /s ? 1 : 0;
 }
 
 # A value of the activity_status page at $path: metric("/status",
