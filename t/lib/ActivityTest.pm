@@ -1183,19 +1183,31 @@ package ActivityTest::RawWS;
 #   ref $c or die "status $c";          # the status when not 101
 #   my ($op, $payload) = $c->next_frame(5);
 #   $c->send_text('{"subscribe":[...]}'); $c->close_code(10);
+# Options: headers => {...}, timeout => S, rcvbuf => BYTES.
 
 use strict;
 use warnings;
 
 use IO::Select;
 use IO::Socket::INET;
-use Socket qw(IPPROTO_TCP TCP_NODELAY);
+use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_RCVBUF inet_aton
+    pack_sockaddr_in);
 use Time::HiRes qw(time);
 
 sub open {
     my ($class, $port, $path, %o) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $port, Timeout => 5) or return 'connect';
+    my $s;
+    if ($o{rcvbuf}) {
+        # a small receive buffer, set before connecting: a client that
+        # does not read fills the server's queue sooner
+        $s = IO::Socket::INET->new(Proto => 'tcp') or return 'socket';
+        setsockopt($s, SOL_SOCKET, SO_RCVBUF, $o{rcvbuf});
+        connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1')))
+            or return 'connect';
+    } else {
+        $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $port, Timeout => 5) or return 'connect';
+    }
     setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
     binmode $s;
     my $extra = join '', map { "$_: $o{headers}{$_}\r\n" }
