@@ -306,7 +306,7 @@ is($t->ws_raw('/ws?token=' . token(role => 'viewer')), 403,
 
 # --- Socket.IO auth refresh and expiry ----------------------------------------
 
-my $exp = time + 4;
+my $exp = time + 6;
 my $short = token(exp => $exp);
 my $url = 'http://127.0.0.1:' . $t->port('http') . '/dashboard';
 my $control = $t->node('sio-client.js', url => $url, token => $short,
