@@ -129,6 +129,9 @@ TODO: {
 }
 
 $t->worker_stop;
+# (the harness's own "--- start" lines show the command line)
+is(scalar(grep { !/^--- / } $t->log_lines(qr/\Q$pw\E/, $t->worker_log)), 0,
+    'the worker does not log the password');
 $t->nginx_stop;
 $t->redis_stop;
 
