@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
 # Dashboard promises of the README with no test elsewhere:
-# - activity_dashboard_max_connections: more are refused with 503, and a
+# - activity_dashboard_max_connections, counted across the worker
+#   processes of an instance: more are refused with 503, and a
 #   closed dashboard frees its place;
 # - heartbeats: a WebSocket ping (or an Engine.IO "2") every
 #   activity_dashboard_ping_interval, announced in the Engine.IO open
@@ -81,8 +82,11 @@ http {
 EOF
 
 $t->write_conf($conf =~ s/MAX//r);
+# two worker processes sharing the port (reuseport): the limit holds for
+# the instance, across them
 $t->write_conf(($conf =~ s/MAX/activity_dashboard_max_connections 2;/r)
-    =~ s/%%PORT%%/%%PORT_max%%/r, undef, 'max');
+    =~ s/listen 127\.0\.0\.1:%%PORT%%;/listen 127.0.0.1:%%PORT_max%% reuseport;/r
+    =~ s/worker_processes 1;/worker_processes 2;/r, undef, 'max');
 
 # the snapshot at start comes from the recent list: 70 events in it
 $t->redis_start;
@@ -346,9 +350,39 @@ $control->finish(5);
 # --- activity_dashboard_max_connections ---------------------------------------
 
 my $mp = $t->port('max');
-my @held = map { ActivityTest::RawWS->open($mp, "/ws?token=$token") } 1, 2;
-ok(!(grep { !ref $_ || !$_->next_text(qr/"snapshot"/, 10) } @held),
-    'max_connections 2: two dashboards connect');
+
+# The pid of the nginx worker process that accepted the latest dashboard
+# (from its "connected" line).
+sub last_dashboard_pid {
+    my @l = $t->log_lines(qr/activity: dashboard \S+ connected/,
+        $t->error_log('max'));
+    return @l ? ($l[-1] =~ /\] (\d+)#/)[0] : undef;
+}
+
+# one dashboard on each worker process: reconnect the second until the
+# kernel hands it to the other process
+my @held = (ActivityTest::RawWS->open($mp, "/ws?token=$token"));
+ok(ref $held[0] && $held[0]->next_text(qr/"snapshot"/, 10),
+    'max_connections 2: a first dashboard connects');
+my $pid1 = last_dashboard_pid();
+my $pid2;
+for (1 .. 50) {
+    my $c = ActivityTest::RawWS->open($mp, "/ws?token=$token");
+    last unless ref $c && $c->next_text(qr/"snapshot"/, 10);
+    $pid2 = last_dashboard_pid();
+    if ($pid2 != $pid1) {
+        push @held, $c;
+        last;
+    }
+    $c->close_socket;
+    # its place is free again before the next try
+    wait_for(sub { ($t->http(GET => '/status', port => $mp)->{content}
+        // '') =~ /^activity_dashboard_connections\{protocol="websocket"\} 1$/m
+        }, 10);
+}
+ok(@held == 2 && $pid1 != $pid2,
+    'a second one connects, on the other worker process')
+    or diag("pids $pid1 " . ($pid2 // '?'));
 is(ActivityTest::RawWS->open($mp, "/ws?token=$token"), 503,
     'a third is refused with 503');
 my ($sx) = ActivityTest::RawWS->open($mp,
