@@ -2,7 +2,9 @@
 
 # activity-worker's command line (README "activity-worker"):
 # - --help prints the README's table: every flag with its environment
-#   variable and default; exit 0; bad flags exit 2;
+#   variable and default; exit 0; bad flags exit 2, and so do values
+#   out of the README's ranges (--batch, --store-ahead, --recent-max,
+#   --seen-ttl, --heartbeat-ttl, --retry-delays, --log-level);
 # - the token subcommand: an HS256 JWT (sub, role, iat, exp) signed with
 #   the secret from --secret or ACTIVITY_JWT_SECRET, --ttl in seconds or
 #   45s, 30m, 8h, 7d (default 8h, at most 366d), exit 2 on bad usage;
@@ -94,6 +96,37 @@ like($err, qr/invalid value "lots" for ACTIVITY_BATCH/,
 ($rc) = run({ ACTIVITY_BATCH => 'lots' }, '--batch', 5, '--log-level',
     'loud');
 is($rc, 2, 'a bad --log-level exits 2');
+
+# the README's ranges: the bounds are taken, one beyond is refused (a
+# flag is parsed before the --help that follows it)
+for my $case ([ batch => 1, 10000 ], [ 'store-ahead' => 1, 64 ],
+    [ 'recent-max' => 1, 10000 ], [ 'seen-ttl' => 600, 604800 ],
+    [ 'heartbeat-ttl' => 2, 3600 ])
+{
+    my ($flag, $min, $max) = @$case;
+    is((run({}, "--$flag", $min, '--help'))[0], 0, "--$flag $min accepted");
+    is((run({}, "--$flag", $max, '--help'))[0], 0, "--$flag $max accepted");
+    is((run({}, "--$flag", $min - 1, '--help'))[0], 2,
+        "--$flag ${\ ($min - 1)} refused");
+    is((run({}, "--$flag", $max + 1, '--help'))[0], 2,
+        "--$flag ${\ ($max + 1)} refused");
+}
+# checked in order: --retry-delays, --log-level, then --redis; a bad
+# --redis shows that what came before it passed
+for my $level (qw(debug info warn error)) {
+    ($rc, undef, $err) = run({}, '--log-level', $level, '--redis', 'nonsense');
+    is($rc, 2, "--log-level $level: accepted (then the bad --redis)");
+    like($err, qr/for --redis/, 'the complaint is about --redis');
+}
+($rc, undef, $err) = run({}, '--log-level', 'verbose', '--redis', 'nonsense');
+like($err, qr/"verbose" for --log-level/, '--log-level verbose refused');
+($rc, undef, $err) = run({}, '--retry-delays', join(',', (1) x 10),
+    '--redis', 'nonsense');
+like($err, qr/for --redis/, '--retry-delays with 10 entries accepted');
+($rc, undef, $err) = run({}, '--retry-delays', join(',', (1) x 11),
+    '--redis', 'nonsense');
+is($rc, 2, '--retry-delays with 11 entries: exit 2');
+like($err, qr/retry-delays/, 'naming --retry-delays');
 
 # --- token ------------------------------------------------------------------
 
