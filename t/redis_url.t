@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
-# activity_redis_url and the worker's --redis at run time: a password is
-# sent with AUTH (and a wrong one is refused, nothing queued), /db selects
+# activity_redis_url and the worker's --redis at run time: a password
+# (or a user and a password) is sent with AUTH (and a wrong one is
+# refused, nothing queued), /db selects
 # the database the events land in (for the module and the worker alike),
 # and unix:/path talks over the unix socket.
 
@@ -106,6 +107,27 @@ ok($c->wait_line(sub { $_->{t} eq 'message'
     && ($_->{event} // '') eq 'activity:new' }, 20),
     'pub/sub through the authenticated subscriber reaches the dashboard');
 $c->finish(5);
+
+# a user and a password (Redis 6 ACL): AUTH user password
+$db0->acl('SETUSER', 'alice', 'on', '>alice-pw', '~*', '&*',
+    '+@all');
+my $acl = "redis://alice:alice-pw\@127.0.0.1:$port/2";
+$t->write_conf(conf_with($acl) =~ s/%%PORT%%/%%PORT_acl%%/r, undef, 'acl');
+$t->nginx_start(name => 'acl');
+is($t->http(GET => '/api/acl/1', port => $t->port('acl'))->{status}, 200,
+    'user:password: request');
+my $db2 = $t->redis_client(password => $pw, db => 2);
+ok(wait_for(sub { $db2->llen('activity:events') == 1 }, 20),
+    'user:password: the event lands in database 2');
+ok((grep { /\buser=alice\b.*\bcmd=lpush\b|\bcmd=lpush\b.*\buser=alice\b/ }
+    split /\n/, $db0->client('list')), 'the LPUSH came as user alice');
+$t->nginx_stop('QUIT', 'acl');
+$db2->rpush('dead:acl', '{"event":"{}","error":"x","attempts":1,'
+    . '"failedAt":"2026-11-27T12:00:00.000Z"}');
+my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
+    $acl, '--dead', 'dead:acl');
+is($rc, 0, 'the worker takes user:password and /db too (dlq list)');
+is(scalar(split /\n/, $out), 1, 'and reads database 2');
 
 # a wrong password: refused, logged, nothing queued, requests still 200
 $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
