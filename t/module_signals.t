@@ -3,7 +3,8 @@
 # nginx signals (README "Failure modes": nginx is reloaded or upgraded):
 # a binary upgrade (SIGUSR2, then SIGQUIT to the old master) while
 # requests keep coming loses no event and doubles none, and the old
-# workers close their dashboards with 1001; a fast stop (SIGTERM) sends
+# workers close their dashboards with 1001 (a Socket.IO client then
+# reconnects, to the new ones); a fast stop (SIGTERM) sends
 # what it holds in one non-blocking write: events waiting behind an
 # unanswered LPUSH still reach Redis.
 
@@ -17,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 use ActivityTest qw(wait_for jwt_hs256);
 
-my $t = ActivityTest->new(needs => [qw(module redis)]);
+my $t = ActivityTest->new(needs => [qw(module redis node)]);
 
 my $http = <<'EOF';
 http {
@@ -37,6 +38,10 @@ http {
 
         location /ws {
             activity_dashboard websocket;
+        }
+
+        location /socket.io/ {
+            activity_dashboard socketio;
         }
     }
 }
@@ -109,6 +114,12 @@ is(scalar @dash, 4, 'four dashboards connected');
 ok(!(grep { !$_->next_text(qr/"snapshot"/, 10) } @dash),
     'each got its snapshot');
 
+# a Socket.IO client that reconnects by itself, as the page does
+my $sio = $t->node('sio-reconnect.js', url => 'http://127.0.0.1:'
+    . $t->port('http') . '/dashboard', token => $token, timeout => 60000);
+ok($sio->wait_line(sub { $_->{t} eq 'event' && $_->{event} eq 'snapshot' },
+    15), 'a Socket.IO dashboard connected');
+
 requests(20);
 
 kill 'USR2', $old;
@@ -129,6 +140,15 @@ for my $c (@dash) {
 }
 is_deeply(\@codes, [ (1001) x 4 ],
     'the old workers close their dashboards with 1001');
+my $bye = $sio->wait_line(sub { $_->{t} eq 'disconnect' }, 20);
+is($bye && $bye->{reason}, 'transport close',
+    'the Socket.IO client sees its transport close');
+ok($sio->wait_line(sub { $_->{t} eq 'connect' && $_->{n} == 2 }, 30),
+    'and reconnects, to the new workers');
+my $snaps = 0;
+ok($sio->wait_line(sub { $_->{t} eq 'event' && $_->{event} eq 'snapshot'
+    && ++$snaps == 2 }, 15), 'with a new snapshot');
+$sio->finish(5);
 
 ok(wait_for(sub { requests(2); ActivityTest::pid_gone($old) }, 30),
     'SIGQUIT: the old master exits (requests keep coming meanwhile)');
