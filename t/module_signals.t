@@ -15,7 +15,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use Time::HiRes qw(sleep);
 use ActivityTest qw(wait_for jwt_hs256);
 
 my $t = ActivityTest->new(needs => [qw(module redis node)]);

@@ -21,7 +21,7 @@ use lib "$FindBin::Bin/lib";
 
 use HTTP::Tiny;
 use Test::More;
-use ActivityTest qw(wait_for make_event to_json from_json uuid iso_time);
+use ActivityTest qw(wait_for make_event to_json from_json uuid);
 
 my $t = ActivityTest->new(needs => [qw(redis pg worker)]);
 
