@@ -160,11 +160,11 @@ my $access = ActivityTest::_slurp($t->dir . '/access.log');
 my $errors = ActivityTest::_slurp($t->error_log);
 for my $tok ([ good => $good ], [ bad => $bad ]) {
     my ($name, $value) = @$tok;
-    my ($sig) = $value =~ /\.([^.]+)$/;
-    unlike($access, qr/\Q$sig\E/, "the $name token is not in the access log");
-    unlike($errors, qr/\Q$sig\E/, "the $name token is not in the error log");
-    like($access, qr{GET /ws\?token=x{${\ length $value}}[& ]},
-        "its value is blanked with as many x in the request line");
+    my (undef, $claims, $sig) = split /\./, $value;
+    for my $where ([ access => $access ], [ error => $errors ]) {
+        ok(index($where->[1], $sig) < 0 && index($where->[1], $claims) < 0,
+            "the $name token is not in the $where->[0] log");
+    }
 }
 like($errors, qr/\[warn\].*invalid token/,
     'the refusal is logged at warn with the reason');
