@@ -1118,3 +1118,273 @@ sub stop {
 }
 
 1;
+
+
+# promises ----------------------------------------------------------------
+# Helpers of the tests of README promises (t/redis_url.t, t/module_*.t,
+# t/dashboard_promises.t, t/worker_*.t).
+
+package ActivityTest;
+
+# redis_start with more server arguments (args => [...]); password => PW
+# when the server requires one (readiness then accepts the NOAUTH reply).
+sub redis_start_opts {
+    my ($self, %o) = @_;
+    my $port = $self->redis_port;
+    my $d = "$self->{dir}/redis";
+    make_path($d);
+
+    croak "redis already running" if $self->_alive('redis');
+
+    $self->_spawn('redis', "$d/redis.log", $BIN{redis},
+        '--bind', '127.0.0.1', '--port', $port, '--save', '',
+        '--appendonly', 'no', '--daemonize', 'no',
+        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
+        @{ $o{args} || [] });
+
+    my $dead;
+    my $ok = wait_for {
+        return $dead = 1 unless $self->_alive('redis');
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $port, Timeout => 1) or return 0;
+        print $s "PING\r\n";
+        my $l = <$s> // '';
+        return $l =~ /^(\+PONG|-NOAUTH)/;
+    } 10;
+    croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
+        if !$ok || $dead;
+    delete $self->{redis};
+    return $self;
+}
+
+# The path of a unix socket for Redis (pass "--unixsocket", this).
+sub redis_unix_path { "$_[0]{dir}/redis/redis.sock" }
+
+# A new Redis client of its own: password => PW, db => N, sock => PATH.
+sub redis_client {
+    my ($self, %o) = @_;
+    require Redis;
+    my $r = Redis->new(
+        $o{sock} ? (sock => $o{sock})
+            : (server => '127.0.0.1:' . $self->redis_port),
+        defined $o{password} ? (password => $o{password}) : (),
+        cnx_timeout => 2, reconnect => 2, every => 100_000,
+    );
+    $r->select($o{db}) if defined $o{db};
+    return $r;
+}
+
+# The pid of the running Redis server (for SIGSTOP / SIGCONT).
+sub redis_pid { $_[0]{procs}{redis} }
+
+# The nginx master's pid (from nginx.pid, or nginx-NAME.pid).
+sub nginx_master_pid {
+    my ($self, $name) = @_;
+    my $f = defined $name ? "$self->{dir}/nginx-$name.pid"
+        : "$self->{dir}/nginx.pid";
+    my $pid = _slurp($f);
+    chomp $pid;
+    return $pid =~ /^\d+$/ ? $pid : undef;
+}
+
+# The worker processes of an nginx master, sorted.
+sub nginx_worker_pids {
+    my ($self, $master) = @_;
+    $master //= $self->nginx_master_pid or return ();
+    my @pids = sort { $a <=> $b } grep { /^\d+$/ }
+        map { s/\s+//gr } `ps --ppid $master -o pid=`;
+    return @pids;
+}
+
+# Whether a process (not necessarily our child) is gone: no such pid, or
+# a zombie that its parent has not reaped yet.
+sub pid_gone {
+    my ($pid) = @_;
+    return 1 unless kill 0, $pid;
+    my $stat = _slurp("/proc/$pid/stat");
+    return $stat =~ /^\d+ \(.*\) Z /s ? 1 : 0;
+}
+
+# A value of the activity_status page at $path: metric("/status",
+# 'activity_events_dropped_total') or with a label set string
+# ('connection="queue"'); undef when absent.
+sub status_metric {
+    my ($self, $path, $name, $labels) = @_;
+    my $text = $self->http(GET => $path)->{content} // '';
+    my $l = defined $labels ? "\\{\Q$labels\E\\}" : '';
+    return $text =~ /^\Q$name\E$l (\d+(?:\.\d+)?)$/m ? $1 : undef;
+}
+
+# The lines of a log file (nginx's error log by default) matching $re.
+sub log_lines {
+    my ($self, $re, $file) = @_;
+    $file //= $self->error_log;
+    return grep { $_ =~ $re } split /\n/, _slurp($file);
+}
+
+# A raw WebSocket client on $path (see ActivityTest::RawWS).
+sub ws_raw {
+    my ($self, $path, %o) = @_;
+    return ActivityTest::RawWS->open($self->port($o{port_name} // 'http'),
+        $path, %o);
+}
+
+
+package ActivityTest::RawWS;
+
+# A WebSocket client on a raw socket that answers nothing by itself (no
+# pongs): for heartbeat and protocol tests.
+#   my $c = ActivityTest::RawWS->open($port, '/ws?token=...');
+#   ref $c or die "status $c";          # the status when not 101
+#   my ($op, $payload) = $c->next_frame(5);
+#   $c->send_text('{"subscribe":[...]}'); $c->close_code(10);
+# Options: headers => {...}, timeout => S, rcvbuf => BYTES.
+
+use strict;
+use warnings;
+
+use IO::Select;
+use IO::Socket::INET;
+use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_RCVBUF inet_aton
+    pack_sockaddr_in);
+use Time::HiRes qw(time);
+
+sub open {
+    my ($class, $port, $path, %o) = @_;
+    my $s;
+    if ($o{rcvbuf}) {
+        # a small receive buffer, set before connecting: a client that
+        # does not read fills the server's queue sooner
+        $s = IO::Socket::INET->new(Proto => 'tcp') or return 'socket';
+        setsockopt($s, SOL_SOCKET, SO_RCVBUF, $o{rcvbuf});
+        connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1')))
+            or return 'connect';
+    } else {
+        $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $port, Timeout => 5) or return 'connect';
+    }
+    setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
+    binmode $s;
+    my $extra = join '', map { "$_: $o{headers}{$_}\r\n" }
+        sort keys %{ $o{headers} || {} };
+    print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n"
+        . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        . "Sec-WebSocket-Version: 13\r\n$extra\r\n";
+
+    my $c = bless { sock => $s, buf => '' }, $class;
+    my $end = time + ($o{timeout} // 10);
+    while ($c->{buf} !~ /\r\n\r\n/) {
+        return 'timeout' if time > $end;
+        $c->_fill($end - time) or return 'closed';
+    }
+    $c->{buf} =~ s/^(.*?)\r\n\r\n//s;
+    my $head = $1;
+    my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
+    return $status unless ($status // 0) == 101;
+    return $c;
+}
+
+sub _fill {
+    my ($c, $timeout) = @_;
+    my $sel = IO::Select->new($c->{sock});
+    return 0 unless $sel->can_read($timeout > 0 ? $timeout : 0);
+    my $n = sysread $c->{sock}, my $chunk, 65536;
+    return 0 unless $n;
+    $c->{buf} .= $chunk;
+    return 1;
+}
+
+# The next server frame as (opcode, payload); () on EOF or timeout.
+sub next_frame {
+    my ($c, $timeout) = @_;
+    my $end = time + ($timeout // 5);
+    for (;;) {
+        my $b = $c->{buf};
+        if (length $b >= 2) {
+            my ($b0, $b1) = unpack 'CC', $b;
+            my $n = $b1 & 0x7f;
+            my $hl = 2;
+            if ($n == 126 && length $b >= 4) {
+                $n = unpack 'n', substr($b, 2, 2);
+                $hl = 4;
+            } elsif ($n == 127 && length $b >= 10) {
+                my ($hi, $lo) = unpack 'NN', substr($b, 2, 8);
+                $n = $hi * 2**32 + $lo;
+                $hl = 10;
+            }
+            if (($b1 & 0x7f) < 126 || $hl > 2) {
+                if (length $b >= $hl + $n) {
+                    substr($c->{buf}, 0, $hl + $n, '');
+                    return ($b0 & 0x0f, substr($b, $hl, $n));
+                }
+            }
+        }
+        return () if time > $end;
+        $c->_fill($end - time) or return ();
+    }
+}
+
+# A masked client frame.
+sub frame {
+    my ($op, $payload) = @_;
+    $payload //= '';
+    my $n = length $payload;
+    my $h = pack 'C', 0x80 | $op;
+    if ($n < 126) {
+        $h .= pack 'C', 0x80 | $n;
+    } elsif ($n <= 0xffff) {
+        $h .= pack 'Cn', 0x80 | 126, $n;
+    } else {
+        $h .= pack 'CNN', 0x80 | 127, 0, $n;
+    }
+    my $key = pack 'N', 0x1d2c3b4a;
+    my $mask = substr($key x (int($n / 4) + 1), 0, $n);
+    return $h . $key . ($payload ^ $mask);
+}
+
+sub send_frame {
+    my ($c, $op, $payload) = @_;
+    local $SIG{PIPE} = 'IGNORE';
+    return syswrite $c->{sock}, frame($op, $payload);
+}
+
+sub send_text { $_[0]->send_frame(1, $_[1]) }
+
+# Every frame up to the close frame; returns (code, reason, @frames seen
+# before as [op, payload]); code is 'eof' or 'timeout' when none came.
+sub close_code {
+    my ($c, $timeout) = @_;
+    my $end = time + ($timeout // 5);
+    my @seen;
+    while (time < $end) {
+        my ($op, $data) = $c->next_frame($end - time);
+        unless (defined $op) {
+            return ((time >= $end ? 'timeout' : 'eof'), '', @seen);
+        }
+        if ($op == 8) {
+            return ('none', '', @seen) if length $data < 2;
+            return (unpack('n', $data), substr($data, 2), @seen);
+        }
+        push @seen, [ $op, $data ];
+    }
+    return ('timeout', '', @seen);
+}
+
+# The next text frame matching $re within $timeout (other frames are
+# skipped, pings unanswered); undef otherwise.
+sub next_text {
+    my ($c, $re, $timeout) = @_;
+    my $end = time + ($timeout // 5);
+    while (time < $end) {
+        my ($op, $data) = $c->next_frame($end - time);
+        return undef unless defined $op;
+        return $data if $op == 1 && $data =~ $re;
+        return undef if $op == 8;
+    }
+    return undef;
+}
+
+sub close_socket { close $_[0]{sock} if $_[0]{sock}; delete $_[0]{sock} }
+
+1;
