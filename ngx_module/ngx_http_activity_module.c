@@ -676,7 +676,8 @@ static char *
 ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     ngx_http_activity_redis_addr_t *addr)
 {
-    u_char     *p, *last, *at, *slash, *colon;
+    u_char     *p, *q, *last, *at, *slash, *colon;
+    size_t      n;
     ngx_int_t   db;
     ngx_url_t   u;
 
@@ -728,6 +729,20 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
 
     if (at) {
         colon = ngx_strlchr(p, at, ':');
+
+        /* logs show the URL with its password as "***" */
+
+        n = (colon ? colon - p + 1 : 0);
+        addr->url.len = 8 + n + 3 + (url->data + url->len - at);
+        addr->url.data = ngx_pnalloc(cf->pool, addr->url.len);
+        if (addr->url.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        q = ngx_cpymem(addr->url.data, url->data, 8 + n);
+        q = ngx_cpymem(q, "***", 3);
+        ngx_memcpy(q, at, url->data + url->len - at);
+
         if (colon == NULL) {
             goto invalid;
         }
@@ -744,7 +759,7 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
         if (db == NGX_ERROR) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid database number in redis url \"%V\" "
-                               "in \"activity_redis_url\"", url);
+                               "in \"activity_redis_url\"", &addr->url);
             return NGX_CONF_ERROR;
         }
 
@@ -764,7 +779,7 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid redis url \"%V\" in \"activity_redis_url\""
-                           "%s%s", url, u.err ? ": " : "",
+                           "%s%s", &addr->url, u.err ? ": " : "",
                            u.err ? u.err : "");
         return NGX_CONF_ERROR;
     }
@@ -792,7 +807,7 @@ invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis url \"%V\" in \"activity_redis_url\"",
-                       url);
+                       &addr->url);
     return NGX_CONF_ERROR;
 }
 

@@ -141,14 +141,11 @@ my $db5 = $t->redis_client(password => $pw, db => 5);
 is($db5->llen('activity:events'), 0, 'wrong password: nothing queued');
 $t->nginx_stop('QUIT', 'bad');
 
-TODO: {
-    local $TODO = 'the redis URL, password included, is written to the'
-        . ' error log (ngx_http_activity_redis.c logs addr->url)';
-    my @leaks = ($t->log_lines(qr/\Q$pw\E/),
-        $t->log_lines(qr/wrong-Qv4/, $t->error_log('bad')));
-    is(scalar @leaks, 0, 'no password in the error logs')
-        or diag($leaks[0]);
-}
+my @leaks = ($t->log_lines(qr/\Q$pw\E/),
+    $t->log_lines(qr/wrong-Qv4/, $t->error_log('bad')));
+is(scalar @leaks, 0, 'no password in the error logs') or diag($leaks[0]);
+ok(scalar $t->log_lines(qr{redis://:\*\*\*@}, $t->error_log('bad')),
+    'the error log shows the URL with its password as ***');
 
 $t->worker_stop;
 # (the harness's own "--- start" lines show the command line)
