@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 
 # Persistent Redis errors do not cause a storm: while every LPUSH is
-# refused (WRONGTYPE on the queue key, OOM at maxmemory, READONLY after
-# the master became a replica), nginx reconnects with a backoff that keeps growing, logs one
+# refused (WRONGTYPE on the queue key, NOAUTH, OOM at maxmemory, READONLY
+# after the master became a replica), nginx reconnects with a backoff that keeps growing, logs one
 # line when the trouble starts and one when it is over, and answers every
 # request; once the cause is fixed, the held events arrive.
 
@@ -104,6 +104,15 @@ storm('wrongtype', 'WRONGTYPE',
     sub { $r->set('activity:events', 'not a list') },
     sub { $r->del('activity:events') });
 
+# NOAUTH: a password was set and the connection made again (ours stays
+# authenticated: SKIPME)
+storm('noauth', 'NOAUTH',
+    sub {
+        $r->config_set('requirepass', 'now-secret');
+        $r->client_kill('TYPE', 'normal', 'SKIPME', 'yes');
+    },
+    sub { $r->config_set('requirepass', '') });
+
 # OOM: Redis at maxmemory with noeviction refuses writes
 storm('oom', 'OOM',
     sub { $r->config_set('maxmemory', '1') },
@@ -116,7 +125,7 @@ storm('readonly', 'READONLY',
     sub { $r->replicaof('127.0.0.1', $nowhere) },
     sub { $r->replicaof('no', 'one') });
 
-is(log_count(qr/event queue is back on redis/), 3,
+is(log_count(qr/event queue is back on redis/), 4,
     'one recovery line for each');
 
 $t->done;
