@@ -624,16 +624,30 @@ ngx_http_activity_queue_spool_timer(ngx_event_t *ev)
 static void
 ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q)
 {
-    ngx_uint_t                  spooled, lost;
+    ngx_int_t                   rc;
+    ngx_uint_t                  spooled, lost, locked;
     ngx_http_activity_entry_t  *e;
 
     spooled = 0;
     lost = 0;
+    locked = 0;
 
     for (e = q->head; e; e = e->next) {
-        if (ngx_http_activity_spool_append(q->spool, e->data, e->len)
-            == NGX_OK)
-        {
+        rc = ngx_http_activity_spool_append(q->spool, e->data, e->len);
+
+        /* more than the spool gathers in memory: write that out first */
+
+        if (rc == NGX_DECLINED && !locked) {
+            if (ngx_http_activity_spool_sync(q->spool) == NGX_OK) {
+                rc = ngx_http_activity_spool_append(q->spool, e->data,
+                                                    e->len);
+
+            } else {
+                locked = 1;
+            }
+        }
+
+        if (rc == NGX_OK) {
             spooled++;
 
         } else {

@@ -443,29 +443,38 @@ ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
 
 
 /*
- * An exiting process writes what it gathered now; a lock held elsewhere
- * is waited for a little (nothing else is served any more), then what is
- * still unwritten is counted and logged as lost.
+ * Writes what is gathered now, for an exiting process: a lock held
+ * elsewhere is waited for a little (nothing else is served any more).
+ * NGX_OK: written (or dropped and counted); NGX_AGAIN: still locked.
  */
 
-void
-ngx_http_activity_spool_destroy(ngx_http_activity_spool_t *sp)
+ngx_int_t
+ngx_http_activity_spool_sync(ngx_http_activity_spool_t *sp)
 {
     ngx_uint_t  i;
 
-    if (sp->write_ev.timer_set) {
-        ngx_del_timer(&sp->write_ev);
-    }
-
     for (i = 0; i < 20; i++) {
         if (ngx_http_activity_spool_write(sp) == NGX_OK) {
-            break;
+            return NGX_OK;
         }
 
         ngx_msleep(10);
     }
 
-    if (sp->pending_n) {
+    return NGX_AGAIN;
+}
+
+
+/* what is still unwritten at exit is counted and logged as lost */
+
+void
+ngx_http_activity_spool_destroy(ngx_http_activity_spool_t *sp)
+{
+    if (sp->write_ev.timer_set) {
+        ngx_del_timer(&sp->write_ev);
+    }
+
+    if (ngx_http_activity_spool_sync(sp) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, sp->log, 0,
                       "activity: exiting: spool \"%V\" stayed locked, "
                       "%ui event(s) lost", &sp->path, sp->pending_n);

@@ -29,6 +29,7 @@ ngx_int_t ngx_http_activity_spool_append(ngx_http_activity_spool_t *sp,
     u_char *data, size_t len);
 ngx_int_t ngx_http_activity_spool_replay(ngx_http_activity_spool_t *sp,
     ngx_http_activity_spool_line_pt handler, void *data);
+ngx_int_t ngx_http_activity_spool_sync(ngx_http_activity_spool_t *sp);
 void ngx_http_activity_spool_destroy(ngx_http_activity_spool_t *sp);
 
 

@@ -6,7 +6,8 @@
 #      replies, nothing is lost, nothing is logged as lost;
 #   2. Redis never answers: the worker exits after the reply timeout and
 #      logs exactly how many events it could not confirm;
-#   3. with activity_spool, those events are spooled instead.
+#   3. with activity_spool, those events are spooled instead;
+#   4. all of them, more than the spool gathers in memory at once (1 MiB).
 
 use strict;
 use warnings;
@@ -32,6 +33,7 @@ http {
     %%GLOBALS_HTTP%%
 
     activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
+    activity_meta pad $http_x_pad;
     SPOOL
 
     server {
@@ -124,5 +126,24 @@ my $text = do { local (@ARGV, $/) = "$dir/events"; <> } // '';
 is(scalar(() = $text =~ m{"/api/spool/\d"}g), 3, 'the three are spooled');
 like(join('', lost_lines('sp')), qr/exiting: 3 event\(s\) spooled/,
     'and the log says so');
+
+# --- 4. megabytes held while Redis is away, all spooled ------------------
+
+unlink "$dir/events";
+$t->redis_stop;
+$t->nginx_start(name => 'sp');
+my $pad = 'p' x 8000;
+my $answered = 0;
+for my $i (1 .. 300) {
+    $answered++ if $t->http(GET => "/api/big/$i", port => $t->port('sp'),
+        headers => { 'X-Pad' => $pad })->{status} == 200;
+}
+is($answered, 300, '300 events of 8 KB held while Redis is away');
+$t->nginx_stop('QUIT', 'sp');
+$text = do { local (@ARGV, $/) = "$dir/events"; <> } // '';
+is(scalar(() = $text =~ m{"/api/big/\d+"}g), 300,
+    'all 2.4 MB of them spooled at exit');
+like(join('', lost_lines('sp')), qr/exiting: 300 event\(s\) spooled$/m,
+    'none lost');
 
 $t->done;

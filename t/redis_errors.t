@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 
 # Persistent Redis errors do not cause a storm: while every LPUSH is
-# refused (WRONGTYPE on the queue key, READONLY after the master became a
-# replica), nginx reconnects with a backoff that keeps growing, logs one
+# refused (WRONGTYPE on the queue key, NOAUTH, OOM at maxmemory, READONLY
+# after the master became a replica), nginx reconnects with a backoff that keeps growing, logs one
 # line when the trouble starts and one when it is over, and answers every
 # request; once the cause is fixed, the held events arrive.
 
@@ -62,6 +62,9 @@ ok(wait_for(sub { $r->llen('activity:events') == 1 }, 10), 'events flow');
 sub storm {
     my ($name, $code, $break, $fix) = @_;
 
+    # after 10 s of health the backoff starts over: each case from scratch
+    sleep 11 if $main::backs;
+
     $r->del('activity:events');
     $break->();
 
@@ -90,7 +93,9 @@ sub storm {
             $t->queued_events;
         return @e >= $sent;
     }, 20), "$name: the held events arrive once it is fixed");
-    ok(wait_for(sub { log_count(qr/event queue is back on redis/) }, 10),
+    my $backs = ++$main::backs;
+    ok(wait_for(sub {
+        log_count(qr/event queue is back on redis/) == $backs }, 10),
         "$name: and the recovery is logged");
     return $sent;
 }
@@ -99,6 +104,20 @@ storm('wrongtype', 'WRONGTYPE',
     sub { $r->set('activity:events', 'not a list') },
     sub { $r->del('activity:events') });
 
+# NOAUTH: a password was set and the connection made again (ours stays
+# authenticated: SKIPME)
+storm('noauth', 'NOAUTH',
+    sub {
+        $r->config_set('requirepass', 'now-secret');
+        $r->client_kill('TYPE', 'normal', 'SKIPME', 'yes');
+    },
+    sub { $r->config_set('requirepass', '') });
+
+# OOM: Redis at maxmemory with noeviction refuses writes
+storm('oom', 'OOM',
+    sub { $r->config_set('maxmemory', '1') },
+    sub { $r->config_set('maxmemory', '0') });
+
 # READONLY: the master was turned into a replica (as after a failover);
 # nginx reconnects rather than keep pushing to it
 my $nowhere = $t->port('nowhere');
@@ -106,7 +125,7 @@ storm('readonly', 'READONLY',
     sub { $r->replicaof('127.0.0.1', $nowhere) },
     sub { $r->replicaof('no', 'one') });
 
-is(log_count(qr/event queue is back on redis/), 2,
+is(log_count(qr/event queue is back on redis/), 4,
     'one recovery line for each');
 
 $t->done;

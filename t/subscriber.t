@@ -68,6 +68,13 @@ $px =~ s/PING/1s/;
 $px =~ s/LISTEN/%%PORT_px%%/;
 $t->write_conf($px, undef, 'px');
 
+# a PING without a reply timer is refused by nginx -t, naming both
+(my $bad = $main) =~ s/(activity_redis_ping_timeout) 1s;/$1 0;/;
+my ($rc, $out) = $t->nginx_test($bad);
+ok($rc != 0, 'nginx -t refuses activity_redis_ping_timeout 0 with a PING');
+like($out, qr/"activity_redis_ping_timeout" must not be 0 while/,
+    'and says why');
+
 $t->redis_start;
 my $proxy = ActivityProxy->start(listen => $t->port('proxy'),
     to => $t->redis_port, log => $t->dir . '/proxy.log');
