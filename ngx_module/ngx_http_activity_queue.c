@@ -57,6 +57,7 @@ struct ngx_http_activity_queue_s {
     size_t                       bytes;     /* held, entries included */
     size_t                       limit;
     ngx_uint_t                   held;
+    ngx_uint_t                   held_logged;  /* once per outage */
     ngx_uint_t                   in_flight;  /* LPUSH commands */
 
     ngx_uint_t                   dropped;   /* not yet reported */
@@ -464,6 +465,7 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_http_activity_redis_healthy(rd);
     ngx_http_activity_stat_add(q->stats, events_queued, n);
+    q->held_logged = 0;
 
     while (n-- && q->head && q->head != q->unsent) {
         e = q->head;
@@ -512,7 +514,10 @@ ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
     q->in_flight = 0;
     q->unsent = q->head;
 
-    if (q->held) {
+    /* a Redis that accepts connections but never answers: not each time */
+
+    if (q->held && q->held != q->held_logged) {
+        q->held_logged = q->held;
         ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
                       "activity: sending %ui buffered event(s) to redis",
                       q->held);

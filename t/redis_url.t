@@ -135,8 +135,8 @@ $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
 $t->nginx_start(name => 'bad');
 is($t->http(GET => '/api/bad/1', port => $t->port('bad'))->{status}, 200,
     'wrong password: requests answer 200');
-ok(wait_for(sub { $t->log_lines(qr/refused AUTH/, $t->error_log('bad')) },
-    20), 'wrong password: "refused AUTH" logged');
+ok(wait_for(sub { $t->log_lines(qr/AUTH refused/, $t->error_log('bad')) },
+    20), 'wrong password: "AUTH refused" logged');
 my $db5 = $t->redis_client(password => $pw, db => 5);
 is($db5->llen('activity:events'), 0, 'wrong password: nothing queued');
 $t->nginx_stop('QUIT', 'bad');
