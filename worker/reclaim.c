@@ -227,8 +227,8 @@ reclaim_heartbeat(reclaim_t *r, redisContext *rc, int force, char *err,
                > (int64_t) r->settings->heartbeat_ttl * 1000 + 2000)
     {
         log_error("another worker is running with this id, refusing to"
-                  " start", "id=%s holder=%s (give each worker its own"
-                  " --id)", r->settings->worker_id,
+                  " start", "id=%s holder=%s hint=\"give each worker its"
+                  " own --id, or none\"", r->settings->worker_id,
                   log_quote(q, sizeof(q), holder));
         r->lost = 1;
     }
