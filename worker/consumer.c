@@ -873,6 +873,9 @@ consumer_process(consumer_t *c)
 
     if (rc == 0 && nbad > 0) {
         rc = consumer_bury(c, bad, letters, nbad, err, sizeof(err));
+        if (rc == 0) {
+            metrics_poison(nbad);
+        }
     }
 
     for (i = 0; i < nbad; i++) {
