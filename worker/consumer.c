@@ -552,6 +552,11 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
 
     room = (size_t) c->settings->batch - (c->pend ? c->pend->n : 0);
 
+    if (room == 0) {
+        /* cannot happen: a full batch is handed over at once */
+        return 0;
+    }
+
     now = time_mono_ms();
 
     /* wake up for the next stats tick; 1 ms at least (0 blocks forever) */
