@@ -55,7 +55,22 @@ ok(wait_for(sub { ($r->get('activity:alive:w1') // $holder) ne $holder },
 $t->push_events(make_event(endpoint => '/id/two'));
 ok(wait_for(sub { $t->row_count("endpoint = '/id/two'") == 1 }, 20),
     'and works');
-$t->worker_stop(id => 'w1');
+is($t->worker_stop(id => 'w1'), 0, 'a SIGTERM: exit 0');
+
+# a running worker whose id another process took (it stalled past the
+# TTL and a twin started) stops and exits 1, without touching the key
+$t->worker_start(id => 'w1', args => \@args);
+ok(wait_for(sub { $t->worker_running(id => 'w1')
+    && $r->exists('activity:alive:w1') }, 20), 'w1 runs again');
+$r->set('activity:alive:w1', 'elsewhere:1:000000000000', 'EX', 30);
+ok(wait_for(sub { !$t->worker_running(id => 'w1') }, 20),
+    'w1 stops once another process holds its id');
+like(do { local (@ARGV, $/) = $t->worker_log('w1'); <> },
+    qr/\Qlevel=error msg="another process took over this worker id, stopping" id=w1\E/,
+    'saying why');
+is($r->get('activity:alive:w1'), 'elsewhere:1:000000000000',
+    'and leaves the other\'s key alone');
+$r->del('activity:alive:w1');
 
 # no --id: a unique one per process
 my @ids;
