@@ -4,7 +4,8 @@
 # clock) is stored but neither counted nor published: the mark that
 # would keep it from being published twice would have to outlive its
 # own freshness. Sent again, it is still not published; events within
-# the 60 s tolerance are published once.
+# the 60 s tolerance are published once. A mark of the previous release
+# (activity:seen:<id>) is still read.
 
 use strict;
 use warnings;
@@ -57,5 +58,16 @@ is(scalar(grep { $_ eq $now->{id} } @published), 1,
 ok(!grep({ /\/future\/far/ } $t->redis->lrange('dashboard:events:recent',
     0, -1)), 'nor is it in the recent list');
 is($t->row_count('id = ?', $far->{id}), 1, 'it is stored once');
+
+# a mark left by a worker of the previous release (one key an id) is
+# still honoured: a rolling upgrade publishes nothing twice
+my $marked = make_event(endpoint => '/future/old-mark');
+$t->redis->set("activity:seen:$marked->{id}", 1, 'EX', 600);
+my $marker2 = make_event(endpoint => '/future/marker2');
+$t->push_events($marked, $marker2);
+ok(wait_for(sub { $pump->(); grep { $_ eq $marker2->{id} } @published },
+    20), 'the event behind it is published');
+is(scalar(grep { $_ eq $marked->{id} } @published), 0,
+    'an event marked the old way is not published again');
 
 $t->done;
