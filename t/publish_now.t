@@ -3,9 +3,8 @@
 # Publishing never waits for a batch to fill: with a storage window far
 # longer than the test (--flush-ms 60000) and a batch of 5, three events
 # reach the dashboard:events channel while none of them is stored yet;
-# they are stored once two more events fill the batch. The same holds
-# for the defaults (--flush-ms 200): an event is published before its
-# batch is stored.
+# they are stored once two more events fill the batch, and a SIGTERM
+# stores what was published but not yet stored.
 
 use strict;
 use warnings;

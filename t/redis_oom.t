@@ -66,4 +66,22 @@ ok(wait_for(sub { $log->() =~
 ok(wait_for(sub { $t->row_count("endpoint LIKE '/oom/%'") == 201 }, 20),
     'and stored');
 
+# a worker (re)started while Redis is full registers and drains it: it
+# is what frees the memory
+
+$t->worker_stop;
+my @second = map { make_event(endpoint => "/oom/second/$_") } 1 .. 100;
+$r->multi;
+$r->lpush('activity:events', map { to_json($_) } @second);
+$r->config_set('maxmemory', 1);
+$r->exec;
+
+$t->worker_start(args => ['--batch', 50, '--heartbeat-ttl', 3]);
+ok(wait_for(sub { $r->exists('activity:alive:w1') }, 20),
+    'a worker started on a full Redis takes its heartbeat');
+ok(wait_for(sub { $t->row_count("endpoint LIKE '/oom/second/%'") == 100 },
+    60), 'and stores what waits in the queue');
+is($r->llen('activity:events'), 0, 'the queue is drained');
+$r->config_set('maxmemory', 0);
+
 $t->done;

@@ -552,6 +552,11 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
 
     room = (size_t) c->settings->batch - (c->pend ? c->pend->n : 0);
 
+    if (room == 0) {
+        /* cannot happen: a full batch is handed over at once */
+        return 0;
+    }
+
     now = time_mono_ms();
 
     /* wake up for the next stats tick; 1 ms at least (0 blocks forever) */
@@ -873,6 +878,9 @@ consumer_process(consumer_t *c)
 
     if (rc == 0 && nbad > 0) {
         rc = consumer_bury(c, bad, letters, nbad, err, sizeof(err));
+        if (rc == 0) {
+            metrics_poison(nbad);
+        }
     }
 
     for (i = 0; i < nbad; i++) {

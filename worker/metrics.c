@@ -78,6 +78,16 @@ metrics_init(void)
 
 
 void
+metrics_poison(size_t n)
+{
+    pthread_mutex_lock(&metrics_lock);
+    metrics.consumed += n;
+    metrics.dead += n;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+
+void
 metrics_batch(size_t consumed, long stored, size_t dead, int64_t store_us)
 {
     double  secs;

@@ -41,6 +41,12 @@ void metrics_init(void);
 void metrics_batch(size_t consumed, long stored, size_t dead,
     int64_t store_us);
 
+/*
+ * Count n queue elements that were not events, dead-lettered by the
+ * consumer before any batch: consumed and dead, in no batch.
+ */
+void metrics_poison(size_t n);
+
 /* Count a store transaction that failed (it is retried or bisected). */
 void metrics_store_failed(void);
 

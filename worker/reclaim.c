@@ -47,17 +47,17 @@
 
 /*
  * KEYS: alive, registry; ARGV: token, ttl (s), id. Renews the heartbeat
- * unless another process holds it ({0, holder}); the first write is
- * EXPIRE when the key exists, which Redis allows at maxmemory, so a
- * running worker keeps its heartbeat when Redis is full; the registry
- * update may then fail and does no harm.
+ * unless another process holds it ({0, holder}). The first write is
+ * EXPIRE, which Redis allows at maxmemory (it checks only a script's
+ * first write), so a worker keeps, and a restarted worker takes, its
+ * heartbeat when Redis is full: the worker is what drains a full Redis,
+ * so it must be able to start then. The key is a few dozen bytes.
  */
 static const char  reclaim_beat_script[] =
     "local cur = redis.call('GET', KEYS[1])\n"
     "if cur and cur ~= ARGV[1] then return { 0, cur } end\n"
-    "if cur then\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "else\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "if not cur then\n"
     "  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
     "end\n"
     "local t = redis.call('TIME')\n"
@@ -227,8 +227,8 @@ reclaim_heartbeat(reclaim_t *r, redisContext *rc, int force, char *err,
                > (int64_t) r->settings->heartbeat_ttl * 1000 + 2000)
     {
         log_error("another worker is running with this id, refusing to"
-                  " start", "id=%s holder=%s (give each worker its own"
-                  " --id)", r->settings->worker_id,
+                  " start", "id=%s holder=%s hint=\"give each worker its"
+                  " own --id, or none\"", r->settings->worker_id,
                   log_quote(q, sizeof(q), holder));
         r->lost = 1;
     }
