@@ -978,6 +978,16 @@ sub web_copy {
 }
 
 
+# --- issue 14 (tests14): tests that can fail --------------------------
+
+# The process id of a running worker (id defaults to w1), for tests that
+# signal it themselves; undef when it is not running.
+sub worker_pid {
+    my ($self, %o) = @_;
+    return $self->{procs}{'worker:' . ($o{id} // 'w1')};
+}
+
+
 package ActivityTest::Node;
 
 # A running Node client: $c->lines (every JSON line so far, decoded),
