@@ -10,9 +10,9 @@
 # history API (proxied at /dashboard/api/ behind activity_auth_jwt) until
 # nothing is older, every stored event once in the feed; it follows the
 # type filter, shows an error with a retry, and a refused token signs
-# out. Screenshots go to t/tmp/browser/ (laptop and phone);
-# TEST_DOCS_SCREENSHOT=docs/dashboard.png also refreshes the README's
-# picture.
+# out. Screenshots (laptop and phone) go to the test folder's
+# screenshots/ (kept with TEST_KEEP=1); TEST_DOCS_SCREENSHOT=
+# docs/dashboard.png also refreshes the README's picture.
 
 use strict;
 use warnings;
@@ -350,14 +350,14 @@ get('/api/cart', 'shopper-2', 'Mozilla/5.0 (X11; Linux x86_64)');
 $t->http(POST => '/api/auth/login', headers => { 'X-User' => 'login-2' });
 page_until(sub { grep { $_ eq 'login-2' } users($_) }, 5);
 
-my $shots = "$ROOT/t/tmp/browser";
+my $shots = $t->dir . '/screenshots';
 make_path($shots);
 call('screenshot', path => "$shots/dashboard.png", width => 1280,
     height => 900);
 call('screenshot', path => "$shots/dashboard-phone.png", width => 390,
     height => 844, fullPage => 1);
 ok(-s "$shots/dashboard.png" && -s "$shots/dashboard-phone.png",
-    'screenshots in t/tmp/browser/');
+    'screenshots in the test folder');
 if (my $docs = $ENV{TEST_DOCS_SCREENSHOT}) {
     copy("$shots/dashboard.png", $docs) or diag("copy to $docs: $!");
 }
