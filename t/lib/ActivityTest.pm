@@ -1002,7 +1002,27 @@ use Carp qw(croak);
 use IO::Handle;
 use IO::Select;
 use POSIX qw(WNOHANG);
+use Scalar::Util ();
 use Time::HiRes qw(time);
+
+# issue 14 (tests14): every client still running, by pid; stopped when
+# the test file ends however it ends (END: also after a die), or when
+# its object goes away
+my %LIVE;
+
+END {
+    my $status = $?;
+    for my $c (grep { defined } values %LIVE) {
+        eval { $c->stop };
+    }
+    $? = $status;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $@, $!);
+    eval { $self->stop };
+}
 
 sub new {
     my ($class, %o) = @_;
@@ -1025,7 +1045,7 @@ sub new {
     close $in_r;
     $in_w->autoflush(1);
 
-    return bless {
+    my $self = bless {
         %o,
         pid   => $pid,
         out   => $out_r,
@@ -1035,6 +1055,9 @@ sub new {
         eof   => 0,
         owner => $$,
     }, $class;
+    $LIVE{$pid} = $self;
+    Scalar::Util::weaken($LIVE{$pid});
+    return $self;
 }
 
 # Reads what is available, waiting at most $timeout seconds for it.
@@ -1108,8 +1131,17 @@ sub stop {
     return unless $self->{pid} && $self->{owner} == $$;
     if (waitpid($self->{pid}, WNOHANG) == 0) {
         kill 'TERM', $self->{pid};
-        waitpid($self->{pid}, 0);
+        my ($end, $gone) = (time + 10, 0);
+        until ($gone = waitpid($self->{pid}, WNOHANG) != 0) {
+            last if time > $end;
+            select undef, undef, undef, 0.05;
+        }
+        unless ($gone) {
+            kill 'KILL', $self->{pid};
+            waitpid($self->{pid}, 0);
+        }
     }
+    delete $LIVE{ $self->{pid} };
     delete $self->{pid};
     close $self->{in} if $self->{in};
     delete $self->{in};
