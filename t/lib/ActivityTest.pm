@@ -879,7 +879,8 @@ sub bad_log_lines {
         } split /\n/, _slurp($f);
     }
     for my $f (glob "$self->{dir}/worker-*.log") {
-        push @bad, grep { /Sanitizer|runtime error:/ } split /\n/, _slurp($f);
+        push @bad, grep { /Sanitizer|runtime error:/
+            || $self->_unexpected_worker_error($_) } split /\n/, _slurp($f);
     }
     return @bad;
 }
@@ -891,7 +892,8 @@ sub done {
     $self->stop_all;
 
     my @bad = $self->bad_log_lines;
-    ok(!@bad, 'no alert, crit, emerg or sanitizer report in the logs')
+    ok(!@bad, 'no alert, crit, emerg, sanitizer report or unexpected'
+        . ' worker error in the logs')
         or diag(join "\n", @bad[0 .. ($#bad > 19 ? 19 : $#bad)]);
 
     $self->_report unless Test::More->builder->is_passing;
@@ -985,6 +987,25 @@ sub web_copy {
 sub worker_pid {
     my ($self, %o) = @_;
     return $self->{procs}{'worker:' . ($o{id} // 'w1')};
+}
+
+# A worker log line at level=error fails the test (done's final check)
+# unless the test expects it: allow_worker_errors(qr/msg="redis
+# unavailable"/, ...) allows the lines that match any of the patterns,
+# for the rest of the test file.
+sub allow_worker_errors {
+    my ($self, @patterns) = @_;
+    push @{ $self->{worker_errors_allowed} }, @patterns;
+    return $self;
+}
+
+sub _unexpected_worker_error {
+    my ($self, $line) = @_;
+    return 0 unless $line =~ /^ts=\S+ level=error /;
+    for my $re (@{ $self->{worker_errors_allowed} || [] }) {
+        return 0 if $line =~ $re;
+    }
+    return 1;
 }
 
 
