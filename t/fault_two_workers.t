@@ -56,9 +56,14 @@ ActivityLoad::check_stored($t, $res, 'two');
 is($r->llen('activity:processing:w1'), 0, 'w1\'s list was emptied');
 ok(!$r->exists('activity:alive:w1'), 'w1\'s heartbeat expired');
 
+# a BLMOVE w1 sent before the SIGSTOP, waiting in Redis, may still move
+# one more event into its list: $held or $held + 1 are requeued
 my $log = do { local (@ARGV, $/) = $t->worker_log('w2'); <> };
 my $re = 'msg="requeued the batch of a dead worker"'
-    . " processing=activity:processing:w1 events=$held\\b";
-like($log, qr/$re/, "w2 requeued w1's batch of $held events");
+    . ' processing=activity:processing:w1 events=(\d+)';
+my ($requeued) = $log =~ /$re/;
+ok(defined $requeued && ($requeued == $held || $requeued == $held + 1),
+    "w2 requeued w1's batch (" . ($requeued // 'none') . " of $held"
+    . ' events and a waiting BLMOVE)');
 
 $t->done;
