@@ -32,6 +32,8 @@ my $r = $t->redis;
 my $load = ActivityLoad->start($t, tag => 'pg', seconds => 20, rate => 300);
 
 $load->at(4);
+$t->allow_worker_errors(qr/msg="postgres unavailable"/,
+    qr/msg="partition maintenance failed"/);
 $t->pg_stop;
 note('PostgreSQL stopped');
 

@@ -36,6 +36,8 @@ sub rows {
 # PostgreSQL down: two batches are taken and published, the rest waits
 # in the queue.
 
+$t->allow_worker_errors(qr/msg="postgres unavailable"/,
+    qr/msg="partition maintenance failed"/);
 $t->pg_stop;
 $t->push_events(map { make_event(endpoint => "/ahead/$_") } 1 .. 50);
 
