@@ -1056,12 +1056,16 @@ sub new {
     if ($pid == 0) {
         close $out_r;
         close $in_w;
+        # its own process group: stop() reaches what it starts (the
+        # browser driver's chromium) too
+        POSIX::setpgid(0, 0);
         open STDIN, '<&', $in_r or POSIX::_exit(126);
         open STDOUT, '>&', $out_w or POSIX::_exit(126);
         open STDERR, '>>', $o{log} or POSIX::_exit(126);
         exec 'node', $o{script}, @{ $o{args} }
             or do { print STDERR "exec node: $!\n"; POSIX::_exit(127) };
     }
+    POSIX::setpgid($pid, $pid);
     close $out_w;
     close $in_r;
     $in_w->autoflush(1);
@@ -1151,14 +1155,14 @@ sub stop {
     my ($self) = @_;
     return unless $self->{pid} && $self->{owner} == $$;
     if (waitpid($self->{pid}, WNOHANG) == 0) {
-        kill 'TERM', $self->{pid};
+        kill 'TERM', -$self->{pid};
         my ($end, $gone) = (time + 10, 0);
         until ($gone = waitpid($self->{pid}, WNOHANG) != 0) {
             last if time > $end;
             select undef, undef, undef, 0.05;
         }
         unless ($gone) {
-            kill 'KILL', $self->{pid};
+            kill 'KILL', -$self->{pid};
             waitpid($self->{pid}, 0);
         }
     }
