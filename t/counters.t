@@ -61,13 +61,15 @@ $t->worker_migrate;
 
 # A second connection, subscribed before anything is published.
 
-my (@stats_msgs, @event_msgs);
+my (@stats_msgs, @event_msgs, %synced);
 
 my $sub = Redis->new(server => '127.0.0.1:' . $t->redis_port,
     cnx_timeout => 2);
 $sub->subscribe('dashboard:stats', 'dashboard:events', sub {
     my ($msg, $channel) = @_;
-    if ($channel eq 'dashboard:stats') {
+    if ($msg =~ /^sync-\d+$/) {
+        $synced{$msg} = 1;
+    } elsif ($channel eq 'dashboard:stats') {
         push @stats_msgs, { at => time, text => $msg };
     } else {
         push @event_msgs, { at => time, text => $msg };
@@ -80,6 +82,15 @@ sub pump {
     while ((my $left = $end - time) > 0) {
         $sub->wait_for_messages($left > 0.1 ? 0.1 : $left);
     }
+}
+
+# Publishes a marker and pumps until it arrives: every message published
+# before it has arrived too (one connection, in order).
+my $nsync = 0;
+sub sync {
+    my $tag = 'sync-' . ++$nsync;
+    $t->redis->publish('dashboard:stats', $tag);
+    return pump_until(sub { $synced{$tag} }, 30);
 }
 
 # Waits (pumping messages) until $code returns true.
@@ -175,7 +186,9 @@ is_deeply([ sort map { $_->{id} } @recent ], [ sort @ids ],
 my $ttl = $r->ttl('dashboard:events:recent');
 ok($ttl > 0 && $ttl <= 300, "recent list expires ($ttl s)");
 
-# Rate: published stats are at least 250 ms apart (server clock).
+# Rate: published stats are at least 250 ms apart, by the server's
+# stamps: the stamp and the gate come from one TIME in one script, so
+# no load can move them.
 
 my @times = map { iso_ms(from_json($_->{text})->{timestamp}) } @stats_msgs;
 my @gaps = map { $times[$_] - $times[$_ - 1] } 1 .. $#times;
@@ -185,9 +198,13 @@ ok(!grep({ $_ < 250 } @gaps), 'stats published at most 4 times a second')
 # Idle: stats are still published, at least every 5 seconds.
 
 my $before = @stats_msgs;
-pump(5.5);
-ok(@stats_msgs > $before, 'stats published while idle')
+ok(pump_until(sub { @stats_msgs > $before }, 60), 'stats published while idle')
     or diag('stats messages: ' . scalar @stats_msgs);
+my @idle = map { from_json($_->{text}) } @stats_msgs[$before - 1, $before];
+is_deeply(counters(to_json($idle[1])), counters(to_json($idle[0])),
+    'unchanged while idle');
+cmp_ok(iso_ms($idle[1]{timestamp}) - iso_ms($idle[0]{timestamp}), '>=',
+    5000, 'unchanged stats wait for --stats-max-ms (server clock)');
 
 # A resent event (as nginx may after a lost connection): stored once,
 # not counted, not published.
@@ -199,7 +216,7 @@ my $login_id = from_json($login)->{id};
 my $seen_msgs = @event_msgs;
 $r->lpush('activity:events', $login);
 ok(wait_for(sub { drained() }, 10), 'resent event handled');
-pump(1.5);
+ok(sync(), 'every message so far received');
 is(scalar @event_msgs, $seen_msgs, 'a resent event is not published');
 is_deeply(counters($r->get('dashboard:stats')), \%want,
     'a resent event changes no counter');
@@ -213,7 +230,7 @@ $r->lpush('activity:processing:w1',
     reverse $r->lrange('dashboard:events:recent', 0, -1));
 $t->worker_start;
 ok(wait_for(sub { drained() }, 20), 'processing list recovered');
-pump(1.5);
+ok(sync(), 'every message so far received');
 is(scalar @event_msgs, $seen_msgs, 'a recovered batch is not published');
 is_deeply(counters($r->get('dashboard:stats')), \%want,
     'a recovered batch changes no counter');
@@ -237,7 +254,7 @@ $seen_msgs = @event_msgs;
 $r->lpush('activity:events', '{"eventType":"API_CALL"}');
 ok(wait_for(sub { $r->llen('activity:dead') == 1 && drained() }, 10),
     'invalid event dead-lettered');
-pump(1);
+ok(sync(), 'every message so far received');
 is(scalar @event_msgs, $seen_msgs, 'and not published');
 
 $t->done;

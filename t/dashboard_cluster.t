@@ -28,7 +28,7 @@ http {
     activity_user $http_x_user;
 
     server {
-        listen 127.0.0.1:LISTEN;
+        listen 127.0.0.1:LISTEN reuseport;
         server_name localhost;
 
         location /socket.io/ {
@@ -64,8 +64,9 @@ my $token = jwt_hs256('cluster-secret', { sub => 'dash', role => 'admin',
 my $a = $t->port('http');
 my $b = $t->port('b');
 
-# clients: several on each instance, so both worker processes of each
-# are likely to hold some; every one must see everything
+# clients: several on each instance (reuseport spreads them over the
+# worker processes), more until both worker processes of each hold
+# some; every one must see everything
 my %clients = (
     (map { ("sio-a$_" => $t->node('sio-client.js', brief => 1,
         url => "http://127.0.0.1:$a/dashboard", token => $token,
@@ -82,6 +83,33 @@ for my $name (sort keys %clients) {
     my $c = $clients{$name};
     ok($c->wait_line(sub {
         ($_->{event} // '') eq 'snapshot' }, 10), "$name: snapshot");
+}
+
+# the nginx worker processes (pids) of an instance that logged a
+# dashboard connection
+sub dashboard_pids {
+    my ($instance) = @_;
+    my $log = do { open my $fh, '<', $t->error_log($instance); local $/;
+        <$fh> // '' };
+    my %pid;
+    $pid{$1} = 1
+        while $log =~ /\] (\d+)#\d+: [^\n]*activity: dashboard \S+ connected \(/g;
+    return scalar keys %pid;
+}
+
+my $extra = 0;
+for my $i ([ 'a', undef, $a ], [ 'b', 'b', $b ]) {
+    my ($label, $instance, $port) = @$i;
+    while (dashboard_pids($instance) < 2 && $extra < 40) {
+        my $name = "sio-$label-extra" . ++$extra;
+        my $c = $clients{$name} = $t->node('sio-client.js', brief => 1,
+            url => "http://127.0.0.1:$port/dashboard", token => $token,
+            timeout => 30000);
+        ok($c->wait_line(sub {
+            ($_->{event} // '') eq 'snapshot' }, 10), "$name: snapshot");
+    }
+    is(dashboard_pids($instance), 2,
+        "instance $label: clients on both of its worker processes");
 }
 
 # requests on both instances

@@ -216,8 +216,11 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
     ok($c->wait_line(sub {
         ($_->{event} // '') eq 'activity:new'
             && $_->{data}{id} eq $burst[-1]{id}
-    }, 15), 'burst: a reading client gets all 300 events of one message');
-    $c->finish;
+    }, 15), 'burst: the last event of the message arrives');
+    my @got = map { $_->{data}{id} }
+        grep { ($_->{event} // '') eq 'activity:new' } $c->finish;
+    is_deeply(\@got, [ map { $_->{id} } @burst ],
+        'burst: a reading client gets all 300 events of one message, in order');
 }
 
 $t->done;

@@ -11,6 +11,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use Test::More;
 use ActivityTest qw(wait_for jwt_hs256);
 
@@ -185,20 +186,36 @@ $c = $t->node('ws-client.js', url => $url, timeout => 10000,
 ok(wait_reply($c, 'snapshot'), 'Authorization: Bearer: snapshot');
 $c->finish;
 
-# expiry: a token within the leeway connects, then the session ends
-# unless {"auth": …} brings a fresh token
+# a token expired a second ago is within the 5 s leeway: made just
+# before a handshake from here (no client to start), 4 s of margin
+{
+    my $late = jwt_hs256($secret, { sub => 'dash-ws', role => 'admin',
+        exp => int(time) - 1 });
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $t->port('http'), Timeout => 10) or die "connect: $!";
+    print $s "GET /ws?token=$late HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        . "Sec-WebSocket-Version: 13\r\n\r\n";
+    my $status = <$s> // '';
+    like($status, qr{^HTTP/1\.1 101 }, 'token in the leeway: upgraded');
+    close $s;
+}
+
+# expiry: the session ends at the token's exp unless {"auth": …} brings
+# a fresh token; 15 s leave the clients time to start and refresh
 
 my $soon = jwt_hs256($secret, { sub => 'dash-ws', role => 'admin',
-    exp => time - 2 });
+    exp => int(time) + 15 });
 my $fresh = jwt_hs256($secret, { sub => 'dash-ws', role => 'admin',
     exp => time + 600 });
 
 my $a = $t->node('ws-client.js', url => "$url?token=$soon",
-    timeout => 20000);
+    timeout => 60000);
 my $b = $t->node('ws-client.js', url => "$url?token=$soon",
-    timeout => 20000);
-ok(wait_reply($a, 'snapshot'), 'token in the leeway: a connects');
-ok(wait_reply($b, 'snapshot'), 'token in the leeway: b connects');
+    timeout => 60000);
+ok(wait_reply($a, 'snapshot'), 'a connects');
+ok(wait_reply($b, 'snapshot'), 'b connects');
 
 $b->send({ send => { auth => 'garbage' } });
 my $r = wait_reply($b, 'auth');
@@ -209,7 +226,7 @@ $r = wait_reply($b, 'auth', 2);
 ok($r && $r->{data}{ok}, 'auth with a fresh token: ok') or diag(explain($r));
 
 $r = $a->wait_line(sub { $_->{t} eq 'message' && $_->{event} eq 'error' },
-    15);
+    60);
 is($r && $r->{data}{message}, 'token expired', 'a: token expired');
 $r = $a->wait_line(sub { $_->{t} eq 'close' }, 10);
 is($r && $r->{code}, 1008, 'a: closed with 1008');

@@ -20,6 +20,9 @@ $t->redis_start;
 $t->pg_start;
 $t->worker_migrate;
 
+# the refused event's batch fails (logged at error) before it is split
+$t->allow_worker_errors(qr/msg="batch store failed" .* sqlstate=54000 /);
+
 my $r = $t->redis;
 my @args = ('--batch', 100, '--flush-ms', 300,
     '--retry-delays', '100,200,300');

@@ -333,9 +333,25 @@ is($t->sql_value(q{SELECT sum(count) FROM activity_rollup_minute}),
 # --- stats ----------------------------------------------------------------
 
 ok(wait_for(sub { (api('/api/stats'))[0] == 200 }, 10), 'stats 200');
-($st, $b) = api('/api/stats');
-ok(exists $b->{activeUsers} && exists $b->{apiRequestsPerMinute},
-    'the live stats JSON');
+# what --stats-key holds, read at a moment it did not change meanwhile
+my $held;
+ok(wait_for(sub {
+    my $before = $t->redis->get('dashboard:stats');
+    ($st, $b) = api('/api/stats');
+    $held = $before;
+    return defined $before && $before eq ($t->redis->get('dashboard:stats')
+        // '');
+}, 10), 'stats read while the key held still');
+is($st, 200, 'stats 200 again');
+is_deeply($b, from_json($held), 'the live stats JSON of --stats-key');
+is_deeply([ sort keys %$b ], [ sort qw(activeUsers apiRequestsPerMinute
+    productsCreatedToday loginsPerHour logoutsPerHour timestamp) ],
+    'every stat, nothing else');
+is(scalar(grep { !defined $b->{$_} || $b->{$_} !~ /^\d+$/ }
+    qw(activeUsers apiRequestsPerMinute productsCreatedToday loginsPerHour
+       logoutsPerHour)), 0, 'counts are whole numbers');
+like($b->{timestamp} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    'timestamp in ISO 8601 UTC');
 
 
 # --- through nginx --------------------------------------------------------

@@ -335,9 +335,12 @@ unless (defined $end_code) {
         last if $pongs >= $sent;
     }
 }
-ok($pongs == $sent || defined $end_code,
-    "ping flood: $pongs pongs for $sent pings"
-    . (defined $end_code ? ", closed with $end_code" : ''));
+# pings are not messages (activity_dashboard_rate) and a client that
+# reads is never too slow: each one is answered and nothing is closed
+is($pongs, $sent, "ping flood: a pong for each of the $sent pings");
+is($end_code, undef, 'ping flood: the connection is not closed');
+send_raw($c, frame(8, pack 'n', 1000));
+is(close_code($c), 1000, 'ping flood: then closed normally');
 
 # messages beyond activity_dashboard_rate: 1008, sent one at a time so
 # that nothing unread is left in the server's socket when it closes
@@ -383,14 +386,14 @@ is(close_code($c, 5), 1008, 'pipelined message flood: close 1008');
                 my $n = sysread $s, my $x, 4096;
                 unless ($n) { $closed = 1; last }
             }
-            last if time - $start > 10;
+            last if time - $start > 60;
         }
-        last if $closed || time - $start > 10;
+        last if $closed || time - $start > 60;
     }
-    my $took = time - $start;
     ok($closed, 'slowloris: nginx closes the trickling handshake');
-    cmp_ok($took, '<', 6, sprintf 'within client_header_timeout (%.1fs)',
-        $took);
+    my $elog = do { local (@ARGV, $/) = $t->error_log; <> };
+    like($elog, qr/client timed out .* while reading client request line/,
+        'closed by client_header_timeout');
 }
 
 

@@ -68,12 +68,17 @@ my @events = map { make_event(endpoint => "/bulk/$_",
     user => $_ % 7 ? undef : "u$_") } 1 .. $n;
 my $base = $t->row_count;
 
+# Pushed with no worker running, so that the queue length proves that
+# every one of them arrived.
+is($t->worker_stop, 0, 'worker stopped before the bulk push');
 $t->push_events(@events);
-pass("pushed $n events");
+is($r->llen('activity:events'), $n, "pushed $n events");
+$t->worker_start(args => [ '--batch', 100 ]);
 
 for my $round (1 .. 2) {
     my $at = $round * $n / 4;
-    wait_for(sub { $t->row_count - $base >= $at }, 60, 0.005);
+    ok(wait_for(sub { $t->row_count - $base >= $at }, 60, 0.005),
+        "round $round: $at events stored before the SIGKILL");
     $t->worker_kill;
     my $stored = $t->row_count - $base;
     note("round $round: SIGKILL with $stored of $n stored,"

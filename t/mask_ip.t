@@ -175,7 +175,10 @@ for my $c (@cases) {
 ok(wait_for(sub { $t->redis->llen($t->queue) >= @cases }, 15),
     scalar(@cases) . ' events queued');
 
-my %queued = map { $_->{metadata}{endpoint} => $_ } $t->queued_events;
+my @queued = $t->queued_events;
+is_deeply([ sort map { $_->{metadata}{endpoint} } @queued ],
+    [ sort map { $_->[0] } @cases ], 'one event a request, none other');
+my %queued = map { $_->{metadata}{endpoint} => $_ } @queued;
 
 for my $c (@cases) {
     my ($path, undef, $peer, $local, $real_ip, $want) = @$c;
@@ -196,8 +199,11 @@ $t->worker_start;
 ok(wait_for(sub { $t->row_count >= @cases }, 30),
     scalar(@cases) . ' rows stored') or diag('rows: ' . $t->row_count);
 
-my %stored = map { $_->{endpoint} => $_->{ip} } @{ $t->sql_rows(
-    'SELECT endpoint, host(ip_address) AS ip FROM activity_logs') };
+my $rows = $t->sql_rows(
+    'SELECT endpoint, host(ip_address) AS ip FROM activity_logs');
+is_deeply([ sort map { $_->{endpoint} } @$rows ],
+    [ sort map { $_->[0] } @cases ], 'one row a request, none other');
+my %stored = map { $_->{endpoint} => $_->{ip} } @$rows;
 
 for my $c (@cases) {
     my ($path, undef, $peer, $local, $real_ip, $want) = @$c;

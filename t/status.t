@@ -363,7 +363,11 @@ ok(wait_for(sub { metric('activity_events_buffered') == 5 }, 10),
     'events_buffered = 5 while Redis is down')
     or diag(metric('activity_events_buffered'));
 
-sleep 1;
+ok(wait_for(sub {
+    my $s = scrape();
+    return !grep { delta(qq(activity_redis_reconnects_total{connection="$_"}),
+        $s) < $workers } qw(queue subscriber);
+}, 15), 'reconnect attempts counted while Redis is down');
 $t->redis_start;
 
 ok(connected('queue', $workers), "redis_connected{queue} = $workers again");

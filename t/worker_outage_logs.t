@@ -19,6 +19,8 @@ use Test::More;
 use ActivityTest qw(wait_for make_event);
 
 my $t = ActivityTest->new(needs => [qw(redis pg worker)]);
+$t->allow_worker_errors(qr/msg="redis unavailable"/, qr/msg="postgres unavailable"/,
+    qr/msg="partition maintenance failed"/);
 
 $t->redis_start;
 $t->pg_start;

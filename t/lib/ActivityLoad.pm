@@ -17,8 +17,12 @@ use warnings;
 use Carp qw(croak);
 use HTTP::Tiny;
 use POSIX ();
+use Scalar::Util ();
 use Test::More;
 use Time::HiRes qw(sleep time);
+
+# issue 14 (tests14): the loads running, by pid
+my %LIVE;
 
 sub start {
     my ($class, $t, %o) = @_;
@@ -62,8 +66,34 @@ sub start {
         POSIX::_exit(0);
     }
 
-    return bless { pid => $pid, file => $file, tag => $tag,
-        seconds => $seconds, started => time }, $class;
+    my $self = bless { pid => $pid, file => $file, tag => $tag,
+        seconds => $seconds, started => time, owner => $$ }, $class;
+    $LIVE{$pid} = $self;
+    Scalar::Util::weaken($LIVE{$pid});
+    return $self;
+}
+
+# a load still running when the test file ends (however: END runs after
+# a die too) or when its object goes away is killed
+sub _kill {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    delete $LIVE{$pid};
+    return unless $self->{owner} == $$;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $@, $!);
+    $self->_kill;
+}
+
+END {
+    my $status = $?;
+    $_->_kill for grep { defined } values %LIVE;
+    $? = $status;
 }
 
 sub elapsed { time - $_[0]{started} }
@@ -78,7 +108,9 @@ sub at {
 # Waits for the load to end; returns its counts.
 sub finish {
     my ($self) = @_;
-    waitpid $self->{pid}, 0;
+    my $pid = delete $self->{pid};
+    delete $LIVE{$pid};
+    waitpid $pid, 0;
     my %res = (ok => 0, failed => 0, sent => 0, errors => []);
     open my $fh, '<', $self->{file} or croak "no load result: $!";
     while (<$fh>) {

@@ -880,7 +880,8 @@ sub bad_log_lines {
         } split /\n/, _slurp($f);
     }
     for my $f (glob "$self->{dir}/worker-*.log") {
-        push @bad, grep { /Sanitizer|runtime error:/ } split /\n/, _slurp($f);
+        push @bad, grep { /Sanitizer|runtime error:/
+            || $self->_unexpected_worker_error($_) } split /\n/, _slurp($f);
     }
     return @bad;
 }
@@ -892,7 +893,8 @@ sub done {
     $self->stop_all;
 
     my @bad = $self->bad_log_lines;
-    ok(!@bad, 'no alert, crit, emerg or sanitizer report in the logs')
+    ok(!@bad, 'no alert, crit, emerg, sanitizer report or unexpected'
+        . ' worker error in the logs')
         or diag(join "\n", @bad[0 .. ($#bad > 19 ? 19 : $#bad)]);
 
     $self->_report unless Test::More->builder->is_passing;
@@ -990,6 +992,35 @@ sub web_copy {
 }
 
 
+# --- issue 14 (tests14): tests that can fail --------------------------
+
+# The process id of a running worker (id defaults to w1), for tests that
+# signal it themselves; undef when it is not running.
+sub worker_pid {
+    my ($self, %o) = @_;
+    return $self->{procs}{'worker:' . ($o{id} // 'w1')};
+}
+
+# A worker log line at level=error fails the test (done's final check)
+# unless the test expects it: allow_worker_errors(qr/msg="redis
+# unavailable"/, ...) allows the lines that match any of the patterns,
+# for the rest of the test file.
+sub allow_worker_errors {
+    my ($self, @patterns) = @_;
+    push @{ $self->{worker_errors_allowed} }, @patterns;
+    return $self;
+}
+
+sub _unexpected_worker_error {
+    my ($self, $line) = @_;
+    return 0 unless $line =~ /^ts=\S+ level=error /;
+    for my $re (@{ $self->{worker_errors_allowed} || [] }) {
+        return 0 if $line =~ $re;
+    }
+    return 1;
+}
+
+
 package ActivityTest::Node;
 
 # A running Node client: $c->lines (every JSON line so far, decoded),
@@ -1004,7 +1035,27 @@ use Carp qw(croak);
 use IO::Handle;
 use IO::Select;
 use POSIX qw(WNOHANG);
+use Scalar::Util ();
 use Time::HiRes qw(time);
+
+# issue 14 (tests14): every client still running, by pid; stopped when
+# the test file ends however it ends (END: also after a die), or when
+# its object goes away
+my %LIVE;
+
+END {
+    my $status = $?;
+    for my $c (grep { defined } values %LIVE) {
+        eval { $c->stop };
+    }
+    $? = $status;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    local ($?, $@, $!);
+    eval { $self->stop };
+}
 
 sub new {
     my ($class, %o) = @_;
@@ -1017,17 +1068,21 @@ sub new {
     if ($pid == 0) {
         close $out_r;
         close $in_w;
+        # its own process group: stop() reaches what it starts (the
+        # browser driver's chromium) too
+        POSIX::setpgid(0, 0);
         open STDIN, '<&', $in_r or POSIX::_exit(126);
         open STDOUT, '>&', $out_w or POSIX::_exit(126);
         open STDERR, '>>', $o{log} or POSIX::_exit(126);
         exec 'node', $o{script}, @{ $o{args} }
             or do { print STDERR "exec node: $!\n"; POSIX::_exit(127) };
     }
+    POSIX::setpgid($pid, $pid);
     close $out_w;
     close $in_r;
     $in_w->autoflush(1);
 
-    return bless {
+    my $self = bless {
         %o,
         pid   => $pid,
         out   => $out_r,
@@ -1037,6 +1092,9 @@ sub new {
         eof   => 0,
         owner => $$,
     }, $class;
+    $LIVE{$pid} = $self;
+    Scalar::Util::weaken($LIVE{$pid});
+    return $self;
 }
 
 # Reads what is available, waiting at most $timeout seconds for it.
@@ -1109,9 +1167,18 @@ sub stop {
     my ($self) = @_;
     return unless $self->{pid} && $self->{owner} == $$;
     if (waitpid($self->{pid}, WNOHANG) == 0) {
-        kill 'TERM', $self->{pid};
-        waitpid($self->{pid}, 0);
+        kill 'TERM', -$self->{pid};
+        my ($end, $gone) = (time + 10, 0);
+        until ($gone = waitpid($self->{pid}, WNOHANG) != 0) {
+            last if time > $end;
+            select undef, undef, undef, 0.05;
+        }
+        unless ($gone) {
+            kill 'KILL', -$self->{pid};
+            waitpid($self->{pid}, 0);
+        }
     }
+    delete $LIVE{ $self->{pid} };
     delete $self->{pid};
     close $self->{in} if $self->{in};
     delete $self->{in};
