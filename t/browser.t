@@ -273,6 +273,9 @@ $s = page_until(sub {
 ok($after =~ /^\d+$/ && $after > $before, sprintf(
     'API requests counter rose (%s -> %s)', $before, $after))
     or diag(explain($s->{tiles}));
+# stats go out at most every so often: the product may be in the next
+$s = page_until(sub { ($_->{tiles}{productsCreatedToday} // '') =~ /^[1-9]/ },
+    30);
 like($s->{tiles}{productsCreatedToday} // '', qr/^[1-9]/,
     'products created today counted');
 ok($s->{chartPaths} >= 2, 'the chart draws a line');

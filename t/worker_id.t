@@ -17,6 +17,8 @@ use Test::More;
 use ActivityTest qw(wait_for make_event);
 
 my $t = ActivityTest->new(needs => [qw(redis pg worker)]);
+$t->allow_worker_errors(qr/msg="another process took over this worker id/,
+    qr/msg="another worker is running with this id/);
 
 $t->redis_start;
 $t->pg_start;
