@@ -48,6 +48,9 @@ static void ngx_http_activity_conn_going_away(
     ngx_http_activity_listener_t *l, ngx_uint_t code);
 static void ngx_http_activity_conn_close_handler(ngx_event_t *ev);
 static void ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac);
+#if (NGX_SSL)
+static void ngx_http_activity_conn_ssl_closed(ngx_connection_t *c);
+#endif
 
 
 /*
@@ -109,6 +112,19 @@ ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ac->detach.handler = ngx_http_activity_conn_detach;
     ac->detach.data = ac;
     ac->detach.log = c->log;
+
+#if (NGX_SSL)
+
+    /*
+     * HTTP's TLS connections gather small writes into a 16 KiB buffer
+     * until a buffer marked flush or last; frames go out as they come
+     */
+
+    if (c->ssl) {
+        c->ssl->buffer = 0;
+    }
+
+#endif
 
     return NGX_OK;
 }
@@ -895,6 +911,9 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
 static void
 ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac)
 {
+#if (NGX_SSL)
+    ngx_int_t          rc;
+#endif
     ngx_connection_t  *c;
 
     c = ac->connection;
@@ -909,19 +928,58 @@ ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac)
 
     ac->lingering = 1;
 
-    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
-        ngx_http_activity_conn_finalize(ac);
-        return;
-    }
-
     if (ac->ping.timer_set) {
         ngx_del_timer(&ac->ping);
     }
 
     ngx_add_timer(&ac->ping, NGX_HTTP_ACTIVITY_LINGER);
 
+#if (NGX_SSL)
+
+    /*
+     * TLS: close_notify first, then the same as plain TCP on the bare
+     * socket; the client's close_notify is not awaited
+     */
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->handler = ngx_http_activity_conn_ssl_closed;
+
+        rc = ngx_ssl_shutdown(c);
+
+        if (rc == NGX_AGAIN) {
+            /* nginx's handlers finish it; the linger timer bounds it */
+            return;
+        }
+
+        if (rc != NGX_OK || c->ssl) {
+            ngx_http_activity_conn_finalize(ac);
+            return;
+        }
+    }
+
+#endif
+
+    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
+        ngx_http_activity_conn_finalize(ac);
+        return;
+    }
+
     ngx_http_activity_conn_read(c->read);
 }
+
+
+#if (NGX_SSL)
+
+/* ngx_ssl_shutdown() that had to wait is over */
+
+static void
+ngx_http_activity_conn_ssl_closed(ngx_connection_t *c)
+{
+    ngx_http_activity_conn_finalize(c->data);
+}
+
+#endif
 
 
 void
@@ -942,6 +1000,19 @@ ngx_http_activity_conn_finalize(ngx_http_activity_conn_t *ac)
     }
 
     c = ac->connection;
+
+#if (NGX_SSL)
+
+    /*
+     * frames still queued: a TLS write may wait for its retry, and
+     * SSL_shutdown() must not write behind it ("bad write retry")
+     */
+
+    if (c->ssl && ac->listener.out.count) {
+        c->error = 1;
+    }
+
+#endif
 
     if (ac->request) {
 

@@ -164,14 +164,19 @@ ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
 /*
  * Writes as much as the socket takes, through c->send_chain so that TLS
  * connections work too.  NGX_AGAIN: the rest waits for the write event.
+ *
+ * Progress is what send_chain() moved each buffer's pos by, not c->sent:
+ * a TLS connection that buffers (NGX_SSL_BUFFER) takes bytes into its own
+ * buffer without sending them, and c->sent does not move.  The dashboard
+ * clears that buffer after the upgrade; bytes still held in it
+ * (NGX_SSL_BUFFERED) count as not yet written.
  */
 
 ngx_int_t
 ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     ngx_connection_t *c)
 {
-    off_t                       sent;
-    size_t                      n;
+    size_t                      n, sent;
     ngx_uint_t                  i, k;
     ngx_chain_t                *cl;
     ngx_http_activity_frame_t  *frame;
@@ -184,7 +189,7 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     static ngx_buf_t    bufs[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
     static ngx_chain_t  links[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
 
-    while (q->count) {
+    while (q->count || (c->buffered & NGX_SSL_BUFFERED)) {
 
         if (!c->write->ready) {
             return NGX_AGAIN;
@@ -204,21 +209,26 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
             links[i].next = (i + 1 < k) ? &links[i + 1] : NULL;
         }
 
-        sent = c->sent;
+        /* no frames left: send_chain() flushes what TLS still holds */
 
-        cl = c->send_chain(c, links, 0);
+        cl = c->send_chain(c, k ? links : NULL, 0);
 
         if (cl == NGX_CHAIN_ERROR) {
             return NGX_ERROR;
         }
 
-        sent = c->sent - sent;
+        sent = 0;
+
+        for (i = 0; i < k; i++) {
+            frame = q->frames[(q->head + i) % q->size];
+            sent += bufs[i].pos - (frame->data + (i == 0 ? q->offset : 0));
+        }
 
         while (sent > 0 && q->count) {
             frame = q->frames[q->head];
             n = frame->len - q->offset;
 
-            if ((off_t) n > sent) {
+            if (n > sent) {
                 q->offset += sent;
                 break;
             }
@@ -236,7 +246,7 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
         }
     }
 
-    if (q->count == 0) {
+    if (q->count == 0 && !(c->buffered & NGX_SSL_BUFFERED)) {
         return NGX_OK;
     }
 

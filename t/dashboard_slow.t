@@ -32,7 +32,7 @@ http {
     activity_jwt_secret "slow-secret";
 
     server {
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% %%SSL%%;
         server_name localhost;
 
         location /ws {
@@ -69,18 +69,13 @@ sub log_text {
 # never reads again.
 sub slow_client {
     my ($path) = @_;
-    my $s = IO::Socket::INET->new(Proto => 'tcp') or die "socket: $!";
-    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-    connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1')))
-        or die "connect: $!";
-    $s->autoflush(1);
+    my $s = $t->socket(rcvbuf => 4096);
     print $s "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         . "Sec-WebSocket-Version: 13\r\n\r\n";
     my $head = '';
-    my $sel = IO::Select->new($s);
-    while ($head !~ /\r\n\r\n/ && $sel->can_read(10)) {
+    while ($head !~ /\r\n\r\n/ && ActivityTest::can_read($s, 10)) {
         sysread($s, $head, 1, length $head) or last;
     }
     return ($s, $head);
@@ -90,10 +85,9 @@ sub slow_client {
 # $timeout seconds.
 sub closed_by_peer {
     my ($s, $timeout) = @_;
-    my $sel = IO::Select->new($s);
     my $end = time + $timeout;
     while (time < $end) {
-        next unless $sel->can_read(1);
+        next unless ActivityTest::can_read($s, 1);
         my $n = sysread $s, my $buf, 1 << 20;
         return 1 if !defined $n || $n == 0;
     }
@@ -101,7 +95,7 @@ sub closed_by_peer {
 }
 
 my $normal = $t->node('ws-client.js', brief => 1,
-    url => "ws://127.0.0.1:$port/ws?token=$token", timeout => 50000);
+    url => $t->ws_url("/ws?token=$token"), timeout => 50000);
 ok($normal->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
     'normal client: snapshot');
 
@@ -159,7 +153,7 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
 # reading is the case that matters
 {
     my $sio = $t->node('sio-client.js', brief => 1,
-        url => "http://127.0.0.1:$port/dashboard", token => $token,
+        url => $t->base_url . '/dashboard', token => $token,
         timeout => 50000);
     ok($sio->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
         'socketio client: snapshot');
@@ -205,7 +199,7 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
 
 {
     my $c = $t->node('ws-client.js', brief => 1,
-        url => "ws://127.0.0.1:$port/ws-default?token=$token",
+        url => $t->ws_url("/ws-default?token=$token"),
         timeout => 30000);
     ok($c->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
         'burst: client connected');
