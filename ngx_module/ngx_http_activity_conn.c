@@ -47,6 +47,8 @@ static void ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
 static void ngx_http_activity_conn_going_away(
     ngx_http_activity_listener_t *l, ngx_uint_t code);
 static void ngx_http_activity_conn_close_handler(ngx_event_t *ev);
+static void ngx_http_activity_conn_close_within(ngx_http_activity_conn_t *ac,
+    ngx_uint_t code, const char *reason, ngx_msec_t wait);
 static void ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac);
 #if (NGX_SSL)
 static void ngx_http_activity_conn_ssl_closed(ngx_connection_t *c);
@@ -61,7 +63,7 @@ static void ngx_http_activity_conn_ssl_closed(ngx_connection_t *c);
 ngx_int_t
 ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ngx_http_request_t *r, ngx_http_activity_conn_handlers_t *handlers,
-                            void *data)
+    void *data)
 {
     ngx_connection_t              *c;
     ngx_pool_cleanup_t            *cln;
@@ -96,7 +98,7 @@ ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ngx_http_activity_fanout_attach(ac->fanout, &ac->listener);
 
     ngx_http_activity_outq_init(&ac->listener.out, alcf->dashboard_queue,
-                                c->log);
+                                alcf->dashboard_queue_time, c->log);
 
     ac->ping.handler = ngx_http_activity_conn_ping;
     ac->ping.data = ac;
@@ -513,7 +515,7 @@ ngx_http_activity_conn_input(ngx_http_activity_conn_t *ac)
 
 static ngx_int_t
 ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
-                             ngx_http_activity_ws_frame_t *f, u_char *payload)
+    ngx_http_activity_ws_frame_t *f, u_char *payload)
 {
     u_char     *msg;
     ngx_int_t   rc;
@@ -645,7 +647,7 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
 
 static ngx_int_t
 ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
-                               u_char *data, size_t len)
+    u_char *data, size_t len)
 {
     if (ngx_http_activity_conn_rate(ac) != NGX_OK) {
         return NGX_ERROR;
@@ -659,7 +661,7 @@ ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
 
 ngx_int_t
 ngx_http_activity_conn_send(ngx_http_activity_conn_t *ac,
-                            u_char *data, size_t len)
+    u_char *data, size_t len)
 {
     ngx_str_t                   part;
     ngx_http_activity_frame_t  *frame;
@@ -789,7 +791,7 @@ ngx_http_activity_conn_ping(ngx_event_t *ev)
 
 static void
 ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
-                            ngx_uint_t code)
+    ngx_uint_t code)
 {
     ngx_http_activity_conn_t  *ac;
 
@@ -799,9 +801,12 @@ ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
         ngx_http_activity_stat_add(ac->amcf->stats, clients_slow, 1);
 
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "activity: dashboard %V does not read, %ui frames "
-                      "queued, closing", &l->connection->addr_text,
-                      l->out.count);
+                      "activity: dashboard %V does not read, %uz bytes "
+                      "queued, the oldest for %M ms, closing",
+                      &l->connection->addr_text, l->out.bytes,
+                      l->out.count
+                      ? ngx_current_msec - l->out.slots[l->out.head].queued
+                      : 0);
     }
 
     if (!ac->close_event.posted) {
@@ -827,9 +832,24 @@ ngx_http_activity_conn_close_handler(ngx_event_t *ev)
 {
     ngx_http_activity_conn_t  *ac = ev->data;
 
-    /* its queue is full or its socket broken: no close frame can go */
+    if (ac->listener.fail_code != NGX_HTTP_ACTIVITY_WS_POLICY) {
 
-    ngx_http_activity_conn_finalize(ac);
+        /* its socket is broken: no close frame can go */
+
+        ngx_http_activity_conn_finalize(ac);
+        return;
+    }
+
+    /*
+     * too slow: what it has not begun to get is dropped, and the close
+     * frame waits behind the rest of a frame half sent, for as long as
+     * a ping's answer would
+     */
+
+    ngx_http_activity_outq_trim(&ac->listener.out);
+
+    ngx_http_activity_conn_close_within(ac, NGX_HTTP_ACTIVITY_WS_POLICY,
+                                        "too slow", ac->conf->ping_timeout);
 }
 
 
@@ -839,8 +859,17 @@ ngx_http_activity_conn_close_handler(ngx_event_t *ev)
  */
 
 void
-ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
-                             ngx_uint_t code, const char *reason)
+ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac, ngx_uint_t code,
+    const char *reason)
+{
+    ngx_http_activity_conn_close_within(ac, code, reason,
+                                        NGX_HTTP_ACTIVITY_LINGER);
+}
+
+
+static void
+ngx_http_activity_conn_close_within(ngx_http_activity_conn_t *ac,
+    ngx_uint_t code, const char *reason, ngx_msec_t wait)
 {
     u_char                      buf[2];
     size_t                      len;
@@ -873,7 +902,7 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
         ngx_memcpy(frame->payload + 2, reason, len);
     }
 
-    rc = ngx_http_activity_outq_push(&ac->listener.out, frame);
+    rc = ngx_http_activity_outq_push_last(&ac->listener.out, frame);
     ngx_http_activity_frame_release(frame);
 
     if (rc == NGX_OK) {
@@ -891,13 +920,13 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
         return;
     }
 
-    /* the close frame waits for the write event, a linger at most */
+    /* the close frame waits for the write event, "wait" at most */
 
     if (ac->ping.timer_set) {
         ngx_del_timer(&ac->ping);
     }
 
-    ngx_add_timer(&ac->ping, NGX_HTTP_ACTIVITY_LINGER);
+    ngx_add_timer(&ac->ping, wait);
 }
 
 

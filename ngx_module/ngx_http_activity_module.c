@@ -72,8 +72,9 @@ static char *ngx_http_activity_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
 
 
+/* a size_t checked as ngx_int_t: the same width on every nginx target */
 static ngx_conf_num_bounds_t  ngx_http_activity_queue_bounds = {
-    ngx_http_activity_check_bounds, 16, 65536
+    ngx_http_activity_check_bounds, 4096, 1073741824
 };
 
 
@@ -237,10 +238,17 @@ static ngx_command_t  ngx_http_activity_commands[] = {
 
     { ngx_string("activity_dashboard_queue"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_activity_loc_conf_t, dashboard_queue),
       &ngx_http_activity_queue_bounds },
+
+    { ngx_string("activity_dashboard_queue_time"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_queue_time),
+      NULL },
 
     { ngx_string("activity_dashboard_rate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -374,7 +382,8 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     conf->mask_ip = NGX_CONF_UNSET;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
-    conf->dashboard_queue = NGX_CONF_UNSET_UINT;
+    conf->dashboard_queue = NGX_CONF_UNSET_SIZE;
+    conf->dashboard_queue_time = NGX_CONF_UNSET_MSEC;
     conf->dashboard_rate = NGX_CONF_UNSET_UINT;
     conf->rules = NGX_CONF_UNSET_PTR;
     conf->user = NGX_CONF_UNSET_PTR;
@@ -421,8 +430,10 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
                               25000);
     ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout, 20000);
-    ngx_conf_merge_uint_value(conf->dashboard_queue, prev->dashboard_queue,
-                              256);
+    ngx_conf_merge_size_value(conf->dashboard_queue, prev->dashboard_queue,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->dashboard_queue_time,
+                              prev->dashboard_queue_time, 30000);
     ngx_conf_merge_uint_value(conf->dashboard_rate, prev->dashboard_rate, 20);
 
     if (conf->dashboard && conf->jwt.alg == JWT_ALG_NONE) {

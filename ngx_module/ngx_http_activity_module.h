@@ -92,7 +92,8 @@ typedef struct {
     ngx_str_t                   dashboard_role;
     ngx_msec_t                  ping_interval;
     ngx_msec_t                  ping_timeout;
-    ngx_uint_t                  dashboard_queue;
+    size_t                      dashboard_queue;        /* bytes */
+    ngx_msec_t                  dashboard_queue_time;
     ngx_uint_t                  dashboard_rate;
 } ngx_http_activity_loc_conf_t;
 

@@ -24,7 +24,7 @@ static void ngx_http_activity_session_expired(ngx_event_t *ev);
 
 ngx_http_activity_session_t *
 ngx_http_activity_session_create(ngx_http_request_t *r, ngx_str_t *token,
-                                 ngx_http_activity_conn_handlers_t *handlers)
+    ngx_http_activity_conn_handlers_t *handlers)
 {
     ngx_connection_t             *c;
     ngx_http_activity_session_t  *s;
@@ -192,7 +192,7 @@ ngx_http_activity_session_authenticate(ngx_http_activity_session_t *s,
 
 ngx_int_t
 ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
-                                ngx_str_t *hello)
+    ngx_str_t *hello)
 {
     s->authed = 1;
 
@@ -228,7 +228,7 @@ ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
 
 json_t *
 ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,
-                                json_t *names, ngx_uint_t join)
+    json_t *names, ngx_uint_t join)
 {
     size_t       i;
     json_t      *list, *item, *result, *unknown;
@@ -300,7 +300,7 @@ ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,
 
 json_t *
 ngx_http_activity_session_reauth(ngx_http_activity_session_t *s,
-                                 json_t *arg)
+    json_t *arg)
 {
     ngx_str_t                        token;
     ngx_int_t                        rc;
