@@ -26,7 +26,6 @@
 #include "ngx_http_activity_ws.h"
 
 
-#define NGX_HTTP_ACTIVITY_MESSAGE_MAX   65536
 #define NGX_HTTP_ACTIVITY_INPUT_MIN     512
 #define NGX_HTTP_ACTIVITY_LINGER        2000
 
@@ -263,6 +262,18 @@ ngx_http_activity_conn_detach(ngx_event_t *ev)
     c->data = ac;
     c->read->handler = ngx_http_activity_conn_read;
     c->write->handler = ngx_http_activity_conn_write;
+
+    /*
+     * a handshake that ended on a worker already shutting down: its
+     * dashboards were told to go before this one came, and this one
+     * would keep the old worker alive
+     */
+
+    if (ngx_exiting || ngx_terminate) {
+        ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_GOING_AWAY,
+                                     "server shutting down");
+        return;
+    }
 
     if (ac->in_len && ngx_http_activity_conn_input(ac) != NGX_OK) {
         return;
@@ -710,12 +721,22 @@ ngx_http_activity_conn_send_control(ngx_http_activity_conn_t *ac,
 }
 
 
-/* the heartbeat was answered */
+/* the heartbeat was answered: the next ping goes a whole interval later */
 
 void
 ngx_http_activity_conn_pong(ngx_http_activity_conn_t *ac)
 {
+    if (!ac->awaiting_pong || ac->closing) {
+        return;
+    }
+
     ac->awaiting_pong = 0;
+
+    if (ac->ping.timer_set) {
+        ngx_del_timer(&ac->ping);
+    }
+
+    ngx_add_timer(&ac->ping, ac->conf->ping_interval);
 }
 
 

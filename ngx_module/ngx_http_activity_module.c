@@ -13,6 +13,7 @@
 #include "ngx_http_activity_access.h"
 #include "ngx_http_activity_dashboard.h"
 #include "ngx_http_activity_fanout.h"
+#include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_ingest.h"
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_status.h"
@@ -85,6 +86,12 @@ static ngx_conf_num_bounds_t  ngx_http_activity_rate_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_activity_connections_bounds = {
     ngx_http_activity_check_bounds, 1, 10000000
+};
+
+
+/* an address counts at most 65535 sockets in the admission zone */
+static ngx_conf_num_bounds_t  ngx_http_activity_per_ip_bounds = {
+    ngx_http_activity_check_bounds, 0, 65535
 };
 
 
@@ -222,6 +229,27 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       offsetof(ngx_http_activity_main_conf_t, max_connections),
       &ngx_http_activity_connections_bounds },
 
+    { ngx_string("activity_dashboard_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, max_pending),
+      &ngx_http_activity_connections_bounds },
+
+    { ngx_string("activity_dashboard_max_per_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, max_per_ip),
+      &ngx_http_activity_per_ip_bounds },
+
+    { ngx_string("activity_dashboard_auth_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, auth_timeout),
+      NULL },
+
     { ngx_string("activity_dashboard_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -312,6 +340,8 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
 
     amcf->buffer_size = NGX_CONF_UNSET_SIZE;
     amcf->max_connections = NGX_CONF_UNSET_UINT;
+    amcf->max_pending = NGX_CONF_UNSET_UINT;
+    amcf->max_per_ip = NGX_CONF_UNSET_UINT;
 
     return amcf;
 }
@@ -340,6 +370,8 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_HTTP_ACTIVITY_DEFAULT_BUFFER);
     ngx_conf_init_uint_value(amcf->max_connections,
                              NGX_HTTP_ACTIVITY_MAX_CONNECTIONS);
+    ngx_conf_init_uint_value(amcf->max_pending, 1000);
+    ngx_conf_init_uint_value(amcf->max_per_ip, 0);
 
     /* the names the worker publishes under (ARCHITECTURE.md) */
 
@@ -382,6 +414,7 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     conf->mask_ip = NGX_CONF_UNSET;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    conf->auth_timeout = NGX_CONF_UNSET_MSEC;
     conf->dashboard_queue = NGX_CONF_UNSET_SIZE;
     conf->dashboard_queue_time = NGX_CONF_UNSET_MSEC;
     conf->dashboard_rate = NGX_CONF_UNSET_UINT;
@@ -430,6 +463,7 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
                               25000);
     ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout, 20000);
+    ngx_conf_merge_msec_value(conf->auth_timeout, prev->auth_timeout, 10000);
     ngx_conf_merge_size_value(conf->dashboard_queue, prev->dashboard_queue,
                               4 * 1024 * 1024);
     ngx_conf_merge_msec_value(conf->dashboard_queue_time,
@@ -466,6 +500,14 @@ ngx_http_activity_postconfiguration(ngx_conf_t *cf)
 
     if ((amcf->enabled || amcf->dashboards || amcf->shm_zone)
         && ngx_http_activity_status_zone(cf, &amcf->shm_zone) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* dashboards waiting to authenticate, and per client address */
+
+    if (amcf->dashboards
+        && ngx_http_activity_admit_zone(cf, &amcf->admit_zone) != NGX_OK)
     {
         return NGX_ERROR;
     }

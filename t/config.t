@@ -114,6 +114,9 @@ http {
     activity_dashboard_queue_time 5s;
     activity_dashboard_rate 1;
     activity_dashboard_max_connections 1000;
+    activity_dashboard_max_pending 100;
+    activity_dashboard_max_per_ip 20;
+    activity_dashboard_auth_timeout 5s;
     server {
         listen 127.0.0.1:%%PORT%%;
         activity_dashboard_queue 1024m;
@@ -288,6 +291,20 @@ my @bad = (
     [ 'activity_dashboard_max_connections in server', server =>
         'activity_dashboard_max_connections 10;',
         qr/activity_dashboard_max_connections/ ],
+    [ 'activity_dashboard_max_pending 0', http =>
+        'activity_dashboard_max_pending 0;',
+        qr/invalid value "0" in "activity_dashboard_max_pending" directive/,
+        qr/it must be between 1 and 10000000/ ],
+    [ 'activity_dashboard_max_per_ip too large', http =>
+        'activity_dashboard_max_per_ip 65536;',
+        qr/invalid value "65536" in "activity_dashboard_max_per_ip" directive/,
+        qr/it must be between 0 and 65535/ ],
+    [ 'activity_dashboard_max_per_ip in location', location =>
+        'activity_dashboard_max_per_ip 5;',
+        qr/activity_dashboard_max_per_ip/ ],
+    [ 'activity_dashboard_auth_timeout', location =>
+        'activity_dashboard_auth_timeout soon;',
+        qr/activity_dashboard_auth_timeout/ ],
     [ 'activity_dashboard_ping_interval', location =>
         'activity_dashboard_ping_interval soon;',
         qr/activity_dashboard_ping_interval/ ],

@@ -1026,11 +1026,13 @@ sub ws_url {
 }
 
 # A connected client socket to nginx (port => N, rcvbuf => bytes set
-# before connecting); over TLS in TLS mode.
+# before connecting, local => a loopback address to connect from); over
+# TLS in TLS mode.
 sub socket {
     my ($self, %o) = @_;
     my $port = $o{port} // $self->port('http');
-    my $s = IO::Socket::INET->new(Proto => 'tcp') or croak "socket: $!";
+    my $s = IO::Socket::INET->new(Proto => 'tcp',
+        $o{local} ? (LocalAddr => $o{local}) : ()) or croak "socket: $!";
     if ($o{rcvbuf}) {
         setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(),
             $o{rcvbuf}) or croak "SO_RCVBUF: $!";
