@@ -12,6 +12,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include "ngx_http_activity_module.h"
 #include "ngx_http_activity_admit.h"
 
 
@@ -53,7 +54,7 @@ ngx_http_activity_admit_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone)
     }
 
     *zone = ngx_shared_memory_add(cf, &name, NGX_HTTP_ACTIVITY_ADMIT_SIZE,
-                                  &ngx_http_activity_admit_zone);
+                                  &ngx_http_activity_module);
     if (*zone == NULL) {
         return NGX_ERROR;
     }
