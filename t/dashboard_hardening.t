@@ -157,10 +157,16 @@ sub close_code {
     return 'timeout';
 }
 
+# all of it: a TLS socket's syswrite() takes one record at a time
 sub send_frame {
     my ($c, $op, $payload) = @_;
     local $SIG{PIPE} = 'IGNORE';
-    syswrite $c->{sock}, frame($op, $payload);
+    my $bytes = frame($op, $payload);
+    while (length $bytes) {
+        my $n = syswrite $c->{sock}, $bytes;
+        return unless $n;
+        substr($bytes, 0, $n, '');
+    }
 }
 
 # a clean close: ours, then the server's answer and the end of it
