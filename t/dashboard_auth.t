@@ -40,7 +40,7 @@ http {
     activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
 
     server {
-        listen 127.0.0.1:%%PORT%% %%SSL%%;
+        listen 127.0.0.1:%%PORT%%;
         server_name localhost;
 
         activity_jwt_secret "auth-secret";
