@@ -1,7 +1,7 @@
 
 /*
  * libFuzzer target: one text message from a dashboard client, taken the
- * way ngx_http_activity_dashboard.c takes it.
+ * way ngx_http_activity_sio_session.c takes it.
  *
  * As Engine.IO: the packet type, then for "4" the Socket.IO packet
  * (ngx_http_activity_sio_parse), whose JSON goes to jansson with

@@ -26,7 +26,6 @@
 #include "ngx_http_activity_ws.h"
 
 
-#define NGX_HTTP_ACTIVITY_MESSAGE_MAX   65536
 #define NGX_HTTP_ACTIVITY_INPUT_MIN     512
 #define NGX_HTTP_ACTIVITY_LINGER        2000
 
@@ -47,7 +46,12 @@ static void ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
 static void ngx_http_activity_conn_going_away(
     ngx_http_activity_listener_t *l, ngx_uint_t code);
 static void ngx_http_activity_conn_close_handler(ngx_event_t *ev);
+static void ngx_http_activity_conn_close_within(ngx_http_activity_conn_t *ac,
+    ngx_uint_t code, const char *reason, ngx_msec_t wait);
 static void ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac);
+#if (NGX_SSL)
+static void ngx_http_activity_conn_ssl_closed(ngx_connection_t *c);
+#endif
 
 
 /*
@@ -58,7 +62,7 @@ static void ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac);
 ngx_int_t
 ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ngx_http_request_t *r, ngx_http_activity_conn_handlers_t *handlers,
-                            void *data)
+    void *data)
 {
     ngx_connection_t              *c;
     ngx_pool_cleanup_t            *cln;
@@ -93,7 +97,7 @@ ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ngx_http_activity_fanout_attach(ac->fanout, &ac->listener);
 
     ngx_http_activity_outq_init(&ac->listener.out, alcf->dashboard_queue,
-                                c->log);
+                                alcf->dashboard_queue_time, c->log);
 
     ac->ping.handler = ngx_http_activity_conn_ping;
     ac->ping.data = ac;
@@ -109,6 +113,19 @@ ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
     ac->detach.handler = ngx_http_activity_conn_detach;
     ac->detach.data = ac;
     ac->detach.log = c->log;
+
+#if (NGX_SSL)
+
+    /*
+     * HTTP's TLS connections gather small writes into a 16 KiB buffer
+     * until a buffer marked flush or last; frames go out as they come
+     */
+
+    if (c->ssl) {
+        c->ssl->buffer = 0;
+    }
+
+#endif
 
     return NGX_OK;
 }
@@ -245,6 +262,18 @@ ngx_http_activity_conn_detach(ngx_event_t *ev)
     c->data = ac;
     c->read->handler = ngx_http_activity_conn_read;
     c->write->handler = ngx_http_activity_conn_write;
+
+    /*
+     * a handshake that ended on a worker already shutting down: its
+     * dashboards were told to go before this one came, and this one
+     * would keep the old worker alive
+     */
+
+    if (ngx_exiting || ngx_terminate) {
+        ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_GOING_AWAY,
+                                     "server shutting down");
+        return;
+    }
 
     if (ac->in_len && ngx_http_activity_conn_input(ac) != NGX_OK) {
         return;
@@ -497,7 +526,7 @@ ngx_http_activity_conn_input(ngx_http_activity_conn_t *ac)
 
 static ngx_int_t
 ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
-                             ngx_http_activity_ws_frame_t *f, u_char *payload)
+    ngx_http_activity_ws_frame_t *f, u_char *payload)
 {
     u_char     *msg;
     ngx_int_t   rc;
@@ -629,7 +658,7 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
 
 static ngx_int_t
 ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
-                               u_char *data, size_t len)
+    u_char *data, size_t len)
 {
     if (ngx_http_activity_conn_rate(ac) != NGX_OK) {
         return NGX_ERROR;
@@ -643,7 +672,7 @@ ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
 
 ngx_int_t
 ngx_http_activity_conn_send(ngx_http_activity_conn_t *ac,
-                            u_char *data, size_t len)
+    u_char *data, size_t len)
 {
     ngx_str_t                   part;
     ngx_http_activity_frame_t  *frame;
@@ -692,12 +721,22 @@ ngx_http_activity_conn_send_control(ngx_http_activity_conn_t *ac,
 }
 
 
-/* the heartbeat was answered */
+/* the heartbeat was answered: the next ping goes a whole interval later */
 
 void
 ngx_http_activity_conn_pong(ngx_http_activity_conn_t *ac)
 {
+    if (!ac->awaiting_pong || ac->closing) {
+        return;
+    }
+
     ac->awaiting_pong = 0;
+
+    if (ac->ping.timer_set) {
+        ngx_del_timer(&ac->ping);
+    }
+
+    ngx_add_timer(&ac->ping, ac->conf->ping_interval);
 }
 
 
@@ -773,7 +812,7 @@ ngx_http_activity_conn_ping(ngx_event_t *ev)
 
 static void
 ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
-                            ngx_uint_t code)
+    ngx_uint_t code)
 {
     ngx_http_activity_conn_t  *ac;
 
@@ -783,9 +822,12 @@ ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
         ngx_http_activity_stat_add(ac->amcf->stats, clients_slow, 1);
 
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "activity: dashboard %V does not read, %ui frames "
-                      "queued, closing", &l->connection->addr_text,
-                      l->out.count);
+                      "activity: dashboard %V does not read, %uz bytes "
+                      "queued, the oldest for %M ms, closing",
+                      &l->connection->addr_text, l->out.bytes,
+                      l->out.count
+                      ? ngx_current_msec - l->out.slots[l->out.head].queued
+                      : 0);
     }
 
     if (!ac->close_event.posted) {
@@ -811,9 +853,24 @@ ngx_http_activity_conn_close_handler(ngx_event_t *ev)
 {
     ngx_http_activity_conn_t  *ac = ev->data;
 
-    /* its queue is full or its socket broken: no close frame can go */
+    if (ac->listener.fail_code != NGX_HTTP_ACTIVITY_WS_POLICY) {
 
-    ngx_http_activity_conn_finalize(ac);
+        /* its socket is broken: no close frame can go */
+
+        ngx_http_activity_conn_finalize(ac);
+        return;
+    }
+
+    /*
+     * too slow: what it has not begun to get is dropped, and the close
+     * frame waits behind the rest of a frame half sent, for as long as
+     * a ping's answer would
+     */
+
+    ngx_http_activity_outq_trim(&ac->listener.out);
+
+    ngx_http_activity_conn_close_within(ac, NGX_HTTP_ACTIVITY_WS_POLICY,
+                                        "too slow", ac->conf->ping_timeout);
 }
 
 
@@ -823,8 +880,17 @@ ngx_http_activity_conn_close_handler(ngx_event_t *ev)
  */
 
 void
-ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
-                             ngx_uint_t code, const char *reason)
+ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac, ngx_uint_t code,
+    const char *reason)
+{
+    ngx_http_activity_conn_close_within(ac, code, reason,
+                                        NGX_HTTP_ACTIVITY_LINGER);
+}
+
+
+static void
+ngx_http_activity_conn_close_within(ngx_http_activity_conn_t *ac,
+    ngx_uint_t code, const char *reason, ngx_msec_t wait)
 {
     u_char                      buf[2];
     size_t                      len;
@@ -857,7 +923,7 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
         ngx_memcpy(frame->payload + 2, reason, len);
     }
 
-    rc = ngx_http_activity_outq_push(&ac->listener.out, frame);
+    rc = ngx_http_activity_outq_push_last(&ac->listener.out, frame);
     ngx_http_activity_frame_release(frame);
 
     if (rc == NGX_OK) {
@@ -875,13 +941,13 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
         return;
     }
 
-    /* the close frame waits for the write event, a linger at most */
+    /* the close frame waits for the write event, "wait" at most */
 
     if (ac->ping.timer_set) {
         ngx_del_timer(&ac->ping);
     }
 
-    ngx_add_timer(&ac->ping, NGX_HTTP_ACTIVITY_LINGER);
+    ngx_add_timer(&ac->ping, wait);
 }
 
 
@@ -895,6 +961,9 @@ ngx_http_activity_conn_close(ngx_http_activity_conn_t *ac,
 static void
 ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac)
 {
+#if (NGX_SSL)
+    ngx_int_t          rc;
+#endif
     ngx_connection_t  *c;
 
     c = ac->connection;
@@ -909,19 +978,58 @@ ngx_http_activity_conn_linger(ngx_http_activity_conn_t *ac)
 
     ac->lingering = 1;
 
-    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
-        ngx_http_activity_conn_finalize(ac);
-        return;
-    }
-
     if (ac->ping.timer_set) {
         ngx_del_timer(&ac->ping);
     }
 
     ngx_add_timer(&ac->ping, NGX_HTTP_ACTIVITY_LINGER);
 
+#if (NGX_SSL)
+
+    /*
+     * TLS: close_notify first, then the same as plain TCP on the bare
+     * socket; the client's close_notify is not awaited
+     */
+
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->handler = ngx_http_activity_conn_ssl_closed;
+
+        rc = ngx_ssl_shutdown(c);
+
+        if (rc == NGX_AGAIN) {
+            /* nginx's handlers finish it; the linger timer bounds it */
+            return;
+        }
+
+        if (rc != NGX_OK || c->ssl) {
+            ngx_http_activity_conn_finalize(ac);
+            return;
+        }
+    }
+
+#endif
+
+    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
+        ngx_http_activity_conn_finalize(ac);
+        return;
+    }
+
     ngx_http_activity_conn_read(c->read);
 }
+
+
+#if (NGX_SSL)
+
+/* ngx_ssl_shutdown() that had to wait is over */
+
+static void
+ngx_http_activity_conn_ssl_closed(ngx_connection_t *c)
+{
+    ngx_http_activity_conn_finalize(c->data);
+}
+
+#endif
 
 
 void
@@ -942,6 +1050,19 @@ ngx_http_activity_conn_finalize(ngx_http_activity_conn_t *ac)
     }
 
     c = ac->connection;
+
+#if (NGX_SSL)
+
+    /*
+     * frames still queued: a TLS write may wait for its retry, and
+     * SSL_shutdown() must not write behind it ("bad write retry")
+     */
+
+    if (c->ssl && ac->listener.out.count) {
+        c->error = 1;
+    }
+
+#endif
 
     if (ac->request) {
 

@@ -20,6 +20,10 @@
 #include "ngx_http_activity_frame.h"
 
 
+/* the longest client message, in one frame or gathered from fragments */
+#define NGX_HTTP_ACTIVITY_MESSAGE_MAX   65536
+
+
 typedef struct ngx_http_activity_conn_s  ngx_http_activity_conn_t;
 
 

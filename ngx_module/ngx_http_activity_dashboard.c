@@ -13,6 +13,7 @@
 
 #include "ngx_http_activity_module.h"
 #include "ngx_http_activity_dashboard.h"
+#include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_conn.h"
 #include "ngx_http_activity_fanout.h"
 #include "ngx_http_activity_jwt.h"
@@ -30,6 +31,9 @@ static ngx_table_elt_t *ngx_http_activity_dashboard_header(
     ngx_http_request_t *r, const char *name);
 static ngx_int_t ngx_http_activity_dashboard_find_token(ngx_http_request_t *r,
     ngx_str_t *token);
+static void ngx_http_activity_dashboard_undo(
+    ngx_http_activity_main_conf_t *amcf, ngx_str_t *addr, ngx_uint_t counted,
+    ngx_uint_t pending, ngx_uint_t addressed);
 
 
 ngx_int_t
@@ -37,6 +41,9 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_str_t                        key, value, token;
+    u_char                           addr[NGX_HTTP_ACTIVITY_ADMIT_ADDR_LEN];
+    ngx_str_t                        akey;
+    ngx_uint_t                       authed, addressed;
     ngx_atomic_t                    *count;
     ngx_connection_t                *c;
     ngx_http_activity_session_t     *s;
@@ -126,19 +133,74 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
         }
     }
 
+    /*
+     * The places: sockets of one address (activity_dashboard_max_per_ip),
+     * then authenticated dashboards (activity_dashboard_max_connections)
+     * or, apart, those still to send their token
+     * (activity_dashboard_max_pending), which cannot crowd out the
+     * others.
+     */
+
+    authed = (token.len || alcf->dashboard == NGX_HTTP_ACTIVITY_WEBSOCKET);
+    addressed = 0;
+    ngx_str_null(&akey);
+
+    if (amcf->max_per_ip
+        && ngx_http_activity_admit_key(c, addr, &akey) == NGX_OK)
+    {
+        rc = ngx_http_activity_admit_address(amcf->admit_zone, &akey,
+                                             amcf->max_per_ip, c->log);
+
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "activity: dashboard refused %V: %ui connections "
+                          "from this address already", &c->addr_text,
+                          amcf->max_per_ip);
+
+            return ngx_http_activity_dashboard_refuse(r,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "{\"message\":\"too many dashboard "
+                                        "connections from this address\"}");
+        }
+
+        addressed = 1;
+    }
+
     count = &amcf->stats->dashboard_connections;
 
-    if (ngx_atomic_fetch_add(count, 1) >= amcf->max_connections) {
-        (void) ngx_atomic_fetch_add(count, -1);
+    if (authed) {
 
+        if (ngx_atomic_fetch_add(count, 1) >= amcf->max_connections) {
+            (void) ngx_atomic_fetch_add(count, -1);
+
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "activity: dashboard refused %V: %ui connections "
+                          "already", &c->addr_text, amcf->max_connections);
+
+            ngx_http_activity_dashboard_undo(amcf, &akey, 0, 0, addressed);
+
+            return ngx_http_activity_dashboard_refuse(r,
+                                        NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "{\"message\":\"too many dashboard "
+                                        "connections\"}");
+        }
+
+    } else if (ngx_http_activity_admit_pending(amcf->admit_zone,
+                                               amcf->max_pending)
+               != NGX_OK)
+    {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "activity: dashboard refused %V: %ui connections "
-                      "already", &c->addr_text, amcf->max_connections);
+                      "waiting to authenticate already", &c->addr_text,
+                      amcf->max_pending);
+
+        ngx_http_activity_dashboard_undo(amcf, &akey, 0, 0, addressed);
 
         return ngx_http_activity_dashboard_refuse(r,
                                         NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "{\"message\":\"too many dashboard "
-                                        "connections\"}");
+                                        "connections waiting to "
+                                        "authenticate\"}");
     }
 
     if (alcf->dashboard == NGX_HTTP_ACTIVITY_SOCKETIO) {
@@ -149,13 +211,23 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     }
 
     if (s == NULL) {
-        (void) ngx_atomic_fetch_add(count, -1);
+        ngx_http_activity_dashboard_undo(amcf, &akey, authed, !authed,
+                                         addressed);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* from here on the session's close gives the place back */
+    /* from here on the session's close gives the places back */
 
-    s->counted = 1;
+    s->counted = authed;
+    s->pending = !authed;
+    s->addressed = addressed;
+
+    if (addressed) {
+        s->addr.data = ngx_cpymem(s->addr_buf, akey.data, akey.len)
+                       - akey.len;
+        s->addr.len = akey.len;
+    }
+    s->open = 1;
     ngx_http_activity_stat_add(amcf->stats, dashboards[alcf->dashboard], 1);
 
     /* from here on the connection speaks WebSocket */
@@ -355,4 +427,25 @@ ngx_http_activity_dashboard_find_token(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/* gives back the places taken for a handshake that fails after all */
+
+static void
+ngx_http_activity_dashboard_undo(ngx_http_activity_main_conf_t *amcf,
+    ngx_str_t *addr, ngx_uint_t counted, ngx_uint_t pending,
+    ngx_uint_t addressed)
+{
+    if (counted) {
+        (void) ngx_atomic_fetch_add(&amcf->stats->dashboard_connections, -1);
+    }
+
+    if (pending) {
+        ngx_http_activity_admit_pending_done(amcf->admit_zone);
+    }
+
+    if (addressed) {
+        ngx_http_activity_admit_address_done(amcf->admit_zone, addr);
+    }
 }

@@ -4,8 +4,9 @@
  *
  * A message is encoded into one frame per nginx worker; every connection
  * that receives it holds a reference, and the frame is freed when the last
- * one has written it.  A connection's queue is bounded: pushing into a full
- * queue fails, and the caller drops the slow client.
+ * one has written it.  A connection's queue is bounded by bytes and by the
+ * age of its oldest frame: pushing past either fails, and the caller
+ * drops the slow client.
  */
 
 
@@ -103,58 +104,84 @@ ngx_http_activity_frame_release(ngx_http_activity_frame_t *frame)
 
 
 /*
- * The ring starts small and doubles up to max: an idle connection (the
- * common case) keeps a few pointers, not a full-size ring.
+ * The ring starts small and doubles as needed: an idle connection (the
+ * common case) keeps a few pointers, not a full-size ring.  What bounds
+ * a queue is its bytes and the age of its oldest frame, not a count: one
+ * message may become hundreds of small frames, and a large one a few big
+ * ones.
  */
 
 void
-ngx_http_activity_outq_init(ngx_http_activity_outq_t *q, ngx_uint_t max,
-    ngx_log_t *log)
+ngx_http_activity_outq_init(ngx_http_activity_outq_t *q, size_t max_bytes,
+    ngx_msec_t max_age, ngx_log_t *log)
 {
     ngx_memzero(q, sizeof(ngx_http_activity_outq_t));
 
-    q->max = max;
+    q->max_bytes = max_bytes;
+    q->max_age = max_age;
     q->log = log;
 }
 
+
+/*
+ * NGX_DECLINED: the queue is over its bounds (the caller may write and
+ * try again, then drop the client).  A frame always goes into an empty
+ * queue, however large.
+ */
 
 ngx_int_t
 ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
     ngx_http_activity_frame_t *frame)
 {
-    ngx_uint_t                   size, i;
-    ngx_http_activity_frame_t  **frames;
+    if (q->count
+        && (q->bytes + frame->len > q->max_bytes
+            || ngx_current_msec - q->slots[q->head].queued > q->max_age))
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_activity_outq_push_last(q, frame);
+}
+
+
+/* the close frame: past the bounds, it is the last one anyway */
+
+ngx_int_t
+ngx_http_activity_outq_push_last(ngx_http_activity_outq_t *q,
+    ngx_http_activity_frame_t *frame)
+{
+    ngx_uint_t                      size, i;
+    ngx_http_activity_outq_slot_t  *slots, *slot;
 
     if (q->count == q->size) {
 
-        if (q->size == q->max) {
-            return NGX_DECLINED;
-        }
+        size = q->size ? q->size * 2 : NGX_HTTP_ACTIVITY_OUTQ_MIN;
 
-        size = q->size ? ngx_min(q->size * 2, q->max)
-                       : ngx_min(NGX_HTTP_ACTIVITY_OUTQ_MIN, q->max);
-
-        frames = ngx_alloc(size * sizeof(ngx_http_activity_frame_t *),
-                           q->log);
-        if (frames == NULL) {
+        slots = ngx_alloc(size * sizeof(ngx_http_activity_outq_slot_t),
+                          q->log);
+        if (slots == NULL) {
             return NGX_DECLINED;
         }
 
         for (i = 0; i < q->count; i++) {
-            frames[i] = q->frames[(q->head + i) % q->size];
+            slots[i] = q->slots[(q->head + i) % q->size];
         }
 
-        if (q->frames) {
-            ngx_free(q->frames);
+        if (q->slots) {
+            ngx_free(q->slots);
         }
 
-        q->frames = frames;
+        q->slots = slots;
         q->size = size;
         q->head = 0;
     }
 
-    q->frames[(q->head + q->count) % q->size] = frame;
+    slot = &q->slots[(q->head + q->count) % q->size];
+    slot->frame = frame;
+    slot->queued = ngx_current_msec;
+
     q->count++;
+    q->bytes += frame->len;
     frame->refs++;
 
     return NGX_OK;
@@ -162,16 +189,44 @@ ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
 
 
 /*
+ * Drops every frame but the first: a client that is dropped for being
+ * slow gets the rest of the frame being written, then the close frame.
+ * The first stays even when none of it went out: over TLS its bytes may
+ * already be in a record that waits for its write to be retried.
+ */
+
+void
+ngx_http_activity_outq_trim(ngx_http_activity_outq_t *q)
+{
+    ngx_http_activity_frame_t  *frame;
+
+    while (q->count > 1) {
+        frame = q->slots[(q->head + q->count - 1) % q->size].frame;
+
+        q->count--;
+        q->bytes -= frame->len;
+
+        ngx_http_activity_frame_release(frame);
+    }
+}
+
+
+/*
  * Writes as much as the socket takes, through c->send_chain so that TLS
  * connections work too.  NGX_AGAIN: the rest waits for the write event.
+ *
+ * Progress is what send_chain() moved each buffer's pos by, not c->sent:
+ * a TLS connection that buffers (NGX_SSL_BUFFER) takes bytes into its own
+ * buffer without sending them, and c->sent does not move.  The dashboard
+ * clears that buffer after the upgrade; bytes still held in it
+ * (NGX_SSL_BUFFERED) count as not yet written.
  */
 
 ngx_int_t
 ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     ngx_connection_t *c)
 {
-    off_t                       sent;
-    size_t                      n;
+    size_t                      n, sent;
     ngx_uint_t                  i, k;
     ngx_chain_t                *cl;
     ngx_http_activity_frame_t  *frame;
@@ -184,7 +239,7 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     static ngx_buf_t    bufs[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
     static ngx_chain_t  links[NGX_HTTP_ACTIVITY_OUTQ_CHAIN];
 
-    while (q->count) {
+    while (q->count || (c->buffered & NGX_SSL_BUFFERED)) {
 
         if (!c->write->ready) {
             return NGX_AGAIN;
@@ -193,7 +248,7 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
         k = ngx_min(q->count, NGX_HTTP_ACTIVITY_OUTQ_CHAIN);
 
         for (i = 0; i < k; i++) {
-            frame = q->frames[(q->head + i) % q->size];
+            frame = q->slots[(q->head + i) % q->size].frame;
 
             ngx_memzero(&bufs[i], sizeof(ngx_buf_t));
             bufs[i].pos = frame->data + (i == 0 ? q->offset : 0);
@@ -204,26 +259,33 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
             links[i].next = (i + 1 < k) ? &links[i + 1] : NULL;
         }
 
-        sent = c->sent;
+        /* no frames left: send_chain() flushes what TLS still holds */
 
-        cl = c->send_chain(c, links, 0);
+        cl = c->send_chain(c, k ? links : NULL, 0);
 
         if (cl == NGX_CHAIN_ERROR) {
             return NGX_ERROR;
         }
 
-        sent = c->sent - sent;
+        sent = 0;
+
+        for (i = 0; i < k; i++) {
+            frame = q->slots[(q->head + i) % q->size].frame;
+            sent += bufs[i].pos - (frame->data + (i == 0 ? q->offset : 0));
+        }
 
         while (sent > 0 && q->count) {
-            frame = q->frames[q->head];
+            frame = q->slots[q->head].frame;
             n = frame->len - q->offset;
 
-            if ((off_t) n > sent) {
+            if (n > sent) {
                 q->offset += sent;
+                q->bytes -= sent;
                 break;
             }
 
             sent -= n;
+            q->bytes -= n;
             q->offset = 0;
             q->head = (q->head + 1) % q->size;
             q->count--;
@@ -236,7 +298,7 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
         }
     }
 
-    if (q->count == 0) {
+    if (q->count == 0 && !(c->buffered & NGX_SSL_BUFFERED)) {
         return NGX_OK;
     }
 
@@ -252,14 +314,16 @@ void
 ngx_http_activity_outq_free(ngx_http_activity_outq_t *q)
 {
     while (q->count) {
-        ngx_http_activity_frame_release(q->frames[q->head]);
+        ngx_http_activity_frame_release(q->slots[q->head].frame);
         q->head = (q->head + 1) % q->size;
         q->count--;
     }
 
-    if (q->frames) {
-        ngx_free(q->frames);
-        q->frames = NULL;
+    q->bytes = 0;
+
+    if (q->slots) {
+        ngx_free(q->slots);
+        q->slots = NULL;
         q->size = 0;
     }
 }

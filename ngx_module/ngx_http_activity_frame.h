@@ -1,7 +1,8 @@
 
 /*
  * WebSocket frames shared by every connection that receives them, and the
- * bounded per-connection queue of frames waiting to be written.
+ * per-connection queue of frames waiting to be written, bounded by bytes
+ * and by the age of its oldest frame.
  */
 
 
@@ -13,7 +14,8 @@
 #include <ngx_core.h>
 
 
-#define NGX_HTTP_ACTIVITY_OUTQ_CHAIN   16
+/* frames a single write gathers: nginx's writev() takes 64 at a time */
+#define NGX_HTTP_ACTIVITY_OUTQ_CHAIN   64
 #define NGX_HTTP_ACTIVITY_OUTQ_MIN     8
 
 
@@ -26,12 +28,20 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_activity_frame_t  **frames;    /* a ring, grown on demand */
+    ngx_http_activity_frame_t   *frame;
+    ngx_msec_t                   queued;    /* ngx_current_msec then */
+} ngx_http_activity_outq_slot_t;
+
+
+typedef struct {
+    ngx_http_activity_outq_slot_t  *slots;  /* a ring, grown on demand */
     ngx_uint_t                   size;
-    ngx_uint_t                   max;
     ngx_uint_t                   head;
     ngx_uint_t                   count;
     size_t                       offset;    /* sent of the head frame */
+    size_t                       bytes;     /* queued, not yet sent */
+    size_t                       max_bytes;
+    ngx_msec_t                   max_age;
     ngx_log_t                   *log;
 } ngx_http_activity_outq_t;
 
@@ -45,9 +55,12 @@ ngx_http_activity_frame_t *ngx_http_activity_frame_text(ngx_str_t *parts,
 void ngx_http_activity_frame_release(ngx_http_activity_frame_t *frame);
 
 void ngx_http_activity_outq_init(ngx_http_activity_outq_t *q,
-    ngx_uint_t max, ngx_log_t *log);
+    size_t max_bytes, ngx_msec_t max_age, ngx_log_t *log);
 ngx_int_t ngx_http_activity_outq_push(ngx_http_activity_outq_t *q,
     ngx_http_activity_frame_t *frame);
+ngx_int_t ngx_http_activity_outq_push_last(ngx_http_activity_outq_t *q,
+    ngx_http_activity_frame_t *frame);
+void ngx_http_activity_outq_trim(ngx_http_activity_outq_t *q);
 ngx_int_t ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
     ngx_connection_t *c);
 void ngx_http_activity_outq_free(ngx_http_activity_outq_t *q);

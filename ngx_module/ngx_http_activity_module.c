@@ -13,6 +13,7 @@
 #include "ngx_http_activity_access.h"
 #include "ngx_http_activity_dashboard.h"
 #include "ngx_http_activity_fanout.h"
+#include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_ingest.h"
 #include "ngx_http_activity_queue.h"
 #include "ngx_http_activity_status.h"
@@ -72,8 +73,9 @@ static char *ngx_http_activity_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
 
 
+/* a size_t checked as ngx_int_t: the same width on every nginx target */
 static ngx_conf_num_bounds_t  ngx_http_activity_queue_bounds = {
-    ngx_http_activity_check_bounds, 16, 65536
+    ngx_http_activity_check_bounds, 4096, 1073741824
 };
 
 
@@ -84,6 +86,12 @@ static ngx_conf_num_bounds_t  ngx_http_activity_rate_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_activity_connections_bounds = {
     ngx_http_activity_check_bounds, 1, 10000000
+};
+
+
+/* an address counts at most 65535 sockets in the admission zone */
+static ngx_conf_num_bounds_t  ngx_http_activity_per_ip_bounds = {
+    ngx_http_activity_check_bounds, 0, 65535
 };
 
 
@@ -263,6 +271,27 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       offsetof(ngx_http_activity_main_conf_t, max_connections),
       &ngx_http_activity_connections_bounds },
 
+    { ngx_string("activity_dashboard_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, max_pending),
+      &ngx_http_activity_connections_bounds },
+
+    { ngx_string("activity_dashboard_max_per_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_activity_main_conf_t, max_per_ip),
+      &ngx_http_activity_per_ip_bounds },
+
+    { ngx_string("activity_dashboard_auth_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, auth_timeout),
+      NULL },
+
     { ngx_string("activity_dashboard_ping_interval"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -279,10 +308,17 @@ static ngx_command_t  ngx_http_activity_commands[] = {
 
     { ngx_string("activity_dashboard_queue"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_activity_loc_conf_t, dashboard_queue),
       &ngx_http_activity_queue_bounds },
+
+    { ngx_string("activity_dashboard_queue_time"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_queue_time),
+      NULL },
 
     { ngx_string("activity_dashboard_rate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -348,6 +384,8 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
     amcf->max_connections = NGX_CONF_UNSET_UINT;
     amcf->ping_interval = NGX_CONF_UNSET_MSEC;
     amcf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    amcf->max_pending = NGX_CONF_UNSET_UINT;
+    amcf->max_per_ip = NGX_CONF_UNSET_UINT;
 
     return amcf;
 }
@@ -385,6 +423,8 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
                            "while \"activity_redis_ping_interval\" is set");
         return NGX_CONF_ERROR;
     }
+    ngx_conf_init_uint_value(amcf->max_pending, 1000);
+    ngx_conf_init_uint_value(amcf->max_per_ip, 0);
 
     /* the names the worker publishes under (ARCHITECTURE.md) */
 
@@ -431,7 +471,9 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     conf->mask_ip = NGX_CONF_UNSET;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
-    conf->dashboard_queue = NGX_CONF_UNSET_UINT;
+    conf->auth_timeout = NGX_CONF_UNSET_MSEC;
+    conf->dashboard_queue = NGX_CONF_UNSET_SIZE;
+    conf->dashboard_queue_time = NGX_CONF_UNSET_MSEC;
     conf->dashboard_rate = NGX_CONF_UNSET_UINT;
     conf->rules = NGX_CONF_UNSET_PTR;
     conf->user = NGX_CONF_UNSET_PTR;
@@ -512,8 +554,11 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
                               25000);
     ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout, 20000);
-    ngx_conf_merge_uint_value(conf->dashboard_queue, prev->dashboard_queue,
-                              256);
+    ngx_conf_merge_msec_value(conf->auth_timeout, prev->auth_timeout, 10000);
+    ngx_conf_merge_size_value(conf->dashboard_queue, prev->dashboard_queue,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->dashboard_queue_time,
+                              prev->dashboard_queue_time, 30000);
     ngx_conf_merge_uint_value(conf->dashboard_rate, prev->dashboard_rate, 20);
 
     if (conf->dashboard && conf->jwt.alg == JWT_ALG_NONE) {
@@ -546,6 +591,14 @@ ngx_http_activity_postconfiguration(ngx_conf_t *cf)
 
     if ((amcf->enabled || amcf->dashboards || amcf->shm_zone)
         && ngx_http_activity_status_zone(cf, &amcf->shm_zone) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* dashboards waiting to authenticate, and per client address */
+
+    if (amcf->dashboards
+        && ngx_http_activity_admit_zone(cf, &amcf->admit_zone) != NGX_OK)
     {
         return NGX_ERROR;
     }

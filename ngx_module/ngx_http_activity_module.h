@@ -46,6 +46,9 @@ typedef struct {
     ngx_uint_t                       max_connections;
     ngx_msec_t                       ping_interval;  /* subscriber PING */
     ngx_msec_t                       ping_timeout;
+    ngx_uint_t                       max_pending;
+    ngx_uint_t                       max_per_ip;  /* 0: any number */
+    ngx_shm_zone_t                  *admit_zone;  /* with dashboards */
 
     ngx_str_t                        events_channel;
     ngx_str_t                        stats_channel;
@@ -94,7 +97,9 @@ typedef struct {
     ngx_str_t                   dashboard_role;
     ngx_msec_t                  ping_interval;
     ngx_msec_t                  ping_timeout;
-    ngx_uint_t                  dashboard_queue;
+    ngx_msec_t                  auth_timeout;
+    size_t                      dashboard_queue;        /* bytes */
+    ngx_msec_t                  dashboard_queue_time;
     ngx_uint_t                  dashboard_rate;
 
     /* activity_ingest (bytes task) */

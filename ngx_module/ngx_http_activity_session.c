@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "ngx_http_activity_session.h"
+#include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_status.h"
 #include "ngx_http_activity_ws.h"
 
@@ -24,7 +25,7 @@ static void ngx_http_activity_session_expired(ngx_event_t *ev);
 
 ngx_http_activity_session_t *
 ngx_http_activity_session_create(ngx_http_request_t *r, ngx_str_t *token,
-                                 ngx_http_activity_conn_handlers_t *handlers)
+    ngx_http_activity_conn_handlers_t *handlers)
 {
     ngx_connection_t             *c;
     ngx_http_activity_session_t  *s;
@@ -75,13 +76,28 @@ ngx_http_activity_session_closed(ngx_http_activity_conn_t *ac)
         ngx_del_timer(&s->expiry);
     }
 
-    if (s->counted) {
-        stats = ac->amcf->stats;
+    stats = ac->amcf->stats;
 
+    if (s->counted) {
         (void) ngx_atomic_fetch_add(&stats->dashboard_connections, -1);
+        s->counted = 0;
+    }
+
+    if (s->open) {
         (void) ngx_atomic_fetch_add(&stats->dashboards[ac->conf->dashboard],
                                     -1);
-        s->counted = 0;
+        s->open = 0;
+    }
+
+    if (s->pending) {
+        ngx_http_activity_admit_pending_done(ac->amcf->admit_zone);
+        s->pending = 0;
+    }
+
+    if (s->addressed) {
+        ngx_http_activity_admit_address_done(ac->amcf->admit_zone,
+                                             &s->addr);
+        s->addressed = 0;
     }
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -192,8 +208,37 @@ ngx_http_activity_session_authenticate(ngx_http_activity_session_t *s,
 
 ngx_int_t
 ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
-                                ngx_str_t *hello)
+    ngx_str_t *hello)
 {
+    ngx_atomic_t                   *count;
+    ngx_http_activity_main_conf_t  *amcf;
+
+    amcf = s->conn.amcf;
+
+    /* no longer waiting to authenticate: now it takes a dashboard's place */
+
+    if (s->pending) {
+        ngx_http_activity_admit_pending_done(amcf->admit_zone);
+        s->pending = 0;
+    }
+
+    if (!s->counted) {
+        count = &amcf->stats->dashboard_connections;
+
+        if (ngx_atomic_fetch_add(count, 1) >= amcf->max_connections) {
+            (void) ngx_atomic_fetch_add(count, -1);
+
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "activity: dashboard refused %V: %ui connections "
+                          "already", &s->conn.connection->addr_text,
+                          amcf->max_connections);
+
+            return NGX_DECLINED;
+        }
+
+        s->counted = 1;
+    }
+
     s->authed = 1;
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -228,7 +273,7 @@ ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
 
 json_t *
 ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,
-                                json_t *names, ngx_uint_t join)
+    json_t *names, ngx_uint_t join)
 {
     size_t       i;
     json_t      *list, *item, *result, *unknown;
@@ -300,7 +345,7 @@ ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,
 
 json_t *
 ngx_http_activity_session_reauth(ngx_http_activity_session_t *s,
-                                 json_t *arg)
+    json_t *arg)
 {
     ngx_str_t                        token;
     ngx_int_t                        rc;

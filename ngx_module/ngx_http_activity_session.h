@@ -14,6 +14,7 @@
 #include <ngx_http.h>
 #include <jansson.h>
 
+#include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_conn.h"
 #include "ngx_http_activity_jwt.h"
 
@@ -26,8 +27,14 @@ typedef struct {
     ngx_str_t                        expired;   /* the protocol's notice */
     time_t                           started;
     u_char                           sid[20];
+    ngx_str_t                        addr;      /* counted per address */
+    u_char                           addr_buf[
+                                         NGX_HTTP_ACTIVITY_ADMIT_ADDR_LEN];
     unsigned                         authed:1;
-    unsigned                         counted:1;
+    unsigned                         counted:1;    /* max_connections */
+    unsigned                         pending:1;    /* max_pending */
+    unsigned                         addressed:1;  /* max_per_ip */
+    unsigned                         open:1;       /* dashboards[] gauge */
 } ngx_http_activity_session_t;
 
 

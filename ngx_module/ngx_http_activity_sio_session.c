@@ -19,9 +19,6 @@
 #include "ngx_http_activity_ws.h"
 
 
-#define NGX_HTTP_ACTIVITY_MAX_PAYLOAD   1000000
-
-
 static ngx_int_t ngx_http_activity_sio_session_message(
     ngx_http_activity_conn_t *ac, u_char *data, size_t len);
 static ngx_int_t ngx_http_activity_sio_session_connect(
@@ -60,7 +57,10 @@ ngx_http_activity_sio_session_create(ngx_http_request_t *r, ngx_str_t *token)
 }
 
 
-/* the Engine.IO open packet; a client that never sends CONNECT goes */
+/*
+ * The Engine.IO open packet; a client that never sends CONNECT goes.
+ * maxPayload is what the connection accepts in one message.
+ */
 
 ngx_int_t
 ngx_http_activity_sio_session_start(ngx_http_activity_session_t *s)
@@ -77,9 +77,9 @@ ngx_http_activity_sio_session_start(ngx_http_activity_session_t *s)
                     "\"maxPayload\":%d}",
                     sizeof(s->sid), s->sid,
                     s->conn.conf->ping_interval, s->conn.conf->ping_timeout,
-                    NGX_HTTP_ACTIVITY_MAX_PAYLOAD);
+                    NGX_HTTP_ACTIVITY_MESSAGE_MAX);
 
-    ngx_add_timer(&s->expiry, s->conn.conf->ping_timeout);
+    ngx_add_timer(&s->expiry, s->conn.conf->auth_timeout);
 
     return ngx_http_activity_conn_send(&s->conn, open, p - open);
 }
@@ -189,6 +189,11 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
     json_t                          *auth, *error;
     ngx_str_t                        token, hello;
     ngx_int_t                        rc;
+
+    static u_char  full[] = "44" NGX_HTTP_ACTIVITY_SIO_NSP
+                            ",{\"message\":\"too many dashboard connections\","
+                            "\"data\":{\"status\":503}}";
+
     const char                      *v;
     ngx_http_activity_jwt_claims_t   claims;
 
@@ -252,7 +257,22 @@ connected:
     hello.data = buf;
     hello.len = p - buf;
 
-    return ngx_http_activity_session_ready(s, &hello);
+    rc = ngx_http_activity_session_ready(s, &hello);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    /* every dashboard place is taken */
+
+    if (ngx_http_activity_conn_send(&s->conn, full, sizeof(full) - 1)
+        == NGX_OK)
+    {
+        ngx_http_activity_conn_close(&s->conn, NGX_HTTP_ACTIVITY_WS_TRY_AGAIN,
+                                     "too many dashboard connections");
+    }
+
+    return NGX_ERROR;
 }
 
 

@@ -29,6 +29,7 @@
 #define NGX_HTTP_ACTIVITY_WS_POLICY        1008
 #define NGX_HTTP_ACTIVITY_WS_TOO_BIG       1009
 #define NGX_HTTP_ACTIVITY_WS_INTERNAL      1011
+#define NGX_HTTP_ACTIVITY_WS_TRY_AGAIN     1013
 
 /* the longest server frame header: 2 + 8 */
 #define NGX_HTTP_ACTIVITY_WS_HEADER_MAX    10

@@ -62,7 +62,10 @@ ngx_http_activity_ws_session_start(ngx_http_activity_session_t *s,
 
     ngx_http_activity_session_expire_at(s, claims->exp);
 
-    return ngx_http_activity_session_ready(s, NULL);
+    /* counted at the handshake already: ready() has no place to refuse */
+
+    return ngx_http_activity_session_ready(s, NULL) == NGX_OK
+           ? NGX_OK : NGX_ERROR;
 }
 
 

@@ -110,12 +110,16 @@ http {
     activity_dashboard_role admin;
     activity_dashboard_ping_interval 25s;
     activity_dashboard_ping_timeout 20s;
-    activity_dashboard_queue 16;
+    activity_dashboard_queue 4k;
+    activity_dashboard_queue_time 5s;
     activity_dashboard_rate 1;
     activity_dashboard_max_connections 1000;
+    activity_dashboard_max_pending 100;
+    activity_dashboard_max_per_ip 20;
+    activity_dashboard_auth_timeout 5s;
     server {
         listen 127.0.0.1:%%PORT%%;
-        activity_dashboard_queue 65536;
+        activity_dashboard_queue 1024m;
         activity_dashboard_rate 1000;
         location /socket.io/ {
             activity_dashboard socketio;
@@ -258,14 +262,18 @@ my @bad = (
         'activity_jwt_secret a; activity_jwt_secret b;',
         qr/activity_jwt_secret/ ],
     # out of bounds: the directive, the value and the range
+    # a count of frames, as before 2026-11: now too small a size
     [ 'activity_dashboard_queue too small', location =>
-        'activity_dashboard_queue 15;',
-        qr/invalid value "15" in "activity_dashboard_queue" directive/,
-        qr/it must be between 16 and 65536/ ],
+        'activity_dashboard_queue 256;',
+        qr/invalid value "256" in "activity_dashboard_queue" directive/,
+        qr/it must be between 4096 and 1073741824/ ],
     [ 'activity_dashboard_queue too large', location =>
-        'activity_dashboard_queue 65537;',
-        qr/invalid value "65537" in "activity_dashboard_queue" directive/,
-        qr/it must be between 16 and 65536/ ],
+        'activity_dashboard_queue 1025m;',
+        qr/invalid value "1025m" in "activity_dashboard_queue" directive/,
+        qr/it must be between 4096 and 1073741824/ ],
+    [ 'activity_dashboard_queue_time not a time', location =>
+        'activity_dashboard_queue_time soon;',
+        qr/activity_dashboard_queue_time/ ],
     [ 'activity_dashboard_queue not a number', location =>
         'activity_dashboard_queue lots;', qr/activity_dashboard_queue/ ],
     [ 'activity_dashboard_rate 0', location =>
@@ -283,6 +291,20 @@ my @bad = (
     [ 'activity_dashboard_max_connections in server', server =>
         'activity_dashboard_max_connections 10;',
         qr/activity_dashboard_max_connections/ ],
+    [ 'activity_dashboard_max_pending 0', http =>
+        'activity_dashboard_max_pending 0;',
+        qr/invalid value "0" in "activity_dashboard_max_pending" directive/,
+        qr/it must be between 1 and 10000000/ ],
+    [ 'activity_dashboard_max_per_ip too large', http =>
+        'activity_dashboard_max_per_ip 65536;',
+        qr/invalid value "65536" in "activity_dashboard_max_per_ip" directive/,
+        qr/it must be between 0 and 65535/ ],
+    [ 'activity_dashboard_max_per_ip in location', location =>
+        'activity_dashboard_max_per_ip 5;',
+        qr/activity_dashboard_max_per_ip/ ],
+    [ 'activity_dashboard_auth_timeout', location =>
+        'activity_dashboard_auth_timeout soon;',
+        qr/activity_dashboard_auth_timeout/ ],
     [ 'activity_dashboard_ping_interval', location =>
         'activity_dashboard_ping_interval soon;',
         qr/activity_dashboard_ping_interval/ ],

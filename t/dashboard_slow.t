@@ -32,20 +32,36 @@ http {
     activity_jwt_secret "slow-secret";
 
     server {
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% %%SSL%%;
         server_name localhost;
 
         location /ws {
             activity_dashboard websocket;
-            activity_dashboard_queue 16;
+            activity_dashboard_queue 64k;
         }
 
         location /socket.io/ {
             activity_dashboard socketio;
-            activity_dashboard_queue 16;
+            activity_dashboard_queue 64k;
         }
 
         location /ws-default {
+            activity_dashboard websocket;
+        }
+
+        location /ws-time {
+            activity_dashboard websocket;
+            activity_dashboard_queue 64m;
+            activity_dashboard_queue_time 1s;
+        }
+    }
+
+    # a slow link: nginx's send buffer fixed small
+    server {
+        listen 127.0.0.1:%%PORT_narrow%% sndbuf=8k %%SSL%%;
+        server_name localhost;
+
+        location /ws {
             activity_dashboard websocket;
         }
     }
@@ -69,31 +85,58 @@ sub log_text {
 # never reads again.
 sub slow_client {
     my ($path) = @_;
-    my $s = IO::Socket::INET->new(Proto => 'tcp') or die "socket: $!";
-    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-    connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1')))
-        or die "connect: $!";
-    $s->autoflush(1);
+    my $s = $t->socket(rcvbuf => 4096);
     print $s "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         . "Sec-WebSocket-Version: 13\r\n\r\n";
     my $head = '';
-    my $sel = IO::Select->new($s);
-    while ($head !~ /\r\n\r\n/ && $sel->can_read(10)) {
+    while ($head !~ /\r\n\r\n/ && ActivityTest::can_read($s, 10)) {
         sysread($s, $head, 1, length $head) or last;
     }
     return ($s, $head);
+}
+
+# Reads the server's frames until the peer closes; returns them as
+# [opcode, payload] ([8, code, reason] for a close frame).
+sub read_frames {
+    my ($s, $timeout) = @_;
+    my $buf = '';
+    my $end = time + $timeout;
+    while (time < $end) {
+        next unless ActivityTest::can_read($s, 1);
+        my $n = sysread $s, $buf, 1 << 20, length $buf;
+        last if !defined $n || $n == 0;
+    }
+    my @frames;
+    while (length $buf >= 2) {
+        my ($b0, $b1) = unpack 'CC', $buf;
+        my ($len, $hl) = ($b1 & 0x7f, 2);
+        if ($len == 126) {
+            ($len, $hl) = (unpack('n', substr($buf, 2, 2)), 4);
+        } elsif ($len == 127) {
+            my ($hi, $lo) = unpack 'NN', substr($buf, 2, 8);
+            ($len, $hl) = ($hi * 2**32 + $lo, 10);
+        }
+        last if length $buf < $hl + $len;
+        my $payload = substr($buf, $hl, $len);
+        substr($buf, 0, $hl + $len, '');
+        my $op = $b0 & 0x0f;
+        push @frames, $op == 8
+            ? [8, unpack('n', $payload), substr($payload, 2)]
+            : [$op, $payload];
+    }
+    push @frames, [-1, length $buf] if length $buf;
+    return @frames;
 }
 
 # Reads until the peer closes (EOF or reset); true if it did within
 # $timeout seconds.
 sub closed_by_peer {
     my ($s, $timeout) = @_;
-    my $sel = IO::Select->new($s);
     my $end = time + $timeout;
     while (time < $end) {
-        next unless $sel->can_read(1);
+        next unless ActivityTest::can_read($s, 1);
         my $n = sysread $s, my $buf, 1 << 20;
         return 1 if !defined $n || $n == 0;
     }
@@ -101,7 +144,7 @@ sub closed_by_peer {
 }
 
 my $normal = $t->node('ws-client.js', brief => 1,
-    url => "ws://127.0.0.1:$port/ws?token=$token", timeout => 50000);
+    url => $t->ws_url("/ws?token=$token"), timeout => 50000);
 ok($normal->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
     'normal client: snapshot');
 
@@ -131,9 +174,14 @@ while (!$dropped && $batch < 200) {
 }
 ok($dropped, "slow client dropped after $batch batches of 8 x 32 KiB");
 like(log_text(), qr/\[warn\]\ .*activity:\ dashboard\ 127\.0\.0\.1
-    \ does\ not\ read,\ \d+\ frames\ queued,\ closing/x,
+    \ does\ not\ read,\ \d+\ bytes\ queued,\ the\ oldest\ for\ \d+\ ms,
+    \ closing/x,
     'logged: does not read');
-ok(closed_by_peer($slow, 20), 'slow client: its connection is closed');
+my @frames = read_frames($slow, 20);
+is_deeply($frames[-1], [8, 1008, 'too slow'],
+    'slow client: its stream ends with close 1008 "too slow"');
+ok(!(grep { $_->[0] == 1 && $_->[1] !~ /^\{"event":/ } @frames),
+    'slow client: only whole frames before it');
 close $slow;
 
 # the normal client still gets everything (fewer than the queue holds)
@@ -159,7 +207,7 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
 # reading is the case that matters
 {
     my $sio = $t->node('sio-client.js', brief => 1,
-        url => "http://127.0.0.1:$port/dashboard", token => $token,
+        url => $t->base_url . '/dashboard', token => $token,
         timeout => 50000);
     ok($sio->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
         'socketio client: snapshot');
@@ -191,7 +239,9 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
         $sio_dropped = (() = log_text() =~ /does not read/g) > $before;
     }
     ok($sio_dropped, 'slow socketio client dropped');
-    ok(closed_by_peer($s, 20), 'slow socketio client: closed');
+    my @f = read_frames($s, 20);
+    is_deeply($f[-1], [8, 1008, 'too slow'],
+        'slow socketio client: close 1008 "too slow"');
     close $s;
 
     my @l = $sio->finish;
@@ -205,7 +255,7 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
 
 {
     my $c = $t->node('ws-client.js', brief => 1,
-        url => "ws://127.0.0.1:$port/ws-default?token=$token",
+        url => $t->ws_url("/ws-default?token=$token"),
         timeout => 30000);
     ok($c->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
         'burst: client connected');
@@ -221,6 +271,55 @@ ok(!(grep { $_->{t} eq 'close' } @lines), 'normal client never closed');
         grep { ($_->{event} // '') eq 'activity:new' } $c->finish;
     is_deeply(\@got, [ map { $_->{id} } @burst ],
         'burst: a reading client gets all 300 events of one message, in order');
+}
+
+# the queue is counted in bytes: one message of 1000 events (1 MiB) to a
+# client that reads, behind a narrow link (an 8 KiB send buffer), comes
+# whole; a count of 256 frames dropped it
+
+{
+    my $c = $t->node('ws-client.js', brief => 1,
+        url => $t->ws_url("/ws?token=$token", $t->port('narrow')),
+        timeout => 40000);
+    ok($c->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
+        'narrow link: client connected');
+
+    my $kib = 'k' x 1000;
+    my @batch = map { make_event(user => "narrow-$_",
+        details => { pad => $kib }) } 1 .. 1000;
+    $t->redis->publish('dashboard:events', to_json(\@batch));
+
+    ok($c->wait_line(sub {
+        ($_->{event} // '') eq 'activity:new'
+            && $_->{data}{id} eq $batch[-1]{id}
+    }, 30), 'narrow link: the last of 1000 events arrived');
+    my @l = $c->finish;
+    my @g = map { $_->{data}{id} }
+        grep { ($_->{event} // '') eq 'activity:new' } @l;
+    is_deeply(\@g, [map { $_->{id} } @batch],
+        'narrow link: all 1000 events of the one message, in order');
+    ok(!(grep { $_->{t} eq 'close' } @l), 'narrow link: never closed');
+}
+
+# and by time: a client whose oldest queued frame waited longer than
+# activity_dashboard_queue_time is dropped, however few bytes wait
+
+{
+    my ($s, $h) = slow_client("/ws-time?token=$token");
+    like($h, qr{^HTTP/1\.1 101 }, 'time-bound client: upgraded');
+    my $before = () = log_text() =~ /does not read/g;
+    my $dropped = wait_for(sub {
+        $t->redis->publish('dashboard:events', to_json([make_event(
+            user => 'late', details => { pad => 'x' x 32768 })]));
+        (() = log_text() =~ /does not read/g) > $before;
+    }, 30, 0.2);
+    ok($dropped, 'time-bound client dropped');
+    my ($ms) = log_text() =~ /.*the oldest for (\d+) ms, closing/s;
+    cmp_ok($ms // 0, '>', 1000, 'its oldest frame had waited over 1 s');
+    my @f = read_frames($s, 20);
+    is_deeply($f[-1], [8, 1008, 'too slow'],
+        'time-bound client: close 1008 "too slow"');
+    close $s;
 }
 
 $t->done;

@@ -27,7 +27,7 @@ http {
     activity_user $http_x_user;
 
     server {
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% %%SSL%%;
         server_name localhost;
 
         location /socket.io/ {

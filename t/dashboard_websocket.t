@@ -27,7 +27,7 @@ http {
     activity_user $http_x_user;
 
     server {
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% %%SSL%%;
         server_name localhost;
 
         location /ws {
@@ -66,7 +66,7 @@ $t->nginx_start;
 my $secret = 'ws-secret';
 my $token = jwt_hs256($secret, { sub => 'dash-ws', role => 'admin',
     exp => time + 600 });
-my $url = 'ws://127.0.0.1:' . $t->port('http') . '/ws';
+my $url = $t->ws_url('/ws');
 
 sub is_msg {
     my ($line, $name, $type, $user) = @_;

@@ -35,7 +35,7 @@ http {
     activity_dashboard_rate 20;
 
     server {
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% %%SSL%%;
         server_name localhost;
 
         client_header_timeout 2s;
@@ -105,11 +105,7 @@ sub frame {
 # 101, or the status line when the server answers otherwise.
 sub ws_open {
     my ($path) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port('http'), Timeout => 5)
-        or die "connect: $!";
-    setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
-    binmode $s;
+    my $s = $t->socket;
     print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n"
         . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -141,8 +137,8 @@ sub sio {
 # Reads more bytes; false on EOF, error or timeout.
 sub _fill {
     my ($c, $timeout) = @_;
-    my $sel = IO::Select->new($c->{sock});
-    return 0 unless $sel->can_read($timeout > 0 ? $timeout : 0);
+    return 0
+        unless ActivityTest::can_read($c->{sock}, $timeout > 0 ? $timeout : 0);
     my $n = sysread $c->{sock}, my $chunk, 65536;
     return 0 unless $n;
     $c->{buf} .= $chunk;
@@ -197,8 +193,7 @@ sub close_code {
 
 sub eof_or_timeout {
     my ($c) = @_;
-    my $sel = IO::Select->new($c->{sock});
-    return 'timeout' unless $sel->can_read(0);
+    return 'timeout' unless ActivityTest::can_read($c->{sock}, 0);
     my $n = sysread $c->{sock}, my $x, 1;
     return $n ? 'timeout' : 'eof';
 }
@@ -368,10 +363,7 @@ is(close_code($c, 5), 1008, 'pipelined message flood: close 1008');
 # --- slowloris ----------------------------------------------------------
 
 {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port('http'), Timeout => 5)
-        or die "connect: $!";
-    setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
+    my $s = $t->socket;
     my @parts = ("GET /ws?token=$token HTTP/1.1\r\n", "Host: localhost\r\n",
         "Upgrade: websocket\r\n", "Connection: Upgrade\r\n",
         map { "X-Slow-$_: " . ('z' x 10) . "\r\n" } 1 .. 100);
@@ -381,8 +373,7 @@ is(close_code($c, 5), 1008, 'pipelined message flood: close 1008');
     for my $part (@parts) {
         for my $ch (split //, $part) {
             unless (print $s $ch) { $closed = 1; last }
-            my $sel = IO::Select->new($s);
-            if ($sel->can_read(0.1)) {
+            if (ActivityTest::can_read($s, 0.1)) {
                 my $n = sysread $s, my $x, 4096;
                 unless ($n) { $closed = 1; last }
             }
@@ -462,6 +453,44 @@ for my $bad ('42/dashboard,', '42/dashboard,{"a":1}', '42/dashboard,[',
         nbf => 1e19 });
     my $r = ws_open('/ws?token=' . $future);
     is(ref $r ? 101 : $r, 401, 'nbf = 1e19 is not yet valid');
+}
+
+
+# --- the stream itself (also over TLS, TEST_TLS=1) ----------------------
+
+# one 101, then frames: over TLS nginx once kept the 101 and the first
+# frames in its write buffer and the dashboard wrote them again and again
+{
+    my $c = ws();
+    my ($op, $data) = ref $c ? next_frame($c, 5) : ();
+    is($op, 1, 'the first bytes after the 101 are a text frame');
+    like($data // '', qr/^\{"event":"snapshot"/, 'the snapshot');
+    my $more = '';
+    while (ActivityTest::can_read($c->{sock}, 0.5)) {
+        sysread($c->{sock}, $more, 65536, length $more) or last;
+    }
+    unlike($c->{buf} . $more, qr/HTTP\/1\.1/, 'no second 101 behind it');
+
+    send_raw($c, frame(8, pack('n', 1000)));
+    is(close_code($c, 5), 1000, 'close frame echoed');
+
+    # a clean TLS close is close_notify: sysread() then says 0 (end of
+    # stream), not undef (an error)
+    my $n;
+    my $end = time + 5;
+    while (time < $end) {
+        next unless ActivityTest::can_read($c->{sock}, 1);
+        $n = sysread($c->{sock}, my $x, 4096);
+        last unless $n;
+    }
+    is($n, 0, 'then the end of the stream');
+
+    # over TLS that end is the server's close_notify, not a bare FIN
+    if ($t->tls) {
+        my $ssl = $c->{sock}->_get_ssl_object;
+        ok($ssl && (Net::SSLeay::get_shutdown($ssl)
+            & Net::SSLeay::RECEIVED_SHUTDOWN()), 'close_notify received');
+    }
 }
 
 

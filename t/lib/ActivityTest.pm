@@ -658,6 +658,8 @@ sub error_log {
 #   %%TESTDIR%%       the test's temporary directory
 #   %%PORT%%          the http port; %%PORT_name%% more free ports
 #   %%REDIS_PORT%%    Redis's port
+#   %%SSL%%           "ssl" in TLS mode (TEST_TLS=1), else nothing: for
+#                     "listen 127.0.0.1:%%PORT%% %%SSL%%;"
 # With $name (a second nginx instance), %%GLOBALS%% names that instance's
 # pid file and error log (error-NAME.log).
 sub expand_conf {
@@ -675,7 +677,8 @@ events { }
 EOF
     my $http = join "\n", 'access_log off;',
         map({ "${_}_temp_path $d/${_}_temp;" }
-            qw(client_body proxy fastcgi uwsgi scgi)), '';
+            qw(client_body proxy fastcgi uwsgi scgi)),
+        $self->_tls_http, '';
 
     $text =~ s/%%GLOBALS%%/$globals/g;
     $text =~ s/%%GLOBALS_HTTP%%/$http/g;
@@ -685,6 +688,7 @@ EOF
     $text =~ s/%%PG_PORT%%/$self->pg_port/ge;
     $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;
     $text =~ s/%%PORT%%/$self->port('http')/ge;
+    $text =~ s/%%SSL%%/$self->tls ? 'ssl' : ''/ge;
     return $text;
 }
 
@@ -791,7 +795,9 @@ sub nginx_stop {
 
 sub nginx_running { $_[0]->_alive('nginx') }
 
-sub base_url { 'http://127.0.0.1:' . $_[0]->port('http') }
+sub base_url {
+    ($_[0]->tls ? 'https' : 'http') . '://127.0.0.1:' . $_[0]->port('http');
+}
 
 sub ua {
     my ($self) = @_;
@@ -807,7 +813,8 @@ sub ua {
 sub http {
     my ($self, $method, $path, %o) = @_;
     my $ua = $o{ua} || $self->ua;
-    my $base = defined $o{port} ? "http://127.0.0.1:$o{port}"
+    my $base = defined $o{port}
+        ? ($self->tls ? 'https' : 'http') . "://127.0.0.1:$o{port}"
         : $self->base_url;
     return $ua->request($method, $base . $path, {
         headers => $o{headers} || {},
@@ -1018,6 +1025,81 @@ sub _unexpected_worker_error {
         return 0 if $line =~ $re;
     }
     return 1;
+}
+
+
+# --- TLS mode (dash, issue 9) -------------------------------------------
+# TEST_TLS=1 runs a test file over TLS: %%SSL%% in a listen directive
+# becomes "ssl", %%GLOBALS_HTTP%% names a throwaway self-signed
+# certificate made in the test dir with `openssl req -x509`, base_url()
+# is https, ws_url() wss, and socket() opens TLS connections. Clients do
+# not verify the certificate.
+
+sub tls { $ENV{TEST_TLS} ? 1 : 0 }
+
+sub _tls_http {
+    my ($self) = @_;
+    return () unless $self->tls;
+    my ($crt, $key) = $self->tls_cert;
+    return ("ssl_certificate $crt;", "ssl_certificate_key $key;");
+}
+
+# The certificate and key files, made on first use.
+sub tls_cert {
+    my ($self) = @_;
+    my $crt = "$self->{dir}/tls.crt";
+    my $key = "$self->{dir}/tls.key";
+    unless (-s $crt && -s $key) {
+        my ($rc, $out) = $self->run_cmd('openssl', 'req', '-x509',
+            '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+            '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
+            '-addext', 'subjectAltName=IP:127.0.0.1',
+            '-keyout', $key, '-out', $crt);
+        croak "openssl req -x509 failed:\n$out" if $rc;
+        chmod 0644, $key;
+    }
+    return ($crt, $key);
+}
+
+# ws://127.0.0.1:PORT/path, or wss:// in TLS mode.
+sub ws_url {
+    my ($self, $path, $port) = @_;
+    return ($self->tls ? 'wss' : 'ws') . '://127.0.0.1:'
+        . ($port // $self->port('http')) . $path;
+}
+
+# A connected client socket to nginx (port => N, rcvbuf => bytes set
+# before connecting, local => a loopback address to connect from); over
+# TLS in TLS mode.
+sub socket {
+    my ($self, %o) = @_;
+    my $port = $o{port} // $self->port('http');
+    my $s = IO::Socket::INET->new(Proto => 'tcp',
+        $o{local} ? (LocalAddr => $o{local}) : ()) or croak "socket: $!";
+    if ($o{rcvbuf}) {
+        setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(),
+            $o{rcvbuf}) or croak "SO_RCVBUF: $!";
+    }
+    connect($s, Socket::pack_sockaddr_in($port,
+        Socket::inet_aton('127.0.0.1'))) or croak "connect: $!";
+    setsockopt($s, Socket::IPPROTO_TCP(), Socket::TCP_NODELAY(), 1);
+    binmode $s;
+    $s->autoflush(1);
+    return $s unless $self->tls;
+    require IO::Socket::SSL;
+    IO::Socket::SSL->start_SSL($s, SSL_verify_mode => 0,
+        SSL_hostname => '', Timeout => 10)
+        or croak "TLS handshake: " . IO::Socket::SSL::errstr();
+    return $s;
+}
+
+# Whether $sock has bytes to read within $timeout seconds; bytes a TLS
+# socket already decrypted count (select() does not see them).
+sub can_read {
+    my ($sock, $timeout) = @_;
+    return 1 if $sock->can('pending') && $sock->pending;
+    require IO::Select;
+    return IO::Select->new($sock)->can_read($timeout) ? 1 : 0;
 }
 
 

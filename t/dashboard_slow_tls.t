@@ -1,0 +1,14 @@
+#!/usr/bin/perl
+
+# t/dashboard_slow.t again, over TLS (the harness's TLS mode).
+
+use strict;
+use warnings;
+
+use FindBin;
+
+$ENV{TEST_TLS} = 1;
+
+my $file = "$FindBin::Bin/dashboard_slow.t";
+do $file;
+die $@ if $@;
