@@ -191,8 +191,7 @@ $c->finish;
 {
     my $late = jwt_hs256($secret, { sub => 'dash-ws', role => 'admin',
         exp => int(time) - 1 });
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port('http'), Timeout => 10) or die "connect: $!";
+    my $s = $t->socket;
     print $s "GET /ws?token=$late HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
