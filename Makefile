@@ -98,10 +98,12 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 # make test-asan, about 4 minutes).
 ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
               t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
-              t/utf8.t t/field_sizes.t
+              t/utf8.t t/field_sizes.t t/subscriber.t t/hostile_tls.t \
+              t/dashboard_hardening.t
 
+# every test file starts its own servers on free ports: two at a time
 test: deps-test all fuzz-smoke
-	prove -r t/
+	prove -j2 -r t/
 	$(MAKE) --no-print-directory test-asan TESTS="$(ASAN_SMOKE)"
 
 run: deps all
