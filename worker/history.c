@@ -36,6 +36,9 @@
 
 #define HISTORY_LIMIT_DEFAULT   50
 #define HISTORY_LIMIT_MAX       500
+
+/* 9999-12-31T23:59:59.999999Z in epoch microseconds */
+#define HISTORY_CURSOR_US_MAX   253402300799999999LL
 #define HISTORY_USER_MAX        256
 #define HISTORY_POINTS_MAX      10000
 #define HISTORY_CURSOR_MAX      128
@@ -559,6 +562,10 @@ history_db_error(PGconn *conn, PGresult *res, history_reply_t *reply)
     } else if (state != NULL && strcmp(state, "57014") == 0) {
         history_error(reply, 503, "query timed out", NULL);
 
+    } else if (state != NULL && strncmp(state, "22", 2) == 0) {
+        /* a value the checks above let through, refused by PostgreSQL */
+        history_error(reply, 400, "invalid parameter", NULL);
+
     } else {
         history_error(reply, 500, "query failed", NULL);
     }
@@ -708,6 +715,11 @@ history_cursor_decode(const char *cursor, int64_t *us, char id[37])
     errno = 0;
     *us = strtoll(raw, &end, 10);
     if (errno != 0 || end != dot || end == raw) {
+        return -1;
+    }
+
+    /* a cursor we gave out names a row: 1970 .. 9999, like created_at */
+    if (*us < 0 || *us > HISTORY_CURSOR_US_MAX) {
         return -1;
     }
 
