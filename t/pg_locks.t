@@ -90,7 +90,7 @@ ok(wait_for(sub { stored('/long2/%') == 5 }, 30),
 $long->rollback;
 $long->disconnect;
 
-ok(wait_for(sub { $t->table_exists(today_part()) }, 30),
+ok(wait_for(sub { $t->table_exists(today_part()) }, 120),
     'today\'s partition made once the reader is gone');
 is($t->sql_value('SELECT count(*) FROM activity_logs_default'), 0,
     'the rows stored meanwhile moved out of the default partition');
