@@ -396,6 +396,10 @@ partitions_drop(partitions_t *p, PGconn *conn, long *dropped, char *err,
 
     PQclear(res);
 
+    if (!has_default) {
+        return PARTITIONS_DONE;
+    }
+
     res = partitions_query(conn,
               "DELETE FROM activity_logs_default WHERE created_at"
               " < ((now() AT TIME ZONE 'UTC')::date - $1::int)::timestamp"
