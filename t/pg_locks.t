@@ -152,16 +152,27 @@ $t->worker_start(args => ['--listen', "127.0.0.1:$port",
 ok(wait_for(sub { stored('/term/%') == 5 }, 30),
     'the held events stored after the restart');
 
-my $pid;
+ok(wait_for(sub { get('/healthz')->{status} == 200 }, 15),
+    'healthz 200: its connection is open');
+
+my ($pid, $http_pid);
 ok(wait_for(sub {
         $pid = $t->sql_value(q{SELECT pid FROM pg_stat_activity
             WHERE application_name = 'activity-worker'}); $pid }, 15),
     'the store connection is found') or diag('no backend');
-kill 'STOP', $pid;
+$http_pid = $t->sql_value(q{SELECT pid FROM pg_stat_activity
+    WHERE application_name = 'activity-worker-http'});
+ok($http_pid, 'the HTTP thread\'s connection is found');
+kill 'STOP', $pid, $http_pid;
 
 $t->push_events(map { make_event(endpoint => "/frozen/$_") } 1 .. 5);
+my $slow = HTTP::Tiny->new(timeout => 60)
+    ->get("http://127.0.0.1:$port/healthz");
 my $stored = wait_for(sub { stored('/frozen/%') == 5 }, 60);
-kill 'CONT', $pid;
+kill 'CONT', $pid, $http_pid;
+ok($slow->{status} == 200 || $slow->{status} == 503,
+    'healthz answers while its backend is frozen')
+    or diag("$slow->{status} $slow->{content}");
 ok($stored, 'events stored on a new connection while the old one is frozen');
 like(slurp_log(), qr/msg="postgres not answering, connection cut"/,
     'the frozen connection was cut');
