@@ -64,7 +64,8 @@ close $fh;
 chmod 0644, $file;
 
 sub reset_table {
-    $t->dbh->do('TRUNCATE activity_logs');
+    # activity_event_ids: the same ids come again next round
+    $t->dbh->do('TRUNCATE activity_logs, activity_event_ids');
     $t->redis->flushall;
 }
 

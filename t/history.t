@@ -214,7 +214,12 @@ for my $case (
     [ { from => $to, to => $from }, 'to' ],
     [ { type => 'user_login' }, 'type' ], [ { userId => '' }, 'userId' ],
     [ { cursor => 'bm90IGEgY3Vyc29y' }, 'cursor' ],
-    [ { cursor => '!!!' }, 'cursor' ], [ { sort => 'asc' }, 'sort' ])
+    [ { cursor => '!!!' }, 'cursor' ], [ { sort => 'asc' }, 'sort' ],
+    # well-formed but tampered: times PostgreSQL cannot hold
+    (map { [ { cursor => ActivityTest::b64url("$_." . ActivityTest::uuid()) },
+             'cursor' ] }
+        '-9000000000000000000', '9223372036854775807',
+        '-62135596800000001'))
 {
     my ($q, $param) = @$case;
     my ($s, $body) = api('/api/events', %$q);

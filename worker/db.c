@@ -20,6 +20,8 @@
  * never waits on PostgreSQL for long.
  */
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -317,6 +319,76 @@ db_unguard(db_t *db)
     pthread_mutex_unlock(&db->lock);
 
     return cut;
+}
+
+
+PGresult *
+db_query_within(PGconn *conn, const char *sql, int nparams,
+    const char *const *params, int64_t ms)
+{
+    struct pollfd   pfd;
+    PGresult       *res, *last;
+    int64_t         deadline, left;
+    int             rc;
+
+    /* the simple protocol, which takes several statements, if it can */
+    if (!(nparams == 0 ? PQsendQuery(conn, sql)
+                       : PQsendQueryParams(conn, sql, nparams, NULL, params,
+                                           NULL, NULL, 0)))
+    {
+        return NULL;
+    }
+
+    deadline = time_mono_ms() + ms;
+    last = NULL;
+
+    for ( ;; ) {
+        while (PQisBusy(conn)) {
+            left = deadline - time_mono_ms();
+
+            if (left <= 0) {
+                /*
+                 * The server did not answer in time, not even to its own
+                 * statement_timeout: it is frozen or unreachable. Stop
+                 * the traffic so that libpq marks the connection bad.
+                 */
+                (void) shutdown(PQsocket(conn), SHUT_RDWR);
+                (void) PQconsumeInput(conn);
+                while ((res = PQgetResult(conn)) != NULL) {
+                    PQclear(res);
+                }
+                if (last != NULL) {
+                    PQclear(last);
+                }
+                return NULL;
+            }
+
+            pfd.fd = PQsocket(conn);
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+
+            rc = poll(&pfd, 1, (int) left);
+            if (rc < 0 && errno != EINTR) {
+                break;
+            }
+
+            if (rc > 0 && !PQconsumeInput(conn)) {
+                break;
+            }
+        }
+
+        res = PQgetResult(conn);
+        if (res == NULL) {
+            break;
+        }
+
+        if (last != NULL) {
+            PQclear(last);
+        }
+        last = res;
+    }
+
+    return last;
 }
 
 

@@ -6,6 +6,7 @@
 #define ACTIVITY_DB_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <libpq-fe.h>
 
@@ -57,6 +58,15 @@ void db_check(db_t *db);
  * that may close the connection; non-zero when the watchdog acted.
  */
 void db_guard(db_t *db);
+
+/*
+ * PQexecParams (text parameters and results) that gives up after ms:
+ * then the connection is made unusable (PQstatus() says CONNECTION_BAD)
+ * and NULL is returned. For a thread that must keep answering whatever
+ * the server does. With several statements, the last result.
+ */
+PGresult *db_query_within(PGconn *conn, const char *sql, int nparams,
+    const char *const *params, int64_t ms);
 
 int db_unguard(db_t *db);
 

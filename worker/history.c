@@ -36,6 +36,12 @@
 
 #define HISTORY_LIMIT_DEFAULT   50
 #define HISTORY_LIMIT_MAX       500
+
+/* statement_timeout (5 s) and then some: a frozen server costs 10 s */
+#define HISTORY_WAIT_MS         10000
+
+/* 9999-12-31T23:59:59.999999Z in epoch microseconds */
+#define HISTORY_CURSOR_US_MAX   253402300799999999LL
 #define HISTORY_USER_MAX        256
 #define HISTORY_POINTS_MAX      10000
 #define HISTORY_CURSOR_MAX      128
@@ -155,7 +161,7 @@ history_events(PGconn *conn, const history_args_t *args,
     params[5] = cursor ? before_id : NULL;
     params[6] = limit_s;
 
-    res = PQexecParams(conn,
+    res = db_query_within(conn,
         "SELECT id, action, user_id,"
         " to_char(created_at AT TIME ZONE 'UTC',"
         "         'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
@@ -166,7 +172,7 @@ history_events(PGconn *conn, const history_args_t *args,
         " duration_ms, details"
         " FROM activity_history($1, $2, $3::timestamptz,"
         "      $4::timestamptz, $5::timestamptz, $6::uuid, $7::int)",
-        7, NULL, params, NULL, NULL, 0);
+        7, params, HISTORY_WAIT_MS);
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         history_db_error(conn, res, reply);
@@ -280,7 +286,7 @@ history_timeseries(PGconn *conn, const history_args_t *args,
     params[4] = to_s;
     params[5] = type;
 
-    res = PQexecParams(conn,
+    res = db_query_within(conn,
         "SELECT to_char(g.t AT TIME ZONE 'UTC',"
         "               'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
         " coalesce(s.n, 0)"
@@ -294,7 +300,7 @@ history_timeseries(PGconn *conn, const history_args_t *args,
         "               AND ($6::text IS NULL OR action = $6)"
         "             GROUP BY 1) AS s USING (t)"
         " ORDER BY g.t",
-        6, NULL, params, NULL, NULL, 0);
+        6, params, HISTORY_WAIT_MS);
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         history_db_error(conn, res, reply);
@@ -559,6 +565,10 @@ history_db_error(PGconn *conn, PGresult *res, history_reply_t *reply)
     } else if (state != NULL && strcmp(state, "57014") == 0) {
         history_error(reply, 503, "query timed out", NULL);
 
+    } else if (state != NULL && strncmp(state, "22", 2) == 0) {
+        /* a value the checks above let through, refused by PostgreSQL */
+        history_error(reply, 400, "invalid parameter", NULL);
+
     } else {
         history_error(reply, 500, "query failed", NULL);
     }
@@ -708,6 +718,11 @@ history_cursor_decode(const char *cursor, int64_t *us, char id[37])
     errno = 0;
     *us = strtoll(raw, &end, 10);
     if (errno != 0 || end != dot || end == raw) {
+        return -1;
+    }
+
+    /* a cursor we gave out names a row: 1970 .. 9999, like created_at */
+    if (*us < 0 || *us > HISTORY_CURSOR_US_MAX) {
         return -1;
     }
 

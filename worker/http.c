@@ -6,7 +6,8 @@
  * (one to Redis, one or two to PostgreSQL) need no lock. They are its
  * own: the consumer loop never waits on a scrape or a history query, and
  * a slow query cannot touch a batch in flight. Requests are short
- * (statement_timeout 5 s on the read connection; Redis calls time out
+ * (statement_timeout 5 s on the read connection, and a server that does
+ * not answer within 10 s loses the connection; Redis calls time out
  * after 1 s), so serving them in turn is enough for an operator's API.
  *
  *   GET /metrics          Prometheus text (metrics.c)
@@ -40,6 +41,9 @@
 
 
 #define HTTP_REDIS_TIMEOUT_MS   1000
+
+/* the longest wait for PostgreSQL: statement_timeout 5 s, then some */
+#define HTTP_PG_WAIT_MS         10000
 #define HTTP_CONN_TIMEOUT_S     30
 #define HTTP_CONN_LIMIT         64
 
@@ -559,9 +563,10 @@ http_pg(http_pg_t *pg, char *err, size_t errlen)
     pg->conn = db_connect(pg->conninfo, "activity-worker-http");
 
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
-        res = PQexec(pg->conn, "SET timezone = 'UTC';"
-                     " SET statement_timeout = '5s';"
-                     " SET default_transaction_read_only = on");
+        res = db_query_within(pg->conn, "SET timezone = 'UTC';"
+                              " SET statement_timeout = '5s';"
+                              " SET default_transaction_read_only = on",
+                              0, NULL, HTTP_PG_WAIT_MS);
         if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
             PQclear(res);
             if (pg->down) {
@@ -618,7 +623,7 @@ http_pg_ping(http_pg_t *pg, double *secs, char *err, size_t errlen)
         }
 
         t0 = time_mono_us();
-        res = PQexec(conn, "SELECT 1");
+        res = db_query_within(conn, "SELECT 1", 0, NULL, HTTP_PG_WAIT_MS);
 
         if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
             PQclear(res);

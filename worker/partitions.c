@@ -20,9 +20,11 @@
  * on activity_logs. While such a request waits behind a long reader (a
  * report, pg_dump), every later reader and writer of that table queues
  * behind it: so no request waits more than lock_timeout (1 s). A run
- * that meets a busy lock stops there and tries again PARTITIONS_LOCK_MS
- * later; meanwhile events of a day without partition go to the default
- * one, whose rows move into the partition once it can be made.
+ * that meets a busy lock stops there and tries again 5 s later, then
+ * 10, 20, 40, 60 s (each try may hold others up to a second, so a
+ * reader that stays for hours is not met every few seconds); meanwhile
+ * events of a day without partition go to the default one, whose rows
+ * move into the partition once it can be made.
  *
  * DETACH ... CONCURRENTLY holds only SHARE UPDATE EXCLUSIVE, but
  * PostgreSQL refuses it while the table has a DEFAULT partition, which
@@ -44,6 +46,7 @@
 #define PARTITIONS_EVERY_MS        (60 * 60 * 1000)
 #define PARTITIONS_RETRY_MS        (60 * 1000)
 #define PARTITIONS_LOCK_MS         5000
+#define PARTITIONS_LOCK_MAX_MS     60000
 #define PARTITIONS_PRUNE_CHUNK     "10000"
 
 #define PARTITIONS_LOCK_TIMEOUT    "SET lock_timeout = '1s'"
@@ -238,15 +241,20 @@ partitions_tick(partitions_t *p)
     (void) db_unguard(p->db);
 
     if (rc == PARTITIONS_BUSY) {
+        p->lock_wait_ms = p->lock_wait_ms == 0 ? PARTITIONS_LOCK_MS
+                          : p->lock_wait_ms * 2 > PARTITIONS_LOCK_MAX_MS
+                          ? PARTITIONS_LOCK_MAX_MS : p->lock_wait_ms * 2;
         if (!p->postponed) {
             log_warn("partition maintenance postponed", "err=%s"
-                     " retry_ms=%d", log_quote(q, sizeof(q), err),
-                     PARTITIONS_LOCK_MS);
+                     " retry_ms=%lld", log_quote(q, sizeof(q), err),
+                     (long long) p->lock_wait_ms);
             p->postponed = 1;
         }
-        p->next_ms = now + PARTITIONS_LOCK_MS;
+        p->next_ms = now + p->lock_wait_ms;
         return;
     }
+
+    p->lock_wait_ms = 0;
 
     if (rc == PARTITIONS_FAILED) {
         if (!p->failing) {
@@ -387,6 +395,10 @@ partitions_drop(partitions_t *p, PGconn *conn, long *dropped, char *err,
     }
 
     PQclear(res);
+
+    if (!has_default) {
+        return PARTITIONS_DONE;
+    }
 
     res = partitions_query(conn,
               "DELETE FROM activity_logs_default WHERE created_at"

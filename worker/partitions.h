@@ -19,6 +19,7 @@ typedef struct {
     int64_t           next_ms;      /* monotonic time of the next run */
     int               failing;      /* the last run failed (and was logged) */
     int               postponed;    /* the last run met a lock (logged) */
+    int64_t           lock_wait_ms; /* the next wait after a busy lock */
 
     pthread_t         thread;
     pthread_mutex_t   lock;
