@@ -33,6 +33,7 @@
 #include "log.h"
 #include "pgwriter.h"
 #include "retry.h"
+#include "signals.h"
 
 
 #define RETRY_OUTAGE_MIN_MS  250
@@ -97,6 +98,11 @@ retry_store(retry_t *r, event_t *evs, size_t n)
                      "events=%zu sqlstate=%s err=%s", n, db_sqlstate(),
                      log_quote(q, sizeof(q), err));
             return retry_split(r, evs, 0, n);
+        }
+
+        if (signals_stop_requested()) {
+            /* stopping (the statement may have been cancelled for it) */
+            return -1;
         }
 
         failures++;
