@@ -236,20 +236,12 @@ ngx_http_activity_outq_flush(ngx_http_activity_outq_t *q,
         }
     }
 
-    /*
-     * drained or not, the write event as it should be: with poll or
-     * select (level-triggered) a write event still registered once the
-     * queue is empty fires on every loop iteration, a busy loop, so it
-     * is deleted then; with epoll (edge-triggered) a writable socket
-     * changes nothing
-     */
+    if (q->count == 0) {
+        return NGX_OK;
+    }
 
     if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    if (q->count == 0) {
-        return NGX_OK;
     }
 
     return NGX_AGAIN;
