@@ -440,6 +440,16 @@ ngx_http_activity_conn_write(ngx_event_t *wev)
 
     rc = ngx_http_activity_outq_flush(&ac->listener.out, c);
 
+    /*
+     * all written: with poll or select (level-triggered) a write event
+     * left registered fires on every loop iteration, a busy loop, so it
+     * is deleted; with epoll (edge-triggered) nothing changes
+     */
+
+    if (rc == NGX_OK && ngx_handle_write_event(wev, 0) != NGX_OK) {
+        rc = NGX_ERROR;
+    }
+
     if (rc == NGX_ERROR) {
         ngx_http_activity_conn_finalize(ac);
 

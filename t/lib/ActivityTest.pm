@@ -680,6 +680,9 @@ EOF
             qw(client_body proxy fastcgi uwsgi scgi)),
         $self->_tls_http, '';
 
+    # pollloop: the event method asked for with event_method()
+    $globals =~ s/events \{ \}/events { use $self->{event_method}; }/
+        if $self->{event_method};
     $text =~ s/%%GLOBALS%%/$globals/g;
     $text =~ s/%%GLOBALS_HTTP%%/$http/g;
     $text =~ s/%%MODULE%%/$self->{bin}{module}/g;
@@ -1535,5 +1538,50 @@ sub next_text {
 }
 
 sub close_socket { close $_[0]{sock} if $_[0]{sock}; delete $_[0]{sock} }
+
+1;
+
+
+# pollloop: nginx under level-triggered event methods -------------------
+
+package ActivityTest;
+
+# An nginx binary that has the poll and select event methods (built with
+# --with-poll_module --with-select_module; Debian's has neither): the
+# path in TEST_NGINX_POLL, or undef with the reason.
+sub poll_nginx {
+    my $bin = $ENV{TEST_NGINX_POLL}
+        or return (undef, 'TEST_NGINX_POLL not set: an nginx built with'
+            . ' --with-poll_module --with-select_module is needed (see'
+            . ' README "Building")');
+    return (undef, "TEST_NGINX_POLL=$bin: not an executable") unless -x $bin;
+    my $v = `"$bin" -V 2>&1`;
+    for my $m (qw(poll select)) {
+        return (undef, "TEST_NGINX_POLL=$bin: built without"
+            . " --with-${m}_module") unless $v =~ /--with-${m}_module/;
+    }
+    return ($bin);
+}
+
+# The next configurations written say events { use METHOD; } (undef: the
+# default again); nginx => PATH runs that nginx binary from now on, for
+# every instance of this test file.
+sub event_method {
+    my ($self, $method, %o) = @_;
+    $self->{event_method} = $method;
+    $BIN{nginx} = $o{nginx} if defined $o{nginx};
+    return $self;
+}
+
+# CPU time (user + system) a process has used so far, in seconds.
+sub cpu_seconds {
+    my ($pid) = @_;
+    my $stat = _slurp("/proc/$pid/stat");
+    $stat =~ s/^.*\)\s+//s or return undef;
+    my @f = split ' ', $stat;
+    my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+    # fields 14 and 15 (utime, stime), counted after the "(comm)"
+    return ($f[11] + $f[12]) / $hz;
+}
 
 1;
