@@ -1,14 +1,18 @@
 #!/usr/bin/perl
 
 # Dashboard promises of the README with no test elsewhere:
-# - activity_dashboard_max_connections, counted across the worker
-#   processes of an instance: more are refused with 503, and a
-#   closed dashboard frees its place;
+# - activity_dashboard_max_connections counts authenticated dashboards,
+#   across the worker processes of an instance: more are refused with
+#   503 at the handshake, or with a CONNECT_ERROR and 1013 for a Socket.IO
+#   CONNECT; a closed dashboard frees its place;
+# - activity_dashboard_max_pending: sockets still to authenticate are
+#   counted apart, do not take those places, and more are refused (503);
 # - heartbeats: a WebSocket ping (or an Engine.IO "2") every
 #   activity_dashboard_ping_interval, announced in the Engine.IO open
-#   packet; a client that answers stays, one that does not is closed
-#   after activity_dashboard_ping_timeout; a Socket.IO client must send
-#   its CONNECT within the timeout (1008 "no CONNECT");
+#   packet, the next one a whole interval after the answer; a client that
+#   answers stays, one that does not is closed after
+#   activity_dashboard_ping_timeout; a Socket.IO client must send its
+#   CONNECT within activity_dashboard_auth_timeout (1008 "no CONNECT");
 # - a custom activity_dashboard_role;
 # - Socket.IO: emitting "auth" with a fresh token extends the session;
 #   without it the server says "token expired" and closes;
@@ -16,7 +20,8 @@
 #   stats;
 # - activity_status counters that must move: pub/sub messages, frames
 #   encoded once per protocol and message (not per connection), clients
-#   dropped for not reading.
+#   dropped for not reading (more than activity_dashboard_queue bytes
+#   waiting: close 1008 "too slow").
 # Events and stats are PUBLISHed straight to the channels (no worker).
 
 use strict;
@@ -26,6 +31,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use Time::HiRes ();
 use ActivityTest qw(wait_for jwt_hs256 make_event to_json from_json);
 
 my $t = ActivityTest->new(needs => [qw(module redis node)]);
@@ -58,6 +64,20 @@ http {
 
         location /sio-quiet/ {
             activity_dashboard socketio;
+            activity_dashboard_auth_timeout 60s;
+        }
+
+        location /sio-auth/ {
+            activity_dashboard socketio;
+            activity_dashboard_auth_timeout 1s;
+            activity_dashboard_ping_interval 60s;
+            activity_dashboard_ping_timeout 60s;
+        }
+
+        location /ws-pong {
+            activity_dashboard websocket;
+            activity_dashboard_ping_interval 2s;
+            activity_dashboard_ping_timeout 60s;
         }
 
         location /ws {
@@ -69,22 +89,35 @@ http {
             activity_dashboard_role viewer;
         }
 
-        location /ws-slow {
-            activity_dashboard websocket;
-            activity_dashboard_queue 16;
-        }
-
         location = /status {
             activity_status;
         }
     }
+SLOW
 }
 EOF
 
-$t->write_conf($conf =~ s/MAX//r);
+# a narrow link for the client that does not read: nginx's send buffer
+# fixed small, so a few large frames fill what the kernels hold
+my $slow_server = <<'EOF';
+    server {
+        listen 127.0.0.1:%%PORT_slow%% sndbuf=8k;
+        server_name localhost;
+
+        location /ws-slow {
+            activity_dashboard websocket;
+            activity_dashboard_queue 4k;
+        }
+    }
+EOF
+
+$t->write_conf($conf =~ s/MAX//r =~ s/SLOW\n/$slow_server/r);
 # two worker processes sharing the port (reuseport): the limit holds for
 # the instance, across them
-$t->write_conf(($conf =~ s/MAX/activity_dashboard_max_connections 2;/r)
+# (and apart at most 2 sockets still to authenticate)
+my $max = "activity_dashboard_max_connections 2;\n"
+    . "    activity_dashboard_max_pending 2;";
+$t->write_conf($conf =~ s/SLOW\n//r =~ s/MAX/$max/r
     =~ s/listen 127\.0\.0\.1:%%PORT%%;/listen 127.0.0.1:%%PORT_max%% reuseport;/r
     =~ s/worker_processes 1;/worker_processes 2;/r, undef, 'max');
 
@@ -209,22 +242,32 @@ $ws2->close_socket;
 
 # --- a client that does not read is dropped, and counted --------------------
 
-my $slow = $t->ws_raw("/ws-slow?token=$token", rcvbuf => 4096);
-ok(ref $slow, 'a client that will not read connects');
+# activity_dashboard_queue 4k: once a frame finds more than 4 KiB waiting
+# for a client that stopped reading, it is dropped with 1008 "too slow"
+my $slow = ActivityTest::RawWS->open($t->port('slow'),
+    "/ws-slow?token=$token", rcvbuf => 4096);
+ok(ref $slow && $slow->next_text(qr/"snapshot"/, 10),
+    'a client that will not read connects and gets its snapshot');
 my $dropped0 = metric('activity_dashboard_clients_dropped_total',
     'reason="slow"');
-my $big = make_event(endpoint => '/slow', agent => 'y' x 8000);
 my $published = 0;
 ok(wait_for(sub {
-    $t->redis->publish('dashboard:events', to_json([$big])) for 1 .. 20;
-    $published += 20;
+    $t->redis->publish('dashboard:events', to_json([make_event(
+        endpoint => '/slow', details => { pad => 'x' x 32768 })]));
+    $published++;
     metric('activity_dashboard_clients_dropped_total', 'reason="slow"')
-        == $dropped0 + 1 || $published > 5000 }, 60)
+        == $dropped0 + 1 || $published >= 500 }, 60, 0.1)
     && metric('activity_dashboard_clients_dropped_total', 'reason="slow"')
         == $dropped0 + 1,
     'activity_dashboard_clients_dropped_total{reason="slow"}: +1');
-ok(scalar $t->log_lines(qr/\[warn\].*does not read/),
-    'logged at warn');
+note("dropped after $published frames of 32 KiB");
+my $slow_log = '\[warn\] .*activity: dashboard 127\.0\.0\.1 does not read, '
+    . '\d+ bytes queued, the oldest for \d+ ms, closing$';
+ok(scalar $t->log_lines(qr/$slow_log/),
+    'logged at warn with the bytes queued and the age of the oldest');
+my ($code, $reason) = ref $slow ? $slow->close_code(30) : ('none', '');
+is_deeply([ $code, $reason ], [ 1008, 'too slow' ],
+    'reading again, its stream ends with close 1008 "too slow"');
 $slow->close_socket if ref $slow;
 
 # --- heartbeats --------------------------------------------------------------
@@ -246,9 +289,35 @@ $c->send_text('{"subscribe":["dashboard:api-activity"]}');
 ok($c->next_text(qr/"subscribed"/, 10), 'and still answers');
 $c->close_socket;
 
+# interval 2s, timeout 60s: a ping answered late, after 1 s, is followed
+# by the next one a whole interval after the answer (not an interval
+# after the ping, nor a timeout later)
+sub next_ping {
+    my ($c, $timeout) = @_;
+    my $end = Time::HiRes::time() + $timeout;
+    while (ref $c && Time::HiRes::time() < $end) {
+        my ($op) = $c->next_frame($end - Time::HiRes::time());
+        return undef unless defined $op;
+        return $op if $op == 9 || $op == 8;
+    }
+    return undef;
+}
+$c = $t->ws_raw("/ws-pong?token=$token");
+my $ping1 = next_ping($c, 30);
+is($ping1, 9, 'websocket, interval 2s: a ping');
+Time::HiRes::sleep(1);
+my $answered = Time::HiRes::time();
+$c->send_frame(10, '') if ref $c;
+my $ping2 = next_ping($c, 30);
+my $gap = Time::HiRes::time() - $answered;
+is($ping2, 9, 'answered 1 s late: a next ping, long before the timeout');
+cmp_ok($gap, '>=', 1.9, 'comes a whole interval after the answer');
+$c->close_socket if ref $c;
+
 # a client that does not answer is closed
 $c = $t->ws_raw("/ws-ping?token=$token");
-my ($code, $reason, @seen) = ref $c ? $c->close_code(30) : ('none');
+my @seen;
+($code, $reason, @seen) = ref $c ? $c->close_code(30) : ('none');
 ok((grep { $_->[0] == 9 } @seen), 'websocket: a ping came')
     or diag(explain(\@seen));
 is($code, 'eof', 'websocket: unanswered, the connection is closed');
@@ -286,11 +355,16 @@ is($code, 'eof', 'socketio: unanswered, the connection is closed');
 ok(wait_for(sub { $t->log_lines(qr/did not answer a ping/) > $n }, 10),
     'logged');
 
-($s, $open) = sio_raw('/socket.io/', no_connect => 1);
+# the CONNECT deadline is activity_dashboard_auth_timeout (1s here; pings
+# every 60s with a 60s timeout have no part in it)
+($s, $open) = sio_raw('/sio-auth/', no_connect => 1);
 ok($open, 'socketio: open packet');
 ($code, $reason) = ref $s ? $s->close_code(30) : ('none');
 is_deeply([ $code, $reason ], [ 1008, 'no CONNECT' ],
-    'no CONNECT within the ping timeout: 1008 "no CONNECT"');
+    'no CONNECT within activity_dashboard_auth_timeout: 1008 "no CONNECT"');
+my $no_connect = '\[info\] .*activity: dashboard 127\.0\.0\.1 sent no '
+    . 'CONNECT in time$';
+ok(wait_for(sub { $t->log_lines(qr/$no_connect/) }, 10), 'logged at info');
 
 # --- activity_dashboard_role -------------------------------------------------
 
@@ -359,6 +433,34 @@ sub last_dashboard_pid {
     return @l ? ($l[-1] =~ /\] (\d+)#/)[0] : undef;
 }
 
+# An upgrade request on a new connection: (status, body) of the answer.
+sub upgrade {
+    my ($port, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port, Timeout => 10) or return ('connect');
+    print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n"
+        . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        . "Sec-WebSocket-Version: 13\r\n\r\n";
+    my $buf = '';
+    my $end = time + 10;
+    while (time < $end) {
+        if ($buf =~ /\r\n\r\n/) {
+            my ($head, $body) = split /\r\n\r\n/, $buf, 2;
+            my ($len) = $head =~ /^Content-Length: (\d+)/mi;
+            last if $head =~ m{^HTTP/1\.1 101 }
+                || length $body >= ($len // 0);
+        }
+        next unless ActivityTest::can_read($s, 1);
+        my $n = sysread $s, $buf, 65536, length $buf;
+        last unless $n;
+    }
+    close $s;
+    my ($status) = $buf =~ m{^HTTP/1\.1 (\d+)};
+    my (undef, $body) = split /\r\n\r\n/, $buf, 2;
+    return ($status // 'none', $body // '');
+}
+
 # one dashboard on each worker process: reconnect the second until the
 # kernel hands it to the other process
 my @held = (ActivityTest::RawWS->open($mp, "/ws?token=$token"));
@@ -383,19 +485,50 @@ for (1 .. 50) {
 ok(@held == 2 && $pid1 != $pid2,
     'a second one connects, on the other worker process')
     or diag("pids $pid1 " . ($pid2 // '?'));
-is(ActivityTest::RawWS->open($mp, "/ws?token=$token"), 503,
+is_deeply([ upgrade($mp, "/ws?token=$token") ],
+    [ 503, '{"message":"too many dashboard connections"}' ],
     'a third is refused with 503');
-my ($sx) = ActivityTest::RawWS->open($mp,
-    '/socket.io/?EIO=4&transport=websocket');
-is($sx, 503, 'Socket.IO counts against the same limit');
+is_deeply([ upgrade($mp, "/socket.io/?EIO=4&transport=websocket"
+    . "&token=$token") ],
+    [ 503, '{"message":"too many dashboard connections"}' ],
+    'a Socket.IO client with its token in the handshake: the same 503');
+my $refused = '\[warn\] .*activity: dashboard refused 127\.0\.0\.1: 2 ';
+ok(scalar $t->log_lines(qr/${refused}connections already$/,
+    $t->error_log('max')),
+    'the refusal is logged at warn');
+
+# sockets still to authenticate: apart, activity_dashboard_max_pending 2
+my $sio_path = '/sio-quiet/?EIO=4&transport=websocket';
+my @pending = map { scalar ActivityTest::RawWS->open($mp, $sio_path) } 1, 2;
+ok(ref $pending[0] && ref $pending[1],
+    'every place taken, two Socket.IO sockets without a token still '
+    . 'upgrade');
+is_deeply([ upgrade($mp, $sio_path) ], [ 503, '{"message":"too many '
+    . 'dashboard connections waiting to authenticate"}' ],
+    'a third waiting socket: 503 (max_pending 2)');
+ok(scalar $t->log_lines(
+    qr/${refused}connections waiting to authenticate already$/,
+    $t->error_log('max')), 'logged at warn');
+
+my $connect_error;
+if (ref $pending[0]) {
+    $pending[0]->next_text(qr/^0\{/, 10);
+    $pending[0]->send_text('40/dashboard,' . to_json({ token => $token }));
+    $connect_error = $pending[0]->next_text(qr/^4[04]\/dashboard/, 10);
+}
+is($connect_error, '44/dashboard,{"message":"too many dashboard '
+    . 'connections","data":{"status":503}}',
+    'one that sends its CONNECT with every place taken: CONNECT_ERROR');
+($code) = ref $pending[0] ? $pending[0]->close_code(10) : ('none');
+is($code, 1013, 'then close 1013');
+$_->close_socket for grep { ref } @pending;
+
 $held[0]->close_socket;
 ok(wait_for(sub {
     my $c = ActivityTest::RawWS->open($mp, "/ws?token=$token");
     return 0 unless ref $c;
     push @held, $c;
     1 }, 20), 'a closed dashboard frees its place');
-ok(scalar $t->log_lines(qr/\[warn\].*dashboard refused.*2 connections/,
-    $t->error_log('max')), 'the refusal is logged at warn');
 $_->close_socket for grep { ref } @held;
 $t->nginx_stop('QUIT', 'max');
 
