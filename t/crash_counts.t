@@ -156,6 +156,17 @@ ok(wait_for(sub {
     (metric('websocket') // -1) == 0 && (metric('socketio') // -1) == 0
 }, 15), 'status: no dashboards left counted');
 
+# from an address that held none: max_connections and max_pending alone
+
+my $w = waiting(local => '127.0.0.3');
+ok(ref $w, 'a waiting socket from another address admitted');
+my $a = admin(local => '127.0.0.3');
+ok(ref $a, 'an admin from another address admitted');
+close $_ for grep { ref } $w, $a;
+ok(wait_for(sub {
+    metric('websocket') == 0 && metric('socketio') == 0
+}, 15), 'and closed');
+
 # --- the places are free again, exactly ---------------------------------
 
 @waiting = map { scalar waiting() } 1 .. 2;
