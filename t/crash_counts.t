@@ -167,6 +167,11 @@ ok(wait_for(sub {
     metric('websocket') == 0 && metric('socketio') == 0
 }, 15), 'and closed');
 
+my $given = 0;
+$given += $_ for map { /its (\d+) dashboard connections are no longer/ }
+    $t->log_lines(qr/is gone, its \d+ dashboard connections/);
+is($given, 4, 'logged: the 4 dashboards of the killed workers given back');
+
 # --- the places are free again, exactly ---------------------------------
 
 @waiting = map { scalar waiting() } 1 .. 2;
