@@ -60,22 +60,23 @@ struct ngx_http_activity_stats_s {
         (void) ngx_atomic_fetch_add(&(stats)->field, (ngx_atomic_int_t) (n)); \
     }
 
+/* only this process's share, its total changed apart */
+#define ngx_http_activity_stat_mine(field, n)                                \
+    if (ngx_http_activity_proc_stats) {                                      \
+        ngx_http_activity_proc_stats->field += (ngx_atomic_int_t) (n);       \
+    }
+
 /*
  * a dashboard count raised (n = 1) or lowered (n = -1), in the instance
  * total and in this process's share of it (only this process writes its
  * slot)
  */
 #define ngx_http_activity_stat_own(stats, field, n)                          \
-    (void) ngx_atomic_fetch_add(&(stats)->field, (ngx_atomic_int_t) (n));   \
-    if (ngx_http_activity_proc_stats) {                                      \
-        ngx_http_activity_proc_stats->field += (ngx_atomic_int_t) (n);       \
-    }
-
-/* only this process's share, its total changed apart */
-#define ngx_http_activity_stat_mine(field, n)                                \
-    if (ngx_http_activity_proc_stats) {                                      \
-        ngx_http_activity_proc_stats->field += (ngx_atomic_int_t) (n);       \
-    }
+    do {                                                                     \
+        (void) ngx_atomic_fetch_add(&(stats)->field,                         \
+                                    (ngx_atomic_int_t) (n));                 \
+        ngx_http_activity_stat_mine(field, n);                               \
+    } while (0)
 
 /* a gauge of this process, in its slot */
 #define ngx_http_activity_stat_set(field, v)                                 \
