@@ -16,6 +16,10 @@
 
 ngx_int_t ngx_http_activity_admit_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone);
 
+/* this process's slot, claimed at its start and given back at its exit */
+void ngx_http_activity_admit_claim(ngx_shm_zone_t *zone, ngx_log_t *log);
+void ngx_http_activity_admit_release(ngx_shm_zone_t *zone);
+
 ngx_int_t ngx_http_activity_admit_pending(ngx_shm_zone_t *zone,
     ngx_uint_t max);
 void ngx_http_activity_admit_pending_done(ngx_shm_zone_t *zone);

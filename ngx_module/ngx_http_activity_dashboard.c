@@ -185,6 +185,8 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
                                         "connections\"}");
         }
 
+        ngx_http_activity_stat_mine(connections, 1);
+
     } else if (ngx_http_activity_admit_pending(amcf->admit_zone,
                                                amcf->max_pending)
                != NGX_OK)
@@ -228,7 +230,7 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
         s->addr.len = akey.len;
     }
     s->open = 1;
-    ngx_http_activity_stat_add(amcf->stats, dashboards[alcf->dashboard], 1);
+    ngx_http_activity_stat_own(amcf->stats, dashboards[alcf->dashboard], 1);
 
     /* from here on the connection speaks WebSocket */
 
@@ -439,6 +441,7 @@ ngx_http_activity_dashboard_undo(ngx_http_activity_main_conf_t *amcf,
 {
     if (counted) {
         (void) ngx_atomic_fetch_add(&amcf->stats->dashboard_connections, -1);
+        ngx_http_activity_stat_mine(connections, -1);
     }
 
     if (pending) {

@@ -657,6 +657,13 @@ ngx_http_activity_init_process(ngx_cycle_t *cycle)
 
     if (amcf->shm_zone) {
         amcf->stats = amcf->shm_zone->data;
+
+        /* claimed first: it gives back what crashed processes counted */
+        (void) ngx_http_activity_status_slot(amcf->stats, cycle->log);
+    }
+
+    if (amcf->admit_zone) {
+        ngx_http_activity_admit_claim(amcf->admit_zone, cycle->log);
     }
 
     if (amcf->enabled) {
@@ -698,7 +705,11 @@ ngx_http_activity_exit_process(ngx_cycle_t *cycle)
         amcf->queue_state = NULL;
     }
 
-    ngx_http_activity_status_release();
+    if (amcf->admit_zone) {
+        ngx_http_activity_admit_release(amcf->admit_zone);
+    }
+
+    ngx_http_activity_status_release(amcf->stats);
 }
 
 

@@ -80,12 +80,13 @@ ngx_http_activity_session_closed(ngx_http_activity_conn_t *ac)
 
     if (s->counted) {
         (void) ngx_atomic_fetch_add(&stats->dashboard_connections, -1);
+        ngx_http_activity_stat_mine(connections, -1);
         s->counted = 0;
     }
 
     if (s->open) {
-        (void) ngx_atomic_fetch_add(&stats->dashboards[ac->conf->dashboard],
-                                    -1);
+        ngx_http_activity_stat_own(stats, dashboards[ac->conf->dashboard],
+                                   -1);
         s->open = 0;
     }
 
@@ -236,6 +237,7 @@ ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
             return NGX_DECLINED;
         }
 
+        ngx_http_activity_stat_mine(connections, 1);
         s->counted = 1;
     }
 

@@ -6,7 +6,11 @@
  * ngx_atomic_fetch_add by every worker process, as nginx's own stub_status
  * counters are; per-process gauges (events buffered, Redis connection
  * state) have a slot per process, claimed by pid, and the slots of live
- * processes are summed when read.
+ * processes are summed when read.  The dashboard counts are instance
+ * totals, checked against their limits with one atomic add, and each
+ * process also keeps its own share of them in its slot, given back when
+ * the process exits or, after a crash, by the process that takes over the
+ * dead one's slot.
  */
 
 
@@ -35,7 +39,8 @@ static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,
     ngx_http_activity_proc_stats_t *sum);
-static ngx_int_t ngx_http_activity_status_alive(ngx_pid_t pid);
+static void ngx_http_activity_status_give_back(
+    ngx_http_activity_stats_t *st, ngx_http_activity_proc_stats_t *slot);
 
 
 ngx_http_activity_proc_stats_t  *ngx_http_activity_proc_stats;
@@ -253,7 +258,9 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
 
 /*
  * This process's slot: a free one, or one whose process is gone (a worker
- * that crashed never released it).  Claimed once per process.
+ * that crashed never released it).  Claimed once per process; the first
+ * claim also takes over the slot of every process that is gone and gives
+ * back its share of the dashboard counts.
  */
 
 ngx_http_activity_proc_stats_t *
@@ -261,46 +268,74 @@ ngx_http_activity_status_slot(ngx_http_activity_stats_t *st, ngx_log_t *log)
 {
     ngx_uint_t                       i;
     ngx_atomic_uint_t                pid;
-    ngx_http_activity_proc_stats_t  *slot;
+    ngx_http_activity_proc_stats_t  *slot, *own;
 
     if (ngx_http_activity_proc_stats || st == NULL) {
         return ngx_http_activity_proc_stats;
     }
 
+    own = NULL;
+
     for (i = 0; i < NGX_HTTP_ACTIVITY_WORKER_SLOTS; i++) {
         slot = &st->procs[i];
         pid = slot->pid;
 
-        if (pid != 0
-            && (pid == (ngx_atomic_uint_t) ngx_pid
-                || ngx_http_activity_status_alive((ngx_pid_t) pid)))
+        if (pid == 0) {
+            if (own == NULL && ngx_atomic_cmp_set(&slot->pid, 0, ngx_pid)) {
+                own = slot;
+            }
+
+            continue;
+        }
+
+        if (pid == (ngx_atomic_uint_t) ngx_pid
+            || ngx_http_activity_status_alive((ngx_pid_t) pid)
+            || !ngx_atomic_cmp_set(&slot->pid, pid, ngx_pid))
         {
             continue;
         }
 
-        if (!ngx_atomic_cmp_set(&slot->pid, pid, ngx_pid)) {
+        if (slot->connections || slot->dashboards[1] || slot->dashboards[2]) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "activity: process %P is gone, its %uA dashboard "
+                          "connections are no longer counted",
+                          (ngx_pid_t) pid,
+                          (ngx_atomic_uint_t) (slot->dashboards[1]
+                                               + slot->dashboards[2]));
+        }
+
+        ngx_http_activity_status_give_back(st, slot);
+
+        if (own == NULL) {
+            own = slot;
             continue;
         }
 
-        slot->buffered = 0;
-        slot->queue_up = 0;
-        slot->subscriber_up = 0;
-
-        ngx_http_activity_proc_stats = slot;
-
-        return slot;
+        ngx_memory_barrier();
+        slot->pid = 0;
     }
 
-    ngx_log_error(NGX_LOG_WARN, log, 0,
-                  "activity: no free slot for the gauges of process %P, "
-                  "activity_status leaves them out", ngx_pid);
+    if (own == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "activity: no free slot for the gauges of process %P, "
+                      "activity_status leaves them out", ngx_pid);
+        return NULL;
+    }
 
-    return NULL;
+    own->buffered = 0;
+    own->queue_up = 0;
+    own->subscriber_up = 0;
+
+    ngx_http_activity_proc_stats = own;
+
+    return own;
 }
 
 
+/* the process exits: whatever it still counted is gone with it */
+
 void
-ngx_http_activity_status_release(void)
+ngx_http_activity_status_release(ngx_http_activity_stats_t *st)
 {
     ngx_http_activity_proc_stats_t  *slot;
 
@@ -312,6 +347,10 @@ ngx_http_activity_status_release(void)
 
     ngx_http_activity_proc_stats = NULL;
 
+    if (st) {
+        ngx_http_activity_status_give_back(st, slot);
+    }
+
     slot->buffered = 0;
     slot->queue_up = 0;
     slot->subscriber_up = 0;
@@ -319,6 +358,26 @@ ngx_http_activity_status_release(void)
     ngx_memory_barrier();
 
     slot->pid = 0;
+}
+
+
+/* a slot's share of the dashboard counts leaves the instance totals */
+
+static void
+ngx_http_activity_status_give_back(ngx_http_activity_stats_t *st,
+    ngx_http_activity_proc_stats_t *slot)
+{
+    ngx_uint_t  i;
+
+    (void) ngx_atomic_fetch_add(&st->dashboard_connections,
+                                - (ngx_atomic_int_t) slot->connections);
+    slot->connections = 0;
+
+    for (i = 0; i < 3; i++) {
+        (void) ngx_atomic_fetch_add(&st->dashboards[i],
+                                    - (ngx_atomic_int_t) slot->dashboards[i]);
+        slot->dashboards[i] = 0;
+    }
 }
 
 
@@ -384,7 +443,7 @@ ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_activity_status_alive(ngx_pid_t pid)
 {
     return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;

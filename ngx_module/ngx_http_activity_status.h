@@ -19,7 +19,10 @@
 /*
  * per process gauges: a slot is claimed by pid, so the workers of a reload
  * (old ones still draining, new ones) never share one, and the slot of a
- * process that died is left out of the sums and taken over later
+ * process that died is left out of the sums and taken over later;
+ * the slot also holds this process's share of the instance-wide dashboard
+ * counts, which the process that takes over a dead process's slot gives
+ * back
  */
 #define NGX_HTTP_ACTIVITY_WORKER_SLOTS   256
 
@@ -29,6 +32,8 @@ typedef struct {
     ngx_atomic_t    buffered;
     ngx_atomic_t    queue_up;
     ngx_atomic_t    subscriber_up;
+    ngx_atomic_t    connections;            /* its dashboard_connections */
+    ngx_atomic_t    dashboards[3];          /* its dashboards[] */
 } ngx_http_activity_proc_stats_t;
 
 
@@ -55,6 +60,24 @@ struct ngx_http_activity_stats_s {
         (void) ngx_atomic_fetch_add(&(stats)->field, (ngx_atomic_int_t) (n)); \
     }
 
+/* only this process's share, its total changed apart */
+#define ngx_http_activity_stat_mine(field, n)                                \
+    if (ngx_http_activity_proc_stats) {                                      \
+        ngx_http_activity_proc_stats->field += (ngx_atomic_int_t) (n);       \
+    }
+
+/*
+ * a dashboard count raised (n = 1) or lowered (n = -1), in the instance
+ * total and in this process's share of it (only this process writes its
+ * slot)
+ */
+#define ngx_http_activity_stat_own(stats, field, n)                          \
+    do {                                                                     \
+        (void) ngx_atomic_fetch_add(&(stats)->field,                         \
+                                    (ngx_atomic_int_t) (n));                 \
+        ngx_http_activity_stat_mine(field, n);                               \
+    } while (0)
+
 /* a gauge of this process, in its slot */
 #define ngx_http_activity_stat_set(field, v)                                 \
     if (ngx_http_activity_proc_stats) {                                      \
@@ -67,7 +90,8 @@ ngx_int_t ngx_http_activity_status_zone(ngx_conf_t *cf,
 ngx_int_t ngx_http_activity_status_handler(ngx_http_request_t *r);
 ngx_http_activity_proc_stats_t *ngx_http_activity_status_slot(
     ngx_http_activity_stats_t *st, ngx_log_t *log);
-void ngx_http_activity_status_release(void);
+void ngx_http_activity_status_release(ngx_http_activity_stats_t *st);
+ngx_int_t ngx_http_activity_status_alive(ngx_pid_t pid);
 
 
 /* the slot of this process, NULL until claimed (or when none was free) */
