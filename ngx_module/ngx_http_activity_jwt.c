@@ -43,6 +43,8 @@ typedef struct {
 static ngx_int_t ngx_http_activity_jwt_cache_get(
     ngx_http_activity_jwt_key_t *key, ngx_str_t *token, ngx_pool_t *pool,
     ngx_str_t *sub);
+static ngx_uint_t ngx_http_activity_jwt_same(u_char *a, u_char *b,
+    size_t len);
 static void ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
     ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims);
 static ngx_int_t ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role,
@@ -321,7 +323,7 @@ ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
         || c->key_len != key->key.len
         || c->alg != key->alg
         || c->require_exp != key->require_exp
-        || ngx_memcmp(c->token, token->data, token->len) != 0)
+        || !ngx_http_activity_jwt_same(c->token, token->data, token->len))
     {
         return NGX_DECLINED;
     }
@@ -345,6 +347,27 @@ ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
     sub->data[sub->len] = '\0';
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether two tokens are the same, in a time that does not depend on
+ * where they differ: a remembered token is someone's credential.
+ */
+
+static ngx_uint_t
+ngx_http_activity_jwt_same(u_char *a, u_char *b, size_t len)
+{
+    u_char  d;
+    size_t  i;
+
+    d = 0;
+
+    for (i = 0; i < len; i++) {
+        d |= a[i] ^ b[i];
+    }
+
+    return d == 0;
 }
 
 
