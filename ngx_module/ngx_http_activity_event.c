@@ -169,16 +169,40 @@ ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
 }
 
 
+/*
+ * "2026-11-27T12:00:00.123Z": the part up to the seconds is formatted
+ * once a second (per process) and copied, the milliseconds by hand.
+ */
+
 u_char *
 ngx_http_activity_event_timestamp(u_char *p, time_t sec, ngx_msec_t msec)
 {
     ngx_tm_t  tm;
 
-    ngx_gmtime(sec, &tm);
+    static time_t  cached_sec = -1;
+    static size_t  cached_len;
+    static u_char  cached[NGX_INT_T_LEN + sizeof("-01-01T00:00:00.")];
 
-    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, msec);
+    if (sec != cached_sec) {
+        ngx_gmtime(sec, &tm);
+
+        cached_len = ngx_sprintf(cached, "%4d-%02d-%02dT%02d:%02d:%02d.",
+                                 tm.ngx_tm_year, tm.ngx_tm_mon,
+                                 tm.ngx_tm_mday, tm.ngx_tm_hour,
+                                 tm.ngx_tm_min, tm.ngx_tm_sec)
+                     - cached;
+        cached_sec = sec;
+    }
+
+    p = ngx_cpymem(p, cached, cached_len);
+
+    msec %= 1000;
+    *p++ = (u_char) ('0' + msec / 100);
+    *p++ = (u_char) ('0' + msec / 10 % 10);
+    *p++ = (u_char) ('0' + msec % 10);
+    *p++ = 'Z';
+
+    return p;
 }
 
 

@@ -3,6 +3,17 @@
  * JWT checks: signature with the configured key and algorithm only,
  * validity window ("exp", "nbf"), and role ("role" string or "roles"
  * array).  libjwt verifies signatures; it checks no claims at all.
+ *
+ * Tracking asks for the "sub" of the same bearer token on request after
+ * request; verifying it (base64, JSON, HMAC) costs more than the rest of
+ * tracking.  So each nginx worker process remembers the tokens it has
+ * verified for tracking, in a fixed table: a slot is chosen by a hash of
+ * the token, and honoured only when the whole token, the key it was
+ * verified with and the key's settings match, and only while its "exp"
+ * and "nbf" still hold (checked again at every hit, with the leeway of
+ * the location asking).  Only tokens that verified are stored: a refused
+ * token never takes a slot.  A reload starts new worker processes, so
+ * a new key never meets an old entry.
  */
 
 
@@ -15,12 +26,38 @@
 #include "ngx_http_activity_jwt.h"
 
 
+typedef struct {
+    u_char                     *key;          /* the key's bytes */
+    size_t                      key_len;
+    jwt_alg_t                   alg;
+    ngx_flag_t                  require_exp;
+    time_t                      exp;          /* 0: no "exp" */
+    time_t                      nbf;          /* 0: no "nbf" */
+    size_t                      token_len;    /* 0: free slot */
+    size_t                      sub_len;
+    u_char                      sub[NGX_HTTP_ACTIVITY_JWT_CACHE_SUB];
+    u_char                      token[NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN];
+} ngx_http_activity_jwt_cached_t;
+
+
+static ngx_int_t ngx_http_activity_jwt_cache_get(
+    ngx_http_activity_jwt_key_t *key, ngx_str_t *token, ngx_pool_t *pool,
+    ngx_str_t *sub);
+static ngx_uint_t ngx_http_activity_jwt_same(u_char *a, u_char *b,
+    size_t len);
+static void ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
+    ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims);
 static ngx_int_t ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role,
     ngx_pool_t *pool, ngx_str_t *roles);
 static ngx_int_t ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool,
     ngx_str_t *sub);
 static ngx_int_t ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim,
     time_t *t);
+
+
+/* per nginx worker process: what it has verified for tracking */
+static ngx_http_activity_jwt_cached_t
+    ngx_http_activity_jwt_cache[NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS];
 
 
 const char  *ngx_http_activity_jwt_labels[] = {
@@ -163,6 +200,7 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
             goto refused;
         }
 
+        claims->nbf = t;
         break;
 
     case NGX_DECLINED:
@@ -225,6 +263,18 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    switch (ngx_http_activity_jwt_cache_get(key, &token, r->pool, sub)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_ERROR:
+        return NGX_DECLINED;
+
+    default:
+        break;
+    }
+
     if (ngx_http_activity_jwt_verify(key, &token, NULL, r->pool, &claims)
         != NGX_OK)
     {
@@ -237,9 +287,119 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    ngx_http_activity_jwt_cache_put(key, &token, &claims);
+
     *sub = claims.sub;
 
     return NGX_OK;
+}
+
+
+/*
+ * NGX_OK: the token was verified with this key and its times still
+ * hold, *sub is its "sub" (copied into the pool); NGX_DECLINED: not
+ * known, or no longer valid (the slot is freed, the caller verifies it
+ * again and says why); NGX_ERROR: out of memory.
+ */
+
+static ngx_int_t
+ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
+    ngx_str_t *token, ngx_pool_t *pool, ngx_str_t *sub)
+{
+    time_t                           now;
+    ngx_uint_t                       slot;
+    ngx_http_activity_jwt_cached_t  *c;
+
+    if (token->len > NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_murmur_hash2(token->data, token->len)
+           & (NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS - 1);
+    c = &ngx_http_activity_jwt_cache[slot];
+
+    if (c->token_len != token->len
+        || c->key != key->key.data
+        || c->key_len != key->key.len
+        || c->alg != key->alg
+        || c->require_exp != key->require_exp
+        || !ngx_http_activity_jwt_same(c->token, token->data, token->len))
+    {
+        return NGX_DECLINED;
+    }
+
+    now = ngx_time();
+
+    if ((c->exp && now >= c->exp + key->leeway)
+        || now + key->leeway < c->nbf)
+    {
+        c->token_len = 0;
+        return NGX_DECLINED;
+    }
+
+    sub->data = ngx_pnalloc(pool, c->sub_len + 1);
+    if (sub->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sub->len = c->sub_len;
+    ngx_memcpy(sub->data, c->sub, c->sub_len);
+    sub->data[sub->len] = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether two tokens are the same, in a time that does not depend on
+ * where they differ: a remembered token is someone's credential.
+ */
+
+static ngx_uint_t
+ngx_http_activity_jwt_same(u_char *a, u_char *b, size_t len)
+{
+    u_char  d;
+    size_t  i;
+
+    d = 0;
+
+    for (i = 0; i < len; i++) {
+        d |= a[i] ^ b[i];
+    }
+
+    return d == 0;
+}
+
+
+/* remembers a token that has just verified; it takes over its slot */
+
+static void
+ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
+    ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims)
+{
+    ngx_uint_t                       slot;
+    ngx_http_activity_jwt_cached_t  *c;
+
+    if (token->len > NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN
+        || claims->sub.len > NGX_HTTP_ACTIVITY_JWT_CACHE_SUB)
+    {
+        return;
+    }
+
+    slot = ngx_murmur_hash2(token->data, token->len)
+           & (NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS - 1);
+    c = &ngx_http_activity_jwt_cache[slot];
+
+    c->key = key->key.data;
+    c->key_len = key->key.len;
+    c->alg = key->alg;
+    c->require_exp = key->require_exp;
+    c->exp = claims->exp;
+    c->nbf = claims->nbf;
+    c->sub_len = claims->sub.len;
+    ngx_memcpy(c->sub, claims->sub.data, claims->sub.len);
+    c->token_len = token->len;
+    ngx_memcpy(c->token, token->data, token->len);
 }
 
 

@@ -22,6 +22,14 @@
 
 #define NGX_HTTP_ACTIVITY_JWT_MAX_LEN  8192
 
+/*
+ * Tokens verified for tracking, remembered per nginx worker process:
+ * slots (a power of two), and the longest token and "sub" remembered.
+ */
+#define NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS  256
+#define NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN  1024
+#define NGX_HTTP_ACTIVITY_JWT_CACHE_SUB    256
+
 
 /* why a token is refused, for logs and metrics */
 typedef enum {
@@ -49,6 +57,7 @@ typedef struct {
     ngx_str_t                   sub;      /* data NULL: no "sub" */
     ngx_str_t                   role;     /* "role", or "roles" joined */
     time_t                      exp;      /* 0: no "exp" */
+    time_t                      nbf;      /* 0: no "nbf" */
     ngx_uint_t                  status;   /* 401 or 403 when refused */
     ngx_uint_t                  code;     /* ngx_http_activity_jwt_reason_e */
     const char                 *reason;   /* why, for the log */

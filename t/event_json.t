@@ -102,4 +102,27 @@ is(scalar(grep { /"status":\s*\d+[,}]/ } @raw), 4, 'status is a number');
 is(scalar(grep { /"durationMs":\s*[\d.eE+-]+[,}]/ } @raw), 4,
     'durationMs is a number');
 
+# the timestamp is the moment in the id (UUIDv7), to the millisecond,
+# across second boundaries
+$r->del('test:queue');
+my $until = time + 2;
+my $sent = 0;
+while (time <= $until) {
+    $t->http(GET => '/tick');
+    $sent++;
+    select undef, undef, undef, 0.05;
+}
+ok(wait_for(sub { $r->llen('test:queue') >= $sent }, 15),
+    "$sent events over 2 s");
+my @bad = grep {
+    my $hex = substr($_->{id}, 0, 8) . substr($_->{id}, 9, 4);
+    my $ms = hex $hex;
+    my @g = gmtime int($ms / 1000);
+    my $want = sprintf '%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', $g[5] + 1900,
+        $g[4] + 1, @g[3, 2, 1, 0], $ms % 1000;
+    $_->{timestamp} ne $want;
+} map { ActivityTest::from_json($_) } $r->lrange('test:queue', 0, -1);
+is(scalar @bad, 0, 'timestamp and id name the same millisecond')
+    or diag(ActivityTest::to_json($bad[0]));
+
 $t->done;
