@@ -1390,7 +1390,8 @@ package ActivityTest::RawWS;
 #   ref $c or die "status $c";          # the status when not 101
 #   my ($op, $payload) = $c->next_frame(5);
 #   $c->send_text('{"subscribe":[...]}'); $c->close_code(10);
-# Options: headers => {...}, timeout => S, rcvbuf => BYTES.
+# Options: headers => {...}, timeout => S, rcvbuf => BYTES, sock => a
+# connected socket to use (e.g. $t->socket: TLS in TLS mode).
 
 use strict;
 use warnings;
@@ -1404,7 +1405,10 @@ use Time::HiRes qw(time);
 sub open {
     my ($class, $port, $path, %o) = @_;
     my $s;
-    if ($o{rcvbuf}) {
+    if ($o{sock}) {
+        # a socket the caller connected (e.g. $t->socket, TLS in TLS mode)
+        $s = $o{sock};
+    } elsif ($o{rcvbuf}) {
         # a small receive buffer, set before connecting: a client that
         # does not read fills the server's queue sooner
         $s = IO::Socket::INET->new(Proto => 'tcp') or return 'socket';
@@ -1437,10 +1441,12 @@ sub open {
     return $c;
 }
 
+# Reads more bytes; false on EOF, error or timeout. ActivityTest::can_read
+# counts the bytes a TLS socket already decrypted.
 sub _fill {
     my ($c, $timeout) = @_;
-    my $sel = IO::Select->new($c->{sock});
-    return 0 unless $sel->can_read($timeout > 0 ? $timeout : 0);
+    return 0 unless ActivityTest::can_read($c->{sock},
+        $timeout > 0 ? $timeout : 0);
     my $n = sysread $c->{sock}, my $chunk, 65536;
     return 0 unless $n;
     $c->{buf} .= $chunk;
@@ -1466,6 +1472,7 @@ sub next_frame {
                 $hl = 10;
             }
             if (($b1 & 0x7f) < 126 || $hl > 2) {
+                die 'server frames are not masked' if $b1 & 0x80;
                 if (length $b >= $hl + $n) {
                     substr($c->{buf}, 0, $hl + $n, '');
                     return ($b0 & 0x0f, substr($b, $hl, $n));
