@@ -288,13 +288,8 @@ bye($_) for grep { ref } @pending[1 .. $#pending], @admins, $other;
 
 # --- a handshake that ends on a worker shutting down ---------------------
 
-sub worker_pids {
-    open my $fh, '<', $t->dir . '/nginx.pid' or return ();
-    chomp(my $master = <$fh> // '');
-    return () unless $master =~ /^\d+$/;
-    return sort { $a <=> $b } grep { /^\d+$/ }
-        map { s/\s+//gr } `ps --ppid $master -o pid=`;
-}
+# The worker processes of the master that the harness started, sorted.
+sub worker_pids { $t->nginx_worker_pids }
 
 {
     my @old = worker_pids();

@@ -55,15 +55,8 @@ my $secret = 'hostile-secret';
 my $token = jwt_hs256($secret, { sub => 'mallory', role => 'admin',
     exp => time + 600 });
 
-# The worker processes of the master that the harness started.
-sub worker_pids {
-    open my $fh, '<', $t->dir . '/nginx.pid' or return ();
-    chomp(my $master = <$fh> // '');
-    return () unless $master =~ /^\d+$/;
-    my @pids = sort { $a <=> $b } grep { /^\d+$/ }
-        map { s/\s+//gr } `ps --ppid $master -o pid=`;
-    return @pids;
-}
+# The worker processes of the master that the harness started, sorted.
+sub worker_pids { $t->nginx_worker_pids }
 
 my @workers;
 wait_for { (@workers = worker_pids()) == 2 } 10;
