@@ -391,6 +391,13 @@ sub redis_url { 'redis://127.0.0.1:' . $_[0]->redis_port }
 
 sub redis_start {
     my ($self) = @_;
+    return $self->_redis_start($self->{redis_args}, qr/^\+PONG/);
+}
+
+# Starts redis-server with @$args more and waits until a PING answers
+# $ready (or it died).
+sub _redis_start {
+    my ($self, $args, $ready) = @_;
     my $port = $self->redis_port;
     my $d = "$self->{dir}/redis";
     make_path($d);
@@ -401,7 +408,7 @@ sub redis_start {
         '--bind', '127.0.0.1', '--port', $port, '--save', '',
         '--appendonly', 'no', '--daemonize', 'no',
         '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
-        @{ $self->{redis_args} || [] });
+        @{ $args || [] });
 
     my $dead;
     my $ok = wait_for {
@@ -410,7 +417,7 @@ sub redis_start {
             PeerPort => $port, Timeout => 1) or return 0;
         print $s "PING\r\n";
         my $l = <$s> // '';
-        return $l =~ /^\+PONG/;
+        return $l =~ $ready;
     } 10;
     croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
         if !$ok || $dead;
@@ -1282,31 +1289,7 @@ package ActivityTest;
 # when the server requires one (readiness then accepts the NOAUTH reply).
 sub redis_start_opts {
     my ($self, %o) = @_;
-    my $port = $self->redis_port;
-    my $d = "$self->{dir}/redis";
-    make_path($d);
-
-    croak "redis already running" if $self->_alive('redis');
-
-    $self->_spawn('redis', "$d/redis.log", $BIN{redis},
-        '--bind', '127.0.0.1', '--port', $port, '--save', '',
-        '--appendonly', 'no', '--daemonize', 'no',
-        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
-        @{ $o{args} || [] });
-
-    my $dead;
-    my $ok = wait_for {
-        return $dead = 1 unless $self->_alive('redis');
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-            PeerPort => $port, Timeout => 1) or return 0;
-        print $s "PING\r\n";
-        my $l = <$s> // '';
-        return $l =~ /^(\+PONG|-NOAUTH)/;
-    } 10;
-    croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
-        if !$ok || $dead;
-    delete $self->{redis};
-    return $self;
+    return $self->_redis_start($o{args}, qr/^(\+PONG|-NOAUTH)/);
 }
 
 # The path of a unix socket for Redis (pass "--unixsocket", this).
