@@ -24,22 +24,10 @@ const http = require('http');
 const net = require('net');
 const fs = require('fs');
 const { performance } = require('perf_hooks');
+const { nowUs, args } = require('./lib');
 
 const BUCKET_US = 50;            // histogram resolution
 const BUCKETS = 200000;          // up to 10 s
-
-function nowUs() {
-    return Math.round((performance.timeOrigin + performance.now()) * 1000);
-}
-
-function args() {
-    const a = {};
-    const v = process.argv.slice(2);
-    for (let i = 0; i < v.length; i += 2) {
-        a[v[i].replace(/^--/, '')] = v[i + 1];
-    }
-    return a;
-}
 
 function client(opt) {
     const hist = new Uint32Array(BUCKETS + 1);

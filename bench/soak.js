@@ -19,23 +19,10 @@
 
 const http = require('http');
 const WebSocket = require('ws');
-const { performance } = require('perf_hooks');
+const { nowUs, args } = require('./lib');
 
 const BUCKET_US = 100;           // histogram resolution
 const BUCKETS = 100000;          // up to 10 s
-
-function nowUs() {
-    return Math.round((performance.timeOrigin + performance.now()) * 1000);
-}
-
-function args() {
-    const a = {};
-    const v = process.argv.slice(2);
-    for (let i = 0; i < v.length; i += 2) {
-        a[v[i].replace(/^--/, '')] = v[i + 1];
-    }
-    return a;
-}
 
 const opt = args();
 const rate = Number(opt.rate || 200);

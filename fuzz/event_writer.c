@@ -26,6 +26,8 @@
 
 static unsigned char *put_string(unsigned char *p, const uint8_t *s,
     size_t len, size_t max, size_t max_out);
+static unsigned char *repaired(json_t *v, const uint8_t *s, size_t len,
+    size_t *n);
 static void check_string(json_t *v, const uint8_t *s, size_t len,
     size_t max);
 static void check_prefix(json_t *v, const uint8_t *s, size_t len,
@@ -140,12 +142,14 @@ put_string(unsigned char *p, const uint8_t *s, size_t len, size_t max,
 }
 
 
-/* the decoded string is the input repaired, cut within max */
+/*
+ * v must be a JSON string; returns the input repaired (malloc'ed, *n
+ * bytes), which the caller frees.
+ */
 
-static void
-check_string(json_t *v, const uint8_t *s, size_t len, size_t max)
+static unsigned char *
+repaired(json_t *v, const uint8_t *s, size_t len, size_t *n)
 {
-    size_t          n, cut;
     unsigned char  *want;
 
     if (!json_is_string(v)) {
@@ -157,7 +161,21 @@ check_string(json_t *v, const uint8_t *s, size_t len, size_t max)
         abort();
     }
 
-    n = activity_utf8_repair(want, s, len) - want;
+    *n = activity_utf8_repair(want, s, len) - want;
+
+    return want;
+}
+
+
+/* the decoded string is the input repaired, cut within max */
+
+static void
+check_string(json_t *v, const uint8_t *s, size_t len, size_t max)
+{
+    size_t          n, cut;
+    unsigned char  *want;
+
+    want = repaired(v, s, len, &n);
     cut = activity_utf8_cut(want, n, max);
 
     if (json_string_length(v) != cut
@@ -181,16 +199,7 @@ check_prefix(json_t *v, const uint8_t *s, size_t len, size_t max_out)
     size_t          n, got;
     unsigned char  *want;
 
-    if (!json_is_string(v)) {
-        abort();
-    }
-
-    want = malloc(len * 3 + 1);
-    if (want == NULL) {
-        abort();
-    }
-
-    n = activity_utf8_repair(want, s, len) - want;
+    want = repaired(v, s, len, &n);
     got = json_string_length(v);
 
     if (got > n || memcmp(json_string_value(v), want, got) != 0

@@ -60,11 +60,8 @@ ok(wait_for(sub {
     grep { /\[error\].*activity.*(buffer|drop)/i } <$fh>;
 }, 10), 'dropped events logged at error level');
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+# A value of the status page (NAME{LABELS} as one string); undef if absent.
+sub metric { $t->status_metric('/status', $_[0]) }
 
 my $dropped = metric('activity_events_dropped_total');
 my $kept = metric('activity_events_buffered');

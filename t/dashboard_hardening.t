@@ -66,21 +66,18 @@ my $token = jwt_hs256('hard-secret', { sub => 'admin', role => 'admin',
 
 
 # --- a raw WebSocket client ---------------------------------------------
+# A connection is an ActivityTest::RawWS (frames are built and parsed by
+# the harness); the handshake is written here, so that a test can send it
+# in parts and read the body of a refusal.
 
-sub frame {
-    my ($op, $payload) = @_;
-    my $n = length $payload;
-    my $h = pack 'C', 0x80 | $op;
-    if ($n < 126) {
-        $h .= pack 'C', 0x80 | $n;
-    } elsif ($n <= 0xffff) {
-        $h .= pack 'Cn', 0x80 | 126, $n;
-    } else {
-        $h .= pack 'CNN', 0x80 | 127, 0, $n;
-    }
-    my $key = pack 'N', 0x3c5a9e17;
-    return $h . $key
-        . ($payload ^ substr($key x (int($n / 4) + 1), 0, $n));
+# a masked client frame
+sub frame { ActivityTest::RawWS::frame(@_) }
+
+# a connection on a new socket to nginx, nothing written yet
+sub conn {
+    my (%o) = @_;
+    return bless { sock => $t->socket(%o), buf => '' },
+        'ActivityTest::RawWS';
 }
 
 sub request {
@@ -119,29 +116,15 @@ sub response {
 
 sub ws_open {
     my ($path, %o) = @_;
-    my $c = { sock => $t->socket(%o), buf => '' };
+    my $c = conn(%o);
     syswrite $c->{sock}, request($path);
     return response($c);
 }
 
+# the next server frame as (opcode, payload); () on EOF or timeout
 sub next_frame {
     my ($c, $timeout) = @_;
-    my $end = time + ($timeout // 10);
-    for (;;) {
-        my $b = $c->{buf};
-        if (length $b >= 2) {
-            my ($b0, $b1) = unpack 'CC', $b;
-            my ($n, $hl) = ($b1 & 0x7f, 2);
-            ($n, $hl) = (unpack('n', substr($b, 2, 2)), 4) if $n == 126;
-            ($n, $hl) = (unpack('N', substr($b, 6, 4)), 10) if $n == 127;
-            if (length $b >= $hl + $n) {
-                substr($c->{buf}, 0, $hl + $n, '');
-                return ($b0 & 0x0f, substr($b, $hl, $n));
-            }
-        }
-        return () if time > $end;
-        fill($c, $end - time) or return ();
-    }
+    return $c->next_frame($timeout // 10);
 }
 
 # skips other frames; the close code, or 'eof or timeout'
@@ -288,19 +271,14 @@ bye($_) for grep { ref } @pending[1 .. $#pending], @admins, $other;
 
 # --- a handshake that ends on a worker shutting down ---------------------
 
-sub worker_pids {
-    open my $fh, '<', $t->dir . '/nginx.pid' or return ();
-    chomp(my $master = <$fh> // '');
-    return () unless $master =~ /^\d+$/;
-    return sort { $a <=> $b } grep { /^\d+$/ }
-        map { s/\s+//gr } `ps --ppid $master -o pid=`;
-}
+# The worker processes of the master that the harness started, sorted.
+sub worker_pids { $t->nginx_worker_pids }
 
 {
     my @old = worker_pids();
     is(scalar @old, 1, 'one worker');
 
-    my $c = { sock => $t->socket, buf => '' };
+    my $c = conn();
     my $req = request("/ws?token=$token");
     syswrite $c->{sock}, substr($req, 0, -2);
 

@@ -14,9 +14,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use IO::Select;
-use IO::Socket::INET;
-use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use ActivityTest qw(wait_for jwt_hs256);
@@ -58,15 +55,8 @@ my $secret = 'hostile-secret';
 my $token = jwt_hs256($secret, { sub => 'mallory', role => 'admin',
     exp => time + 600 });
 
-# The worker processes of the master that the harness started.
-sub worker_pids {
-    open my $fh, '<', $t->dir . '/nginx.pid' or return ();
-    chomp(my $master = <$fh> // '');
-    return () unless $master =~ /^\d+$/;
-    my @pids = sort { $a <=> $b } grep { /^\d+$/ }
-        map { s/\s+//gr } `ps --ppid $master -o pid=`;
-    return @pids;
-}
+# The worker processes of the master that the harness started, sorted.
+sub worker_pids { $t->nginx_worker_pids }
 
 my @workers;
 wait_for { (@workers = worker_pids()) == 2 } 10;
@@ -101,27 +91,13 @@ sub frame {
     return $h . $key . ($payload ^ $mask);
 }
 
-# Opens a WebSocket on $path; returns a connection (a hash) after the
-# 101, or the status line when the server answers otherwise.
+# Opens a WebSocket on $path over $t->socket (TLS in TLS mode) with the
+# harness's raw client (ActivityTest::RawWS, which also checks that server
+# frames are not masked); returns it after the 101, or the status line
+# when the server answers otherwise.
 sub ws_open {
     my ($path) = @_;
-    my $s = $t->socket;
-    print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n"
-        . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        . "Sec-WebSocket-Version: 13\r\n\r\n";
-
-    my $c = { sock => $s, buf => '' };
-    my $end = time + 5;
-    while ($c->{buf} !~ /\r\n\r\n/) {
-        return 'timeout' if time > $end;
-        _fill($c, $end - time) or return 'closed';
-    }
-    $c->{buf} =~ s/^(.*?)\r\n\r\n//s;
-    my $head = $1;
-    my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
-    return $status unless ($status // 0) == 101;
-    return $c;
+    return $t->ws_raw($path, sock => $t->socket, timeout => 5);
 }
 
 sub ws { ws_open('/ws?token=' . $token) }
@@ -129,86 +105,17 @@ sub ws { ws_open('/ws?token=' . $token) }
 sub sio {
     my $c = ws_open('/socket.io/?EIO=4&transport=websocket');
     return $c unless ref $c;
-    my ($op, $data) = next_frame($c, 5);
+    my ($op, $data) = $c->next_frame(5);
     die "no Engine.IO open packet" unless ($data // '') =~ /^0\{/;
     return $c;
-}
-
-# Reads more bytes; false on EOF, error or timeout.
-sub _fill {
-    my ($c, $timeout) = @_;
-    return 0
-        unless ActivityTest::can_read($c->{sock}, $timeout > 0 ? $timeout : 0);
-    my $n = sysread $c->{sock}, my $chunk, 65536;
-    return 0 unless $n;
-    $c->{buf} .= $chunk;
-    return 1;
-}
-
-# The next server frame as (opcode, payload); () on EOF or timeout.
-sub next_frame {
-    my ($c, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    for (;;) {
-        my $b = $c->{buf};
-        if (length $b >= 2) {
-            my ($b0, $b1) = unpack 'CC', $b;
-            my $n = $b1 & 0x7f;
-            my $hl = 2;
-            if ($n == 126 && length $b >= 4) {
-                $n = unpack 'n', substr($b, 2, 2);
-                $hl = 4;
-            } elsif ($n == 127 && length $b >= 10) {
-                my ($hi, $lo) = unpack 'NN', substr($b, 2, 8);
-                $n = $hi * 2**32 + $lo;
-                $hl = 10;
-            }
-            if (($b1 & 0x7f) < 126 || $hl > 2) {
-                die 'server frames are not masked' if $b1 & 0x80;
-                if (length $b >= $hl + $n) {
-                    substr($c->{buf}, 0, $hl + $n, '');
-                    return ($b0 & 0x0f, substr($b, $hl, $n));
-                }
-            }
-        }
-        return () if time > $end;
-        _fill($c, $end - time) or return ();
-    }
 }
 
 # Skips data frames up to the close frame; returns its code ('none' for
 # a close without one), or 'eof' / 'timeout' when none came.
 sub close_code {
     my ($c, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    while (time < $end) {
-        my ($op, $data) = next_frame($c, $end - time);
-        return eof_or_timeout($c) unless defined $op;
-        next unless $op == 8;
-        return 'none' if length $data < 2;
-        return unpack 'n', $data;
-    }
-    return 'timeout';
-}
-
-sub eof_or_timeout {
-    my ($c) = @_;
-    return 'timeout' unless ActivityTest::can_read($c->{sock}, 0);
-    my $n = sysread $c->{sock}, my $x, 1;
-    return $n ? 'timeout' : 'eof';
-}
-
-# The next text frame whose payload matches $re, within $timeout.
-sub next_text {
-    my ($c, $re, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    while (time < $end) {
-        my ($op, $data) = next_frame($c, $end - time);
-        return undef unless defined $op;
-        return $data if $op == 1 && $data =~ $re;
-        return undef if $op == 8;
-    }
-    return undef;
+    my ($code) = $c->close_code($timeout);
+    return $code;
 }
 
 sub send_raw {
@@ -235,9 +142,9 @@ sub closes_with {
 
 my $c = ws();
 ok(ref $c, 'websocket handshake') or BAIL_OUT('no websocket');
-ok(defined next_text($c, qr/"snapshot"/), 'snapshot first');
+ok(defined $c->next_text(qr/"snapshot"/), 'snapshot first');
 send_raw($c, frame(1, '{"subscribe":"dashboard:api-activity"}'));
-like(next_text($c, qr/subscribed/) // '', qr/"ok":true/,
+like($c->next_text(qr/subscribed/) // '', qr/"ok":true/,
     'a well-formed client gets answers');
 send_raw($c, frame(8, pack('n', 1000) . 'bye'));
 is(close_code($c), 1000, 'close 1000 is echoed');
@@ -247,7 +154,7 @@ my $big = '{"subscribe":"' . ('x' x (65536 - 16)) . '"}';
 is(length $big, 65536, '64 KiB message built');
 $c = ws();
 send_raw($c, frame(1, $big));
-like(next_text($c, qr/subscribed/, 10) // '', qr/"ok":false/,
+like($c->next_text(qr/subscribed/, 10) // '', qr/"ok":false/,
     'a 64 KiB frame is read and answered');
 send_raw($c, frame(8, pack 'n', 1000));
 is(close_code($c), 1000, 'and the connection is still in order');
@@ -292,7 +199,7 @@ closes_with(frame(1, '[1,2,3]'), 1007, 'JSON that is not an object');
 $c = ws();
 send_raw($c, frame(1, "{\"subscribe\":\"caf\xc3", fin => 0)
     . frame(9, 'between') . frame(0, "\xa9\"}"));
-like(next_text($c, qr/subscribed/) // '', qr/caf\\u00e9|caf\xc3\xa9/,
+like($c->next_text(qr/subscribed/) // '', qr/caf\\u00e9|caf\xc3\xa9/,
     'UTF-8 split across fragments, a ping in between');
 send_raw($c, frame(8, pack 'n', 1000));
 is(close_code($c), 1000, 'closed normally');
@@ -300,8 +207,8 @@ is(close_code($c), 1000, 'closed normally');
 # header bytes trickled one at a time
 $c = ws();
 send_raw($c, $_), sleep 0.05 for split //, frame(9, 'slow');
-my ($op, $data) = next_frame($c, 5);
-($op, $data) = next_frame($c, 5) while defined $op && $op != 0xa;
+my ($op, $data) = $c->next_frame(5);
+($op, $data) = $c->next_frame(5) while defined $op && $op != 0xa;
 is($data, 'slow', 'a frame sent byte by byte is answered');
 send_raw($c, frame(8, pack 'n', 1000));
 is(close_code($c), 1000, 'closed normally');
@@ -317,14 +224,14 @@ my $ping = frame(9, 'p' x 125);
 while ($sent < 5000) {
     send_raw($c, $ping x 100) or last;
     $sent += 100;
-    while (my ($o, $d) = next_frame($c, 0)) {
+    while (my ($o, $d) = $c->next_frame(0)) {
         $pongs++ if $o == 0xa;
         if ($o == 8) { $end_code = unpack 'n', $d; last }
     }
     last if defined $end_code;
 }
 unless (defined $end_code) {
-    while (my ($o, $d) = next_frame($c, 2)) {
+    while (my ($o, $d) = $c->next_frame(2)) {
         $pongs++ if $o == 0xa;
         if ($o == 8) { $end_code = unpack 'n', $d; last }
         last if $pongs >= $sent;
@@ -343,7 +250,7 @@ $c = ws();
 my $flood = 'eof';
 for (1 .. 60) {
     send_raw($c, frame(1, '{"subscribe":[]}')) or last;
-    while (my ($o, $d) = next_frame($c, 0.01)) {
+    while (my ($o, $d) = $c->next_frame(0.01)) {
         next unless $o == 8;
         $flood = length $d >= 2 ? unpack('n', $d) : 'none';
         last;
@@ -399,7 +306,7 @@ sub sio_closes_with {
     }
     send_raw($c, join '', map { frame(1, $_) } @$packets);
     if ($expect) {
-        like(next_text($c, $expect) // '', $expect, "$name: answered");
+        like($c->next_text($expect) // '', $expect, "$name: answered");
     }
     is(close_code($c), $code, "$name: close $code");
 }
@@ -424,15 +331,15 @@ sio_closes_with(['40/dashboard,{"token":' . ('[' x 5000) . '}'], 1008,
 my $auth = '40/dashboard,{"token":"' . $token . '"}';
 $c = sio();
 send_raw($c, frame(1, '40/elsewhere,'));
-like(next_text($c, qr/^44/) // '', qr/Invalid namespace/,
+like($c->next_text(qr/^44/) // '', qr/Invalid namespace/,
     'unknown namespace: CONNECT_ERROR, connection kept');
 send_raw($c, frame(1, $auth));
-like(next_text($c, qr/^40\/dashboard,/) // '', qr/"sid"/, 'then CONNECT');
+like($c->next_text(qr/^40\/dashboard,/) // '', qr/"sid"/, 'then CONNECT');
 send_raw($c, frame(1, '42/dashboard,7["subscribe",{"a":1}]'));
-like(next_text($c, qr/^43\/dashboard,7/) // '', qr/"ok":false/,
+like($c->next_text(qr/^43\/dashboard,7/) // '', qr/"ok":false/,
     'subscribe with an object: refused in the ack');
 send_raw($c, frame(1, '42/dashboard,8["nonsense",1,2,3]'));
-like(next_text($c, qr/^43\/dashboard,8/) // '', qr/unknown event/,
+like($c->next_text(qr/^43\/dashboard,8/) // '', qr/unknown event/,
     'unknown event: refused in the ack');
 send_raw($c, frame(1, '42/dashboard,[1,2]'));
 is(close_code($c), 1002, 'event name not a string: close 1002');
@@ -462,7 +369,7 @@ for my $bad ('42/dashboard,', '42/dashboard,{"a":1}', '42/dashboard,[',
 # frames in its write buffer and the dashboard wrote them again and again
 {
     my $c = ws();
-    my ($op, $data) = ref $c ? next_frame($c, 5) : ();
+    my ($op, $data) = ref $c ? $c->next_frame(5) : ();
     is($op, 1, 'the first bytes after the 101 are a text frame');
     like($data // '', qr/^\{"event":"snapshot"/, 'the snapshot');
     my $more = '';
@@ -497,7 +404,7 @@ for my $bad ('42/dashboard,', '42/dashboard,{"a":1}', '42/dashboard,[',
 # --- afterwards ---------------------------------------------------------
 
 $c = ws();
-ok(ref $c && defined next_text($c, qr/"snapshot"/),
+ok(ref $c && defined $c->next_text(qr/"snapshot"/),
     'a new dashboard still connects and gets its snapshot');
 
 is_deeply([worker_pids()], \@workers, 'nginx worker pids unchanged');

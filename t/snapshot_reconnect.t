@@ -52,11 +52,8 @@ my $token = jwt_hs256('snap', { sub => 'dash', role => 'admin',
     exp => time + 600 });
 my $url = 'ws://127.0.0.1:' . $t->port('http') . "/ws?token=$token";
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+# A value of the status page (NAME{LABELS} as one string); undef if absent.
+sub metric { $t->status_metric('/status', $_[0]) }
 
 sub snapshot_ids {
     my $c = $t->node('ws-client.js', url => $url, brief => 1,

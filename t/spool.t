@@ -61,11 +61,8 @@ sub burst {
     return $ok;
 }
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+# A value of the status page (NAME{LABELS} as one string); undef if absent.
+sub metric { $t->status_metric('/status', $_[0]) }
 
 sub spool_lines {
     open my $fh, '<', "$spool/events" or return undef;

@@ -53,11 +53,8 @@ http {
 }
 EOF
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+# A value of the status page (NAME{LABELS} as one string); undef if absent.
+sub metric { $t->status_metric('/status', $_[0]) }
 
 sub queued {
     my %n;

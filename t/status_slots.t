@@ -49,25 +49,15 @@ EOF
 $t->redis_start;
 $t->nginx_start;
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
+# A value of the status page (NAME{LABELS} as one string); undef if absent.
+sub metric { $t->status_metric('/status', $_[0]) }
 
 my $queue = 'activity_redis_connected{connection="queue"}';
 my $sub = 'activity_redis_connected{connection="subscriber"}';
 
-sub master {
-    my $pid = do { local (@ARGV, $/) = $t->dir . '/nginx.pid'; <> };
-    chomp $pid;
-    return $pid;
-}
+sub master { $t->nginx_master_pid }
 
-sub workers {
-    my $m = master();
-    return grep { $_ } map { s/\s+//gr } `ps --ppid $m -o pid=`;
-}
+sub workers { $t->nginx_worker_pids }
 
 ok(wait_for(sub { metric($queue) == 2 && metric($sub) == 2 }, 10),
     'two workers, both connections up');

@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,7 +86,6 @@ db_t *
 db_new(const char *conninfo, const char *app, int timeout_ms)
 {
     pthread_condattr_t   ca;
-    sigset_t             block, old;
     db_t                *db;
     int                  rc;
 
@@ -115,16 +113,7 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
 
     if (timeout_ms > 0) {
         /* signals stay with the main thread */
-        sigemptyset(&block);
-        sigaddset(&block, SIGTERM);
-        sigaddset(&block, SIGINT);
-        sigaddset(&block, SIGHUP);
-        sigaddset(&block, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &block, &old);
-
-        rc = pthread_create(&db->watchdog, NULL, db_watchdog, db);
-
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        rc = signals_thread_create(&db->watchdog, db_watchdog, db);
 
         if (rc != 0) {
             pthread_cond_destroy(&db->wake);

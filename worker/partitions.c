@@ -32,7 +32,6 @@
  * A DETACH ... CONCURRENTLY that was interrupted is FINALIZEd.
  */
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +39,7 @@
 
 #include "log.h"
 #include "partitions.h"
+#include "signals.h"
 #include "timeutil.h"
 
 
@@ -80,7 +80,6 @@ partitions_start(partitions_t *p, const char *conninfo, int timeout_ms,
     int ahead, int retain, char *err, size_t errlen)
 {
     pthread_condattr_t  ca;
-    sigset_t            block, old;
     int                 rc;
 
     memset(p, 0, sizeof(*p));
@@ -99,17 +98,8 @@ partitions_start(partitions_t *p, const char *conninfo, int timeout_ms,
     pthread_cond_init(&p->wake, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* the thread inherits this mask: signals stay with the main loop */
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    sigaddset(&block, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-
-    rc = pthread_create(&p->thread, NULL, partitions_thread, p);
-
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* signals stay with the main loop */
+    rc = signals_thread_create(&p->thread, partitions_thread, p);
 
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the maintenance thread: %s",

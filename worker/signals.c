@@ -53,6 +53,27 @@ signals_stop_requested(void)
 }
 
 
+int
+signals_thread_create(pthread_t *thread, void *(*start)(void *), void *arg)
+{
+    sigset_t  block, old;
+    int       rc;
+
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+
+    rc = pthread_create(thread, NULL, start, arg);
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    return rc;
+}
+
+
 static void
 signals_handler(int sig)
 {

@@ -5,6 +5,8 @@
 #ifndef ACTIVITY_SIGNALS_H
 #define ACTIVITY_SIGNALS_H
 
+#include <pthread.h>
+
 
 /*
  * SIGTERM / SIGINT: the first asks the loop to finish the batch in hand
@@ -16,6 +18,14 @@ void signals_install(void);
 
 /* Non-zero once a stop was requested. */
 int signals_stop_requested(void);
+
+/*
+ * pthread_create() of a thread that has SIGTERM, SIGINT, SIGHUP and
+ * SIGPIPE blocked (it inherits the mask set around the call), so that
+ * they stay with the main loop. Returns pthread_create()'s result.
+ */
+int signals_thread_create(pthread_t *thread, void *(*start)(void *),
+    void *arg);
 
 
 #endif /* ACTIVITY_SIGNALS_H */

@@ -31,7 +31,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +40,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "retry.h"
+#include "signals.h"
 #include "store.h"
 #include "timeutil.h"
 
@@ -90,7 +90,6 @@ store_start(const settings_t *settings, const redis_target_t *target,
     size_t errlen)
 {
     pthread_condattr_t   ca;
-    sigset_t             block, old;
     store_t             *s;
     int                  rc;
 
@@ -113,16 +112,8 @@ store_start(const settings_t *settings, const redis_target_t *target,
     pthread_cond_init(&s->done, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* the thread inherits this mask: signals stay with the main loop */
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-
-    rc = pthread_create(&s->thread, NULL, store_thread, s);
-
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* signals stay with the main loop */
+    rc = signals_thread_create(&s->thread, store_thread, s);
 
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the store thread: %s",

@@ -391,6 +391,13 @@ sub redis_url { 'redis://127.0.0.1:' . $_[0]->redis_port }
 
 sub redis_start {
     my ($self) = @_;
+    return $self->_redis_start($self->{redis_args}, qr/^\+PONG/);
+}
+
+# Starts redis-server with @$args more and waits until a PING answers
+# $ready (or it died).
+sub _redis_start {
+    my ($self, $args, $ready) = @_;
     my $port = $self->redis_port;
     my $d = "$self->{dir}/redis";
     make_path($d);
@@ -401,7 +408,7 @@ sub redis_start {
         '--bind', '127.0.0.1', '--port', $port, '--save', '',
         '--appendonly', 'no', '--daemonize', 'no',
         '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
-        @{ $self->{redis_args} || [] });
+        @{ $args || [] });
 
     my $dead;
     my $ok = wait_for {
@@ -410,7 +417,7 @@ sub redis_start {
             PeerPort => $port, Timeout => 1) or return 0;
         print $s "PING\r\n";
         my $l = <$s> // '';
-        return $l =~ /^\+PONG/;
+        return $l =~ $ready;
     } 10;
     croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
         if !$ok || $dead;
@@ -1282,31 +1289,7 @@ package ActivityTest;
 # when the server requires one (readiness then accepts the NOAUTH reply).
 sub redis_start_opts {
     my ($self, %o) = @_;
-    my $port = $self->redis_port;
-    my $d = "$self->{dir}/redis";
-    make_path($d);
-
-    croak "redis already running" if $self->_alive('redis');
-
-    $self->_spawn('redis', "$d/redis.log", $BIN{redis},
-        '--bind', '127.0.0.1', '--port', $port, '--save', '',
-        '--appendonly', 'no', '--daemonize', 'no',
-        '--pidfile', "$d/redis.pid", '--dir', $d, '--logfile', '',
-        @{ $o{args} || [] });
-
-    my $dead;
-    my $ok = wait_for {
-        return $dead = 1 unless $self->_alive('redis');
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-            PeerPort => $port, Timeout => 1) or return 0;
-        print $s "PING\r\n";
-        my $l = <$s> // '';
-        return $l =~ /^(\+PONG|-NOAUTH)/;
-    } 10;
-    croak "redis-server did not start:\n" . _tail("$d/redis.log", 20)
-        if !$ok || $dead;
-    delete $self->{redis};
-    return $self;
+    return $self->_redis_start($o{args}, qr/^(\+PONG|-NOAUTH)/);
 }
 
 # The path of a unix socket for Redis (pass "--unixsocket", this).
@@ -1390,7 +1373,8 @@ package ActivityTest::RawWS;
 #   ref $c or die "status $c";          # the status when not 101
 #   my ($op, $payload) = $c->next_frame(5);
 #   $c->send_text('{"subscribe":[...]}'); $c->close_code(10);
-# Options: headers => {...}, timeout => S, rcvbuf => BYTES.
+# Options: headers => {...}, timeout => S, rcvbuf => BYTES, sock => a
+# connected socket to use (e.g. $t->socket: TLS in TLS mode).
 
 use strict;
 use warnings;
@@ -1404,7 +1388,10 @@ use Time::HiRes qw(time);
 sub open {
     my ($class, $port, $path, %o) = @_;
     my $s;
-    if ($o{rcvbuf}) {
+    if ($o{sock}) {
+        # a socket the caller connected (e.g. $t->socket, TLS in TLS mode)
+        $s = $o{sock};
+    } elsif ($o{rcvbuf}) {
         # a small receive buffer, set before connecting: a client that
         # does not read fills the server's queue sooner
         $s = IO::Socket::INET->new(Proto => 'tcp') or return 'socket';
@@ -1437,10 +1424,12 @@ sub open {
     return $c;
 }
 
+# Reads more bytes; false on EOF, error or timeout. ActivityTest::can_read
+# counts the bytes a TLS socket already decrypted.
 sub _fill {
     my ($c, $timeout) = @_;
-    my $sel = IO::Select->new($c->{sock});
-    return 0 unless $sel->can_read($timeout > 0 ? $timeout : 0);
+    return 0 unless ActivityTest::can_read($c->{sock},
+        $timeout > 0 ? $timeout : 0);
     my $n = sysread $c->{sock}, my $chunk, 65536;
     return 0 unless $n;
     $c->{buf} .= $chunk;
@@ -1466,6 +1455,7 @@ sub next_frame {
                 $hl = 10;
             }
             if (($b1 & 0x7f) < 126 || $hl > 2) {
+                die 'server frames are not masked' if $b1 & 0x80;
                 if (length $b >= $hl + $n) {
                     substr($c->{buf}, 0, $hl + $n, '');
                     return ($b0 & 0x0f, substr($b, $hl, $n));
