@@ -5,15 +5,18 @@
  * array).  libjwt verifies signatures; it checks no claims at all.
  *
  * Tracking asks for the "sub" of the same bearer token on request after
- * request; verifying it (base64, JSON, HMAC) costs more than the rest of
- * tracking.  So each nginx worker process remembers the tokens it has
- * verified for tracking, in a fixed table: a slot is chosen by a hash of
- * the token, and honoured only when the whole token, the key it was
- * verified with and the key's settings match, and only while its "exp"
- * and "nbf" still hold (checked again at every hit, with the leeway of
- * the location asking).  Only tokens that verified are stored: a refused
- * token never takes a slot.  A reload starts new worker processes, so
- * a new key never meets an old entry.
+ * request, and a thousand dashboards of one team connect with the same
+ * token; verifying it (base64, JSON, HMAC) costs more than the rest of
+ * either.  So each nginx worker process remembers the tokens it has
+ * verified, in a fixed table: a slot is chosen by a hash of the token,
+ * and honoured only when the whole token, the key it was verified with
+ * and the key's settings match, and only while its "exp" and "nbf" still
+ * hold (checked again at every hit, with the leeway of the location
+ * asking).  The token's roles are remembered one by one, and the role a
+ * location requires is checked against them at every hit.  Only tokens
+ * that verified are stored: a refused token never takes a slot.  A
+ * reload starts new worker processes, so a new key never meets an old
+ * entry.
  */
 
 
@@ -34,19 +37,26 @@ typedef struct {
     time_t                      exp;          /* 0: no "exp" */
     time_t                      nbf;          /* 0: no "nbf" */
     size_t                      token_len;    /* 0: free slot */
+    ngx_flag_t                  has_sub;
     size_t                      sub_len;
+    size_t                      role_len;     /* claims->role, joined */
+    size_t                      roles_len;    /* each role: 2-byte length */
     u_char                      sub[NGX_HTTP_ACTIVITY_JWT_CACHE_SUB];
+    u_char                      role[NGX_HTTP_ACTIVITY_JWT_CACHE_ROLES];
+    u_char                      roles[NGX_HTTP_ACTIVITY_JWT_CACHE_ROLES];
     u_char                      token[NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN];
 } ngx_http_activity_jwt_cached_t;
 
 
 static ngx_int_t ngx_http_activity_jwt_cache_get(
-    ngx_http_activity_jwt_key_t *key, ngx_str_t *token, ngx_pool_t *pool,
-    ngx_str_t *sub);
+    ngx_http_activity_jwt_key_t *key, ngx_str_t *token, ngx_str_t *role,
+    ngx_pool_t *pool, ngx_http_activity_jwt_claims_t *claims);
 static ngx_uint_t ngx_http_activity_jwt_same(u_char *a, u_char *b,
     size_t len);
 static void ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
-    ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims);
+    ngx_str_t *token, jwt_t *jwt, ngx_http_activity_jwt_claims_t *claims);
+static u_char *ngx_http_activity_jwt_cache_role(u_char *p, u_char *last,
+    const char *s, size_t len);
 static ngx_int_t ngx_http_activity_jwt_roles(jwt_t *jwt, ngx_str_t *role,
     ngx_pool_t *pool, ngx_str_t *roles);
 static ngx_int_t ngx_http_activity_jwt_copy_sub(jwt_t *jwt, ngx_pool_t *pool,
@@ -55,7 +65,7 @@ static ngx_int_t ngx_http_activity_jwt_time(jwt_t *jwt, const char *claim,
     time_t *t);
 
 
-/* per nginx worker process: what it has verified for tracking */
+/* per nginx worker process: the tokens it has verified */
 static ngx_http_activity_jwt_cached_t
     ngx_http_activity_jwt_cache[NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS];
 
@@ -136,6 +146,21 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
         claims->reason = "token too long";
         claims->code = NGX_HTTP_ACTIVITY_JWT_TOO_LONG;
         return NGX_DECLINED;
+    }
+
+    switch (ngx_http_activity_jwt_cache_get(key, token, role, pool, claims)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_DECLINED:
+        return NGX_DECLINED;
+
+    case NGX_ERROR:
+        return NGX_ERROR;
+
+    default: /* NGX_DONE: not remembered, verified below */
+        break;
     }
 
     text = ngx_pnalloc(pool, token->len + 1);
@@ -233,6 +258,8 @@ ngx_http_activity_jwt_verify(ngx_http_activity_jwt_key_t *key,
         return NGX_ERROR;
     }
 
+    ngx_http_activity_jwt_cache_put(key, token, jwt, claims);
+
     jwt_free(jwt);
 
     return NGX_OK;
@@ -263,18 +290,6 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    switch (ngx_http_activity_jwt_cache_get(key, &token, r->pool, sub)) {
-
-    case NGX_OK:
-        return NGX_OK;
-
-    case NGX_ERROR:
-        return NGX_DECLINED;
-
-    default:
-        break;
-    }
-
     if (ngx_http_activity_jwt_verify(key, &token, NULL, r->pool, &claims)
         != NGX_OK)
     {
@@ -287,8 +302,6 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ngx_http_activity_jwt_cache_put(key, &token, &claims);
-
     *sub = claims.sub;
 
     return NGX_OK;
@@ -296,22 +309,27 @@ ngx_http_activity_jwt_subject(ngx_http_request_t *r,
 
 
 /*
- * NGX_OK: the token was verified with this key and its times still
- * hold, *sub is its "sub" (copied into the pool); NGX_DECLINED: not
- * known, or no longer valid (the slot is freed, the caller verifies it
- * again and says why); NGX_ERROR: out of memory.
+ * NGX_OK: the token was verified with this key, its times still hold
+ * and it carries the role asked for, *claims is filled (strings copied
+ * into the pool); NGX_DECLINED: it was verified but lacks the role,
+ * *claims says so; NGX_DONE: not known, or no longer valid (the slot is
+ * freed, the caller verifies it again and says why); NGX_ERROR: out of
+ * memory.
  */
 
 static ngx_int_t
 ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
-    ngx_str_t *token, ngx_pool_t *pool, ngx_str_t *sub)
+    ngx_str_t *token, ngx_str_t *role, ngx_pool_t *pool,
+    ngx_http_activity_jwt_claims_t *claims)
 {
+    u_char                          *p, *last;
+    size_t                           len;
     time_t                           now;
-    ngx_uint_t                       slot;
+    ngx_uint_t                       slot, found;
     ngx_http_activity_jwt_cached_t  *c;
 
     if (token->len > NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN) {
-        return NGX_DECLINED;
+        return NGX_DONE;
     }
 
     slot = ngx_murmur_hash2(token->data, token->len)
@@ -325,7 +343,7 @@ ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
         || c->require_exp != key->require_exp
         || !ngx_http_activity_jwt_same(c->token, token->data, token->len))
     {
-        return NGX_DECLINED;
+        return NGX_DONE;
     }
 
     now = ngx_time();
@@ -334,17 +352,55 @@ ngx_http_activity_jwt_cache_get(ngx_http_activity_jwt_key_t *key,
         || now + key->leeway < c->nbf)
     {
         c->token_len = 0;
+        return NGX_DONE;
+    }
+
+    found = (role == NULL || role->len == 0);
+
+    p = c->roles;
+    last = c->roles + c->roles_len;
+
+    while (!found && p + 2 <= last) {
+        len = ((size_t) p[0] << 8) | p[1];
+        p += 2;
+
+        if (len == role->len && ngx_strncmp(p, role->data, len) == 0) {
+            found = 1;
+        }
+
+        p += len;
+    }
+
+    if (!found) {
+        claims->status = NGX_HTTP_FORBIDDEN;
+        claims->reason = "missing role";
+        claims->code = NGX_HTTP_ACTIVITY_JWT_ROLE;
         return NGX_DECLINED;
     }
 
-    sub->data = ngx_pnalloc(pool, c->sub_len + 1);
-    if (sub->data == NULL) {
-        return NGX_ERROR;
+    claims->exp = c->exp;
+    claims->nbf = c->nbf;
+
+    if (c->has_sub) {
+        claims->sub.data = ngx_pnalloc(pool, c->sub_len + 1);
+        if (claims->sub.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        claims->sub.len = c->sub_len;
+        ngx_memcpy(claims->sub.data, c->sub, c->sub_len);
+        claims->sub.data[c->sub_len] = '\0';
     }
 
-    sub->len = c->sub_len;
-    ngx_memcpy(sub->data, c->sub, c->sub_len);
-    sub->data[sub->len] = '\0';
+    if (c->role_len) {
+        claims->role.data = ngx_pnalloc(pool, c->role_len);
+        if (claims->role.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        claims->role.len = c->role_len;
+        ngx_memcpy(claims->role.data, c->role, c->role_len);
+    }
 
     return NGX_OK;
 }
@@ -371,17 +427,27 @@ ngx_http_activity_jwt_same(u_char *a, u_char *b, size_t len)
 }
 
 
-/* remembers a token that has just verified; it takes over its slot */
+/*
+ * Remembers a token that has just verified; it takes over its slot.  A
+ * token whose "sub" or roles do not fit is not remembered: it is
+ * verified in full every time.
+ */
 
 static void
 ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
-    ngx_str_t *token, ngx_http_activity_jwt_claims_t *claims)
+    ngx_str_t *token, jwt_t *jwt, ngx_http_activity_jwt_claims_t *claims)
 {
+    u_char                          *p, *last;
+    char                            *text;
+    size_t                           i;
+    json_t                          *array, *item;
     ngx_uint_t                       slot;
+    const char                      *s;
     ngx_http_activity_jwt_cached_t  *c;
 
     if (token->len > NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN
-        || claims->sub.len > NGX_HTTP_ACTIVITY_JWT_CACHE_SUB)
+        || claims->sub.len > NGX_HTTP_ACTIVITY_JWT_CACHE_SUB
+        || claims->role.len > NGX_HTTP_ACTIVITY_JWT_CACHE_ROLES)
     {
         return;
     }
@@ -390,16 +456,85 @@ ngx_http_activity_jwt_cache_put(ngx_http_activity_jwt_key_t *key,
            & (NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS - 1);
     c = &ngx_http_activity_jwt_cache[slot];
 
+    /* the roles one by one, as ngx_http_activity_jwt_roles() reads them */
+
+    p = c->roles;
+    last = c->roles + NGX_HTTP_ACTIVITY_JWT_CACHE_ROLES;
+
+    c->token_len = 0;
+
+    s = jwt_get_grant(jwt, "role");
+
+    if (s) {
+        p = ngx_http_activity_jwt_cache_role(p, last, s, ngx_strlen(s));
+        if (p == NULL) {
+            return;
+        }
+    }
+
+    text = jwt_get_grants_json(jwt, "roles");
+
+    if (text) {
+        array = json_loads(text, 0, NULL);
+        free(text);
+
+        if (json_is_array(array)) {
+            json_array_foreach(array, i, item) {
+                if (!json_is_string(item)) {
+                    continue;
+                }
+
+                p = ngx_http_activity_jwt_cache_role(p, last,
+                                                     json_string_value(item),
+                                                     json_string_length(item));
+                if (p == NULL) {
+                    json_decref(array);
+                    return;
+                }
+            }
+        }
+
+        json_decref(array);
+    }
+
+    c->roles_len = p - c->roles;
     c->key = key->key.data;
     c->key_len = key->key.len;
     c->alg = key->alg;
     c->require_exp = key->require_exp;
     c->exp = claims->exp;
     c->nbf = claims->nbf;
+    c->has_sub = (claims->sub.data != NULL);
     c->sub_len = claims->sub.len;
-    ngx_memcpy(c->sub, claims->sub.data, claims->sub.len);
-    c->token_len = token->len;
+    c->role_len = claims->role.len;
+
+    if (claims->sub.len) {
+        ngx_memcpy(c->sub, claims->sub.data, claims->sub.len);
+    }
+
+    if (claims->role.len) {
+        ngx_memcpy(c->role, claims->role.data, claims->role.len);
+    }
+
     ngx_memcpy(c->token, token->data, token->len);
+    c->token_len = token->len;
+}
+
+
+/* appends one role (2-byte length, bytes); NULL when it does not fit */
+
+static u_char *
+ngx_http_activity_jwt_cache_role(u_char *p, u_char *last, const char *s,
+    size_t len)
+{
+    if ((size_t) (last - p) < len + 2) {
+        return NULL;
+    }
+
+    *p++ = (u_char) (len >> 8);
+    *p++ = (u_char) (len & 0xff);
+
+    return ngx_cpymem(p, s, len);
 }
 
 

@@ -23,12 +23,13 @@
 #define NGX_HTTP_ACTIVITY_JWT_MAX_LEN  8192
 
 /*
- * Tokens verified for tracking, remembered per nginx worker process:
- * slots (a power of two), and the longest token and "sub" remembered.
+ * Verified tokens, remembered per nginx worker process: slots (a power
+ * of two), and the longest token, "sub" and roles remembered.
  */
 #define NGX_HTTP_ACTIVITY_JWT_CACHE_SLOTS  256
 #define NGX_HTTP_ACTIVITY_JWT_CACHE_TOKEN  1024
 #define NGX_HTTP_ACTIVITY_JWT_CACHE_SUB    256
+#define NGX_HTTP_ACTIVITY_JWT_CACHE_ROLES  256
 
 
 /* why a token is refused, for logs and metrics */
