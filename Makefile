@@ -7,6 +7,7 @@
 #   make bench-track  nginx CPU per request: tracking vs a JSON access_log
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
+#   make bench-connect  1,000 dashboards connecting at once
 #   make deb        Debian packages under build/deb/ (README "Debian packages")
 #   make test-deb   install them here, check, purge (root; leaves the
 #                   machine as found)
@@ -43,7 +44,7 @@ WORKER_SRCS := $(wildcard worker/*.c) $(COMMON_SRCS)
 WORKER_HDRS := $(wildcard worker/*.h) $(COMMON_HDRS)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
-        bench-dashboard bench-soak bench-store
+        bench-dashboard bench-soak bench-store bench-connect
 
 all: module worker
 
@@ -125,6 +126,10 @@ bench-store: deps-test all
 # the whole stack for MINUTES (10) under production's faults
 bench-soak: deps-test all
 	bench/soak.sh
+
+# N dashboards (1000) connecting at once: time to every snapshot, CPU
+bench-connect: deps-test all
+	bench/connect.sh
 
 clean:
 	rm -rf $(BUILD)
