@@ -274,6 +274,21 @@ bye($_) for grep { ref } @pending[1 .. $#pending], @admins, $other;
 # The worker processes of the master that the harness started, sorted.
 sub worker_pids { $t->nginx_worker_pids }
 
+# Whether nginx has accepted the connection from local port $cport and
+# read all it was sent: the server side's receive queue in /proc/net/tcp.
+sub server_read_all {
+    my ($cport) = @_;
+    my ($srv, $cli) = map { sprintf ':%04X', $_ } $t->port('http'), $cport;
+    open my $fh, '<', '/proc/net/tcp' or return 0;
+    while (<$fh>) {
+        my (undef, $local, $remote, $st, $queues) = split ' ';
+        next unless $local =~ /\Q$srv\E$/ && $remote =~ /\Q$cli\E$/;
+        my (undef, $rx) = split /:/, $queues;
+        return $st eq '01' && hex($rx) == 0;
+    }
+    return 0;
+}
+
 {
     my @old = worker_pids();
     is(scalar @old, 1, 'one worker');
@@ -281,6 +296,8 @@ sub worker_pids { $t->nginx_worker_pids }
     my $c = conn();
     my $req = request("/ws?token=$token");
     syswrite $c->{sock}, substr($req, 0, -2);
+    ok(wait_for(sub { server_read_all($c->{sock}->sockport) }, 20),
+        'the old worker has read the handshake so far');
 
     open my $fh, '<', $t->dir . '/nginx.pid' or die "nginx.pid: $!";
     chomp(my $master = <$fh>);
