@@ -170,10 +170,13 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
 FUZZ_DIR   := $(BUILD)/fuzz
 FUZZ_TIME  ?= 60
 FUZZ_SMOKE_TIME ?= 8
-FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer
+FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer \
+              ws_extensions
 
 $(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
                         ngx_module/ngx_http_activity_ws.h
+$(FUZZ_DIR)/ws_extensions: ngx_module/ngx_http_activity_ws.c \
+                           ngx_module/ngx_http_activity_ws.h
 $(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
                         ngx_module/ngx_http_activity_sio.h
 $(FUZZ_DIR)/event_json: $(COMMON_SRCS) $(COMMON_HDRS)
