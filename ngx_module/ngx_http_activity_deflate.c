@@ -60,20 +60,28 @@ ngx_http_activity_deflate_done(ngx_http_activity_deflate_t *z)
         z->out = NULL;
         z->out_size = 0;
     }
+
+    if (z->zout) {
+        ngx_free(z->zout);
+        z->zout = NULL;
+        z->zout_size = 0;
+    }
 }
 
 
 /*
  * The compressed twin of a plain text frame, RSV1 set; NULL when the
  * plain frame is the one to send (short, incompressible, or no zlib).
+ * The output goes to a scratch buffer the size of the plain payload
+ * (what does not fit is not worth sending), then into a frame of its
+ * exact size: a compressed frame may be queued long, for many clients.
  */
 
 ngx_http_activity_frame_t *
 ngx_http_activity_deflate_frame(ngx_http_activity_deflate_t *z,
     ngx_http_activity_frame_t *plain)
 {
-    u_char                     *out, header[NGX_HTTP_ACTIVITY_WS_HEADER_MAX];
-    size_t                      len, clen, n;
+    size_t                      len, clen;
     ngx_http_activity_frame_t  *frame;
 
     len = plain->len - (plain->payload - plain->data);
@@ -85,27 +93,29 @@ ngx_http_activity_deflate_frame(ngx_http_activity_deflate_t *z,
         return NULL;
     }
 
-    /*
-     * room for the longest header and for what is worth sending: output
-     * that would not be shorter than the plain payload stops deflate()
-     */
+    if (z->zout_size < len) {
+        if (z->zout) {
+            ngx_free(z->zout);
+        }
 
-    frame = ngx_alloc(offsetof(ngx_http_activity_frame_t, data)
-                      + NGX_HTTP_ACTIVITY_WS_HEADER_MAX + len, z->log);
-    if (frame == NULL) {
-        return NULL;
+        z->zout = ngx_alloc(len, z->log);
+        if (z->zout == NULL) {
+            z->zout_size = 0;
+            return NULL;
+        }
+
+        z->zout_size = len;
     }
 
-    out = frame->data + NGX_HTTP_ACTIVITY_WS_HEADER_MAX;
+    frame = NULL;
 
     if (deflateReset(&z->deflate) != Z_OK) {
-        ngx_free(frame);
-        return NULL;
+        goto done;
     }
 
     z->deflate.next_in = plain->payload;
     z->deflate.avail_in = (uInt) len;
-    z->deflate.next_out = out;
+    z->deflate.next_out = z->zout;
     z->deflate.avail_out = (uInt) len;
 
     /*
@@ -117,33 +127,40 @@ ngx_http_activity_deflate_frame(ngx_http_activity_deflate_t *z,
         || z->deflate.avail_in != 0
         || z->deflate.avail_out == 0)
     {
-        ngx_free(frame);
-        return NULL;
+        goto done;
     }
 
     clen = len - z->deflate.avail_out;
 
     if (clen < sizeof(ngx_http_activity_deflate_tail)
-        || ngx_memcmp(out + clen - sizeof(ngx_http_activity_deflate_tail),
+        || ngx_memcmp(z->zout + clen - sizeof(ngx_http_activity_deflate_tail),
                       ngx_http_activity_deflate_tail,
                       sizeof(ngx_http_activity_deflate_tail))
            != 0)
     {
-        ngx_free(frame);
-        return NULL;
+        goto done;
     }
 
     clen -= sizeof(ngx_http_activity_deflate_tail);
 
-    n = ngx_http_activity_ws_header(header, NGX_HTTP_ACTIVITY_WS_TEXT, clen);
-    header[0] |= NGX_HTTP_ACTIVITY_WS_RSV1;
+    frame = ngx_http_activity_frame_create(NGX_HTTP_ACTIVITY_WS_TEXT, clen,
+                                           z->log);
+    if (frame == NULL) {
+        goto done;
+    }
 
-    ngx_memcpy(frame->data, header, n);
-    ngx_memmove(frame->data + n, out, clen);
+    frame->data[0] |= NGX_HTTP_ACTIVITY_WS_RSV1;
+    ngx_memcpy(frame->payload, z->zout, clen);
 
-    frame->refs = 1;
-    frame->len = n + clen;
-    frame->payload = frame->data + n;
+done:
+
+    /* a rare large message does not leave a large buffer behind */
+
+    if (z->zout_size > NGX_HTTP_ACTIVITY_DEFLATE_KEEP) {
+        ngx_free(z->zout);
+        z->zout = NULL;
+        z->zout_size = 0;
+    }
 
     return frame;
 }

@@ -25,12 +25,17 @@
  */
 #define NGX_HTTP_ACTIVITY_DEFLATE_MIN    128
 
+/* the compression scratch buffer is kept up to this size */
+#define NGX_HTTP_ACTIVITY_DEFLATE_KEEP   65536
+
 
 typedef struct {
     z_stream                     deflate;
     z_stream                     inflate;
     u_char                      *out;       /* inflated message */
     size_t                       out_size;
+    u_char                      *zout;      /* deflate's output */
+    size_t                       zout_size;
     ngx_log_t                   *log;
     unsigned                     deflate_ready:1;
     unsigned                     deflate_failed:1;

@@ -7,8 +7,9 @@
  * stats channels (again after every reconnect).  A message becomes at most
  * one frame per protocol and kind, and at most one compressed twin of it
  * for the connections that negotiated permessage-deflate; every
- * connection that gets it holds a reference to that one buffer.  Writes are gathered: a listener that got
- * frames is flushed once, at the end of the event loop iteration.
+ * connection that gets it holds a reference to that one buffer.  Writes
+ * are gathered: a listener that got frames is flushed once, at the end of
+ * the event loop iteration.
  */
 
 
