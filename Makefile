@@ -8,6 +8,7 @@
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once
+#   make bench-deflate  permessage-deflate against plain frames
 #   make deb        Debian packages under build/deb/ (README "Debian packages")
 #   make test-deb   install them here, check, purge (root; leaves the
 #                   machine as found)
@@ -44,7 +45,7 @@ WORKER_SRCS := $(wildcard worker/*.c) $(COMMON_SRCS)
 WORKER_HDRS := $(wildcard worker/*.h) $(COMMON_HDRS)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
-        bench-dashboard bench-soak bench-store bench-connect
+        bench-dashboard bench-soak bench-store bench-connect bench-deflate
 
 all: module worker
 
@@ -130,6 +131,10 @@ bench-soak: deps-test all
 # N dashboards (1000) connecting at once: time to every snapshot, CPU
 bench-connect: deps-test all
 	bench/connect.sh
+
+# bytes on the wire and nginx CPU per frame, with and without deflate
+bench-deflate: deps-test all
+	bench/deflate.sh
 
 clean:
 	rm -rf $(BUILD)
