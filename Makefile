@@ -22,7 +22,7 @@ NGX_BUILD := $(BUILD)/nginx
 # Debian 12 packages: build, servers, and the test tools.
 APT_BUILD := build-essential pkg-config nginx nginx-dev libhiredis-dev \
              libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev \
-             redis-server postgresql
+             zlib1g-dev redis-server postgresql
 APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl \
              libio-socket-ssl-perl
 
@@ -101,7 +101,7 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
               t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
               t/utf8.t t/field_sizes.t t/subscriber.t t/hostile_tls.t \
-              t/dashboard_hardening.t
+              t/dashboard_hardening.t t/dashboard_deflate.t
 
 # every test file starts its own servers on free ports: two at a time
 test: deps-test all fuzz-smoke
@@ -281,7 +281,7 @@ test-asan: deps-test asan web-deps
 .PHONY: deps-deb deb test-deb
 
 APT_DEB := debhelper dpkg-dev fakeroot nginx-dev pkg-config libhiredis-dev \
-           libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev
+           libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev zlib1g-dev
 DEB_DIR := $(BUILD)/deb
 
 deps-deb:
