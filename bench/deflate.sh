@@ -11,7 +11,9 @@
 # delivered frame (utime + stime of its worker), medians of the rounds.
 #
 # Environment: CLIENTS (1000), EVENTS a round (500), RATE events/s
-# (100), ROUNDS (5), PROCS client processes (2 from 1,000 clients on).
+# (100), ROUNDS (5), PROCS client processes (2 from 1,000 clients on);
+# PERF=1 also profiles the nginx worker (perf record -e cpu-clock) and
+# prints its time by library.
 
 set -euo pipefail
 
@@ -65,9 +67,29 @@ my %o = (clients => $ENV{CLIENTS} || 1000, events => $ENV{EVENTS} || 500,
 printf "%d clients, %d events a round at %d/s, %d rounds, one nginx "
     . "worker\n", @o{qw(clients events rate rounds)};
 
+# PERF=1: a profile of the nginx worker over every round, by library
+# (libz's share is what compressing costs)
+my $perf;
+if ($ENV{PERF}) {
+    $perf = fork // die "fork: $!";
+    if ($perf == 0) {
+        exec 'perf', 'record', '-q', '-e', 'cpu-clock', '-g',
+            '-o', "$t->{dir}/perf.data", '-p', $worker;
+        die "perf: $!";
+    }
+}
+
 my $rc = system('node', "$ENV{ROOT}/bench/deflate.js",
     '--ws', "$ws/ws?token=$token", '--redis', $t->redis_port,
     '--nginx-pid', $worker, map { ("--$_", $o{$_}) } sort keys %o);
+
+if ($perf) {
+    kill 'INT', $perf;
+    waitpid $perf, 0;
+    system("perf report -i $t->{dir}/perf.data --no-children --stdio "
+        . "--sort dso -g none 2>/dev/null | grep -v '^#' | grep . "
+        . "| head -12");
+}
 
 $t->stop_all;
 $t->{done} = 1;
