@@ -9,6 +9,8 @@
 // payloads) and the text frames; one client per process inflates its
 // frames and checks that each is the JSON published.  nginx's CPU is
 // utime + stime of its worker process (/proc/PID/stat) over the round.
+// The snapshot each client gets first holds the last 50 events of the
+// rounds before; its size on the wire is reported too.
 // Rounds alternate plain / deflate; the medians are printed, and one
 // JSON line at the end.
 //
@@ -28,6 +30,7 @@ const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 function client(opt) {
     const u = new URL(opt.ws);
     let open = 0, bytes = 0, frames = 0, rsv1 = 0, bad = 0, checked = 0;
+    let snapshotBytes = 0;
     let counting = false;
     const socks = [];
 
@@ -106,6 +109,7 @@ function client(opt) {
                     h = 10;
                 }
                 i += h;
+                if (!snapshot && checker) snapshotBytes = h + n;
                 if (checker && snapshot && counting) {
                     cur = { b0, parts: [] };
                     skip = n;
@@ -126,7 +130,8 @@ function client(opt) {
             counting = true;
         }
         if (msg.count) {
-            process.send({ frames, bytes, rsv1, bad, checked });
+            process.send({ frames, bytes, rsv1, bad, checked,
+                           snapshotBytes });
         }
         if (msg.stop) {
             socks.forEach((s) => s.destroy());
@@ -242,6 +247,7 @@ async function round(a, deflate, base) {
         compressed: sum('rsv1') / frames,
         cpu_us_per_frame: (cpu1 - cpu0) * 1e6 / frames,
         checked: sum('checked'), bad: sum('bad'),
+        snapshot_bytes: r[0].snapshotBytes,
     };
 }
 
@@ -258,7 +264,7 @@ async function main() {
     let base = 0;
 
     console.log('round  mode     delivered  bytes/frame  compressed'
-        + '  nginx us/frame  checked');
+        + '  nginx us/frame  checked  snapshot B');
     for (let i = 0; i < rounds; i++) {
         // alternate which goes first, so that drift favours neither
         const order = i % 2 ? [true, false] : [false, true];
@@ -271,7 +277,8 @@ async function main() {
                 + `  ${r.bytes_per_frame.toFixed(1).padStart(11)}`
                 + `  ${(r.compressed * 100).toFixed(0).padStart(9)}%`
                 + `  ${r.cpu_us_per_frame.toFixed(2).padStart(14)}`
-                + `  ${r.checked - r.bad}/${r.checked}`);
+                + `  ${(r.checked - r.bad + '/' + r.checked).padStart(7)}`
+                + `  ${String(r.snapshot_bytes).padStart(10)}`);
         }
     }
 
@@ -284,6 +291,9 @@ async function main() {
         deflate_bytes_per_frame: m('deflate', 'bytes_per_frame'),
         plain_cpu_us_per_frame: m('plain', 'cpu_us_per_frame'),
         deflate_cpu_us_per_frame: m('deflate', 'cpu_us_per_frame'),
+        // the first round's snapshot is empty: the last round's holds 50
+        plain_snapshot_bytes: results.plain[rounds - 1].snapshot_bytes,
+        deflate_snapshot_bytes: results.deflate[rounds - 1].snapshot_bytes,
         bad: results.deflate.concat(results.plain)
             .reduce((s, r) => s + r.bad, 0),
     };
