@@ -314,6 +314,12 @@ ngx_http_activity_inflate_start(ngx_http_activity_deflate_t *z, size_t max)
 }
 
 
+/*
+ * zlib's state lives as long as the worker process and is reset, not
+ * remade, for each message: nginx's heap allocator (which logs a
+ * failure), not a pool that would free nothing before the process ends.
+ */
+
 static voidpf
 ngx_http_activity_deflate_alloc(voidpf opaque, uInt items, uInt size)
 {
