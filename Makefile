@@ -8,6 +8,7 @@
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once
+#   make bench-deflate  permessage-deflate against plain frames
 #   make deb        Debian packages under build/deb/ (README "Debian packages")
 #   make test-deb   install them here, check, purge (root; leaves the
 #                   machine as found)
@@ -21,7 +22,7 @@ NGX_BUILD := $(BUILD)/nginx
 # Debian 12 packages: build, servers, and the test tools.
 APT_BUILD := build-essential pkg-config nginx nginx-dev libhiredis-dev \
              libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev \
-             redis-server postgresql
+             zlib1g-dev redis-server postgresql
 APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl \
              libio-socket-ssl-perl
 
@@ -44,7 +45,7 @@ WORKER_SRCS := $(wildcard worker/*.c) $(COMMON_SRCS)
 WORKER_HDRS := $(wildcard worker/*.h) $(COMMON_HDRS)
 
 .PHONY: all deps deps-test module worker test run stop clean bench-track \
-        bench-dashboard bench-soak bench-store bench-connect
+        bench-dashboard bench-soak bench-store bench-connect bench-deflate
 
 all: module worker
 
@@ -100,7 +101,7 @@ $(BUILD)/activity-worker: $(WORKER_SRCS) $(WORKER_HDRS)
 ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
               t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
               t/utf8.t t/field_sizes.t t/subscriber.t t/hostile_tls.t \
-              t/dashboard_hardening.t
+              t/dashboard_hardening.t t/dashboard_deflate.t
 
 # every test file starts its own servers on free ports: two at a time
 test: deps-test all fuzz-smoke
@@ -130,6 +131,10 @@ bench-soak: deps-test all
 # N dashboards (1000) connecting at once: time to every snapshot, CPU
 bench-connect: deps-test all
 	bench/connect.sh
+
+# bytes on the wire and nginx CPU per frame, with and without deflate
+bench-deflate: deps-test all
+	bench/deflate.sh
 
 clean:
 	rm -rf $(BUILD)
@@ -170,10 +175,13 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
 FUZZ_DIR   := $(BUILD)/fuzz
 FUZZ_TIME  ?= 60
 FUZZ_SMOKE_TIME ?= 8
-FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer
+FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer \
+              ws_extensions
 
 $(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
                         ngx_module/ngx_http_activity_ws.h
+$(FUZZ_DIR)/ws_extensions: ngx_module/ngx_http_activity_ws.c \
+                           ngx_module/ngx_http_activity_ws.h
 $(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
                         ngx_module/ngx_http_activity_sio.h
 $(FUZZ_DIR)/event_json: $(COMMON_SRCS) $(COMMON_HDRS)
@@ -273,7 +281,7 @@ test-asan: deps-test asan web-deps
 .PHONY: deps-deb deb test-deb
 
 APT_DEB := debhelper dpkg-dev fakeroot nginx-dev pkg-config libhiredis-dev \
-           libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev
+           libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev zlib1g-dev
 DEB_DIR := $(BUILD)/deb
 
 deps-deb:

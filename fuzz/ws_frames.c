@@ -7,6 +7,10 @@
  * message bound, UTF-8 checked text. The input is copied into a buffer
  * of its exact size so that any read past a frame is an ASan report.
  *
+ * Each header is parsed again as on a connection that negotiated
+ * permessage-deflate: only RSV1, and only on a text or binary frame,
+ * may change the result.
+ *
  * The UTF-8 check is also compared with a table-driven one written from
  * RFC 3629's syntax (section 4), and every parsed header with the
  * invariants the module relies on.
@@ -31,11 +35,11 @@ static void check_header(const unsigned char *p, size_t len, int rc,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int                           rc;
+    int                           rc, rc2;
     size_t                        off, total, msg_len, code;
     unsigned char                *in, *msg, *payload, hdr[10];
     unsigned                      msg_opcode;
-    ngx_http_activity_ws_frame_t  f;
+    ngx_http_activity_ws_frame_t  f, f2;
 
     in = malloc(size ? size : 1);
     if (in == NULL) {
@@ -55,6 +59,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = ngx_http_activity_ws_parse(in + off, size - off, MESSAGE_MAX,
                                         &f);
         check_header(in + off, size - off, rc, &f);
+
+        /*
+         * with permessage-deflate: the same, but for RSV1, which only a
+         * text or binary frame may carry
+         */
+
+        rc2 = ngx_http_activity_ws_parse_ext(in + off, size - off,
+                                             MESSAGE_MAX, 1, &f2);
+
+        if (!(in[off] & 0x40)) {
+            if (rc2 != rc || (rc > 0 && f2.rsv1)) {
+                abort();
+            }
+
+        } else if (rc2 > 0
+                   && (!f2.rsv1
+                       || (f2.opcode != NGX_HTTP_ACTIVITY_WS_TEXT
+                           && f2.opcode != NGX_HTTP_ACTIVITY_WS_BINARY)))
+        {
+            abort();
+        }
 
         if (rc <= 0) {
             break;                  /* refused, or waiting for more */

@@ -37,6 +37,8 @@ static void ngx_http_activity_conn_write(ngx_event_t *wev);
 static ngx_int_t ngx_http_activity_conn_input(ngx_http_activity_conn_t *ac);
 static ngx_int_t ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
     ngx_http_activity_ws_frame_t *f, u_char *payload);
+static ngx_int_t ngx_http_activity_conn_inflate(ngx_http_activity_conn_t *ac,
+    u_char **data, size_t *len);
 static ngx_int_t ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
     u_char *data, size_t len);
 static ngx_int_t ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac);
@@ -131,15 +133,24 @@ ngx_http_activity_conn_init(ngx_http_activity_conn_t *ac,
 }
 
 
-/* the 101 response, queued ahead of every frame */
+/*
+ * The 101 response, queued ahead of every frame; with the answer to a
+ * permessage-deflate offer when the handshake took one (listener's
+ * deflate_max set).
+ */
 
 ngx_int_t
 ngx_http_activity_conn_accept(ngx_http_activity_conn_t *ac, ngx_str_t *key)
 {
-    u_char                      hash[20], accept[28], *p;
-    ngx_str_t                   src, dst;
-    ngx_sha1_t                  sha1;
-    ngx_http_activity_frame_t  *frame;
+    u_char                          hash[20], accept[28], *p;
+    u_char                          ext[NGX_HTTP_ACTIVITY_WS_ANSWER_MAX];
+    size_t                          ext_len;
+    ngx_str_t                       src, dst;
+    ngx_sha1_t                      sha1;
+    ngx_http_activity_frame_t      *frame;
+    ngx_http_activity_ws_deflate_t  d;
+
+    static u_char  ext_head[] = CRLF "Sec-WebSocket-Extensions: ";
 
     static u_char  guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     static u_char  head[] = "HTTP/1.1 101 Switching Protocols" CRLF
@@ -158,7 +169,19 @@ ngx_http_activity_conn_accept(ngx_http_activity_conn_t *ac, ngx_str_t *key)
 
     ngx_encode_base64(&dst, &src);
 
-    frame = ngx_http_activity_frame_raw(sizeof(head) - 1 + dst.len + 4,
+    ext_len = 0;
+
+    if (ac->listener.deflate_max) {
+        d.server_max_window_bits = ac->listener.deflate_bits;
+        d.client_max_window_bits = 0;
+
+        ext_len = ngx_http_activity_ws_deflate_answer(ext, &d);
+    }
+
+    frame = ngx_http_activity_frame_raw(sizeof(head) - 1 + dst.len
+                                        + (ext_len ? sizeof(ext_head) - 1
+                                                     + ext_len : 0)
+                                        + 4,
                                         ac->connection->log);
     if (frame == NULL) {
         return NGX_ERROR;
@@ -166,6 +189,12 @@ ngx_http_activity_conn_accept(ngx_http_activity_conn_t *ac, ngx_str_t *key)
 
     p = ngx_cpymem(frame->data, head, sizeof(head) - 1);
     p = ngx_cpymem(p, dst.data, dst.len);
+
+    if (ext_len) {
+        p = ngx_cpymem(p, ext_head, sizeof(ext_head) - 1);
+        p = ngx_cpymem(p, ext, ext_len);
+    }
+
     *p++ = CR; *p++ = LF; *p++ = CR; *p++ = LF;
 
     (void) ngx_http_activity_fanout_send(ac->fanout, &ac->listener, frame);
@@ -470,8 +499,10 @@ ngx_http_activity_conn_input(ngx_http_activity_conn_t *ac)
 
     while (ac->in_len && !ac->closing) {
 
-        rc = ngx_http_activity_ws_parse(ac->in, ac->in_len,
-                                        NGX_HTTP_ACTIVITY_MESSAGE_MAX, &f);
+        rc = ngx_http_activity_ws_parse_ext(ac->in, ac->in_len,
+                                            NGX_HTTP_ACTIVITY_MESSAGE_MAX,
+                                            ac->listener.deflate_max != 0,
+                                            &f);
 
         if (rc < 0) {
             ngx_http_activity_conn_close(ac, -rc, "protocol error");
@@ -539,6 +570,7 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
     ngx_http_activity_ws_frame_t *f, u_char *payload)
 {
     u_char     *msg;
+    size_t      len;
     ngx_int_t   rc;
     ngx_uint_t  code;
 
@@ -607,17 +639,27 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
         }
 
         if (f->fin) {
-            if (!ngx_http_activity_ws_utf8(payload, f->len)) {
+            len = f->len;
+
+            if (f->rsv1
+                && ngx_http_activity_conn_inflate(ac, &payload, &len)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (!ngx_http_activity_ws_utf8(payload, len)) {
                 ngx_http_activity_conn_close(ac,
                                              NGX_HTTP_ACTIVITY_WS_BAD_DATA,
                                              "invalid UTF-8");
                 return NGX_ERROR;
             }
 
-            return ngx_http_activity_conn_message(ac, payload, f->len);
+            return ngx_http_activity_conn_message(ac, payload, len);
         }
 
         ac->msg_opcode = f->opcode;
+        ac->msg_deflated = f->rsv1;
         break;
     }
 
@@ -646,23 +688,78 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
     }
 
     msg = ac->msg;
+    len = ac->msg_len;
 
-    if (!ngx_http_activity_ws_utf8(msg, ac->msg_len)) {
+    /* the fragments' payloads, gathered, are one compressed message */
+
+    if (ac->msg_deflated
+        && ngx_http_activity_conn_inflate(ac, &msg, &len) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!ngx_http_activity_ws_utf8(msg, len)) {
         ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_BAD_DATA,
                                      "invalid UTF-8");
         return NGX_ERROR;
     }
 
-    rc = ngx_http_activity_conn_message(ac, msg, ac->msg_len);
+    rc = ngx_http_activity_conn_message(ac, msg, len);
 
     if (!ac->finalized) {
         ngx_free(ac->msg);
         ac->msg = NULL;
         ac->msg_len = 0;
         ac->msg_opcode = 0;
+        ac->msg_deflated = 0;
     }
 
     return rc;
+}
+
+
+/*
+ * A compressed message (RSV1) is inflated into the worker's buffer, no
+ * more than the longest message: one that inflates past it closes the
+ * connection with 1009 however few bytes it came in (a "zip bomb").
+ */
+
+static ngx_int_t
+ngx_http_activity_conn_inflate(ngx_http_activity_conn_t *ac, u_char **data,
+    size_t *len)
+{
+    ngx_str_t  out;
+
+    switch (ngx_http_activity_deflate_inflate(
+                ngx_http_activity_fanout_deflate(ac->fanout), *data, *len,
+                NGX_HTTP_ACTIVITY_MESSAGE_MAX, &out))
+    {
+    case NGX_OK:
+        *data = out.data;
+        *len = out.len;
+        return NGX_OK;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "activity: dashboard %V sent a compressed message of "
+                      "more than %uz bytes, closing",
+                      &ac->connection->addr_text,
+                      (size_t) NGX_HTTP_ACTIVITY_MESSAGE_MAX);
+
+        ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_TOO_BIG,
+                                     "message too big");
+        return NGX_ERROR;
+
+    case NGX_ERROR:
+        ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_BAD_DATA,
+                                     "invalid compressed data");
+        return NGX_ERROR;
+
+    default:
+        ngx_http_activity_conn_close(ac, NGX_HTTP_ACTIVITY_WS_INTERNAL,
+                                     "internal error");
+        return NGX_ERROR;
+    }
 }
 
 

@@ -62,6 +62,7 @@ struct ngx_http_activity_conn_s {
     ngx_msec_t                          rate_time;
     ngx_msec_t                          rate_debt;
 
+    unsigned                            msg_deflated:1;  /* RSV1 */
     unsigned                            awaiting_pong:1;
     unsigned                            closing:1;
     unsigned                            lingering:1;

@@ -20,6 +20,7 @@
 #include "ngx_http_activity_session.h"
 #include "ngx_http_activity_sio_session.h"
 #include "ngx_http_activity_status.h"
+#include "ngx_http_activity_ws.h"
 #include "ngx_http_activity_ws_session.h"
 
 
@@ -31,6 +32,8 @@ static ngx_table_elt_t *ngx_http_activity_dashboard_header(
     ngx_http_request_t *r, const char *name);
 static ngx_int_t ngx_http_activity_dashboard_find_token(ngx_http_request_t *r,
     ngx_str_t *token);
+static void ngx_http_activity_dashboard_deflate(ngx_http_request_t *r,
+    ngx_http_activity_listener_t *l);
 static void ngx_http_activity_dashboard_undo(
     ngx_http_activity_main_conf_t *amcf, ngx_str_t *addr, ngx_uint_t counted,
     ngx_uint_t pending, ngx_uint_t addressed);
@@ -232,6 +235,10 @@ ngx_http_activity_dashboard_handler(ngx_http_request_t *r)
     s->open = 1;
     ngx_http_activity_stat_own(amcf->stats, dashboards[alcf->dashboard], 1);
 
+    if (alcf->dashboard_deflate) {
+        ngx_http_activity_dashboard_deflate(r, &s->conn.listener);
+    }
+
     /* from here on the connection speaks WebSocket */
 
     if (ngx_http_activity_conn_accept(&s->conn, &key) != NGX_OK) {
@@ -429,6 +436,76 @@ ngx_http_activity_dashboard_find_token(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * permessage-deflate (RFC 7692): the first offer the server can honour,
+ * over every Sec-WebSocket-Extensions header in order (one list, as if
+ * joined by commas).  A value that is not an extension list ends the
+ * search: the connection then stays uncompressed.
+ */
+
+static void
+ngx_http_activity_dashboard_deflate(ngx_http_request_t *r,
+    ngx_http_activity_listener_t *l)
+{
+    int                              rc;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    ngx_http_activity_ws_deflate_t   d;
+
+    static ngx_str_t  name = ngx_string("Sec-WebSocket-Extensions");
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != name.len
+            || ngx_strncasecmp(h[i].key.data, name.data, name.len) != 0)
+        {
+            continue;
+        }
+
+        rc = ngx_http_activity_ws_deflate_offer(h[i].value.data,
+                                                h[i].value.len, &d);
+
+        if (rc < 0) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "activity: dashboard sent a malformed "
+                          "Sec-WebSocket-Extensions header, no compression");
+            return;
+        }
+
+        if (rc == 1) {
+            break;
+        }
+    }
+
+    /*
+     * The shared compressed frames are made with the largest window; to a
+     * client that asked for a smaller one, a message longer than that
+     * window goes plain (a match can reach no further back than the
+     * message's own start).
+     */
+
+    l->deflate_bits = d.server_max_window_bits;
+    l->deflate_max = (d.server_max_window_bits
+                      && d.server_max_window_bits < 15)
+                     ? (size_t) 1 << d.server_max_window_bits
+                     : NGX_MAX_SIZE_T_VALUE;
 }
 
 

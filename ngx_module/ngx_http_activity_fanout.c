@@ -5,9 +5,11 @@
  * Each nginx worker process holds one Redis connection that reads the
  * recent events and the latest stats, then SUBSCRIBEs to the events and
  * stats channels (again after every reconnect).  A message becomes at most
- * one frame per protocol and kind; every connection that gets it holds a
- * reference to that one buffer.  Writes are gathered: a listener that got
- * frames is flushed once, at the end of the event loop iteration.
+ * one frame per protocol and kind, and at most one compressed twin of it
+ * for the connections that negotiated permessage-deflate; every
+ * connection that gets it holds a reference to that one buffer.  Writes
+ * are gathered: a listener that got frames is flushed once, at the end of
+ * the event loop iteration.
  */
 
 
@@ -51,6 +53,10 @@ struct ngx_http_activity_fanout_s {
     ngx_str_t                    stats;         /* data NULL: none yet */
 
     ngx_http_activity_frame_t   *snapshot[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
+    /* the snapshot compressed, or the plain one when that is shorter */
+    ngx_http_activity_frame_t   *snapshot_z[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
+
+    ngx_http_activity_deflate_t  deflate;
 
     ngx_http_activity_stats_t   *counters;
 };
@@ -77,6 +83,9 @@ static void ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f);
 static void ngx_http_activity_fanout_invalidate(ngx_http_activity_fanout_t *f);
 static ngx_http_activity_frame_t *ngx_http_activity_fanout_build_snapshot(
     ngx_http_activity_fanout_t *f, ngx_uint_t protocol);
+static ngx_http_activity_frame_t *ngx_http_activity_fanout_pick(
+    ngx_http_activity_fanout_t *f, ngx_http_activity_listener_t *l,
+    ngx_http_activity_frame_t *plain, ngx_http_activity_frame_t **zframe);
 static void ngx_http_activity_fanout_flush(ngx_event_t *ev);
 static ngx_int_t ngx_http_activity_fanout_watch(ngx_http_activity_fanout_t *f);
 static void ngx_http_activity_fanout_shutdown(ngx_event_t *ev);
@@ -120,6 +129,8 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
     ngx_queue_init(&f->all);
     ngx_queue_init(&f->listeners);
     ngx_queue_init(&f->dirty);
+
+    ngx_http_activity_deflate_init(&f->deflate, cycle->log);
 
     if (ngx_http_activity_fanout_watch(f) != NGX_OK) {
         return NULL;
@@ -168,6 +179,8 @@ ngx_http_activity_fanout_destroy(ngx_http_activity_fanout_t *f)
         ngx_free(f->stats.data);
         f->stats.data = NULL;
     }
+
+    ngx_http_activity_deflate_done(&f->deflate);
 }
 
 
@@ -295,7 +308,57 @@ ngx_http_activity_fanout_send_snapshot(ngx_http_activity_fanout_t *f,
         f->snapshot[l->protocol] = frame;
     }
 
+    frame = ngx_http_activity_fanout_pick(f, l, frame,
+                                          &f->snapshot_z[l->protocol]);
+
     return ngx_http_activity_fanout_send(f, l, frame);
+}
+
+
+ngx_http_activity_deflate_t *
+ngx_http_activity_fanout_deflate(ngx_http_activity_fanout_t *f)
+{
+    return &f->deflate;
+}
+
+
+/*
+ * The frame a listener gets: the plain one, or for a listener that
+ * negotiated permessage-deflate its compressed twin, made on first need
+ * into *zframe (the plain frame itself, referenced, when compressing
+ * does not pay).  A listener whose window is smaller than the message
+ * gets the plain frame: the twin was made with the largest window.
+ */
+
+static ngx_http_activity_frame_t *
+ngx_http_activity_fanout_pick(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *plain,
+    ngx_http_activity_frame_t **zframe)
+{
+    ngx_http_activity_frame_t  *frame;
+
+    if (l->deflate_max == 0
+        || (size_t) (plain->len - (plain->payload - plain->data))
+           > l->deflate_max)
+    {
+        return plain;
+    }
+
+    if (*zframe == NULL) {
+        frame = ngx_http_activity_deflate_frame(&f->deflate, plain);
+
+        if (frame == NULL) {
+            frame = plain;
+            frame->refs++;
+
+        } else {
+            ngx_http_activity_stat_add(f->counters, frames_deflated, 1);
+        }
+
+        *zframe = frame;
+    }
+
+    return *zframe;
 }
 
 
@@ -638,9 +701,11 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
     ngx_uint_t                     p;
     ngx_queue_t                   *q, *next;
     ngx_http_activity_frame_t     *frames[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
+    ngx_http_activity_frame_t     *zframes[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
     ngx_http_activity_listener_t  *l;
 
     ngx_memzero(frames, sizeof(frames));
+    ngx_memzero(zframes, sizeof(zframes));
 
     for (q = ngx_queue_head(&f->listeners);
          q != ngx_queue_sentinel(&f->listeners);
@@ -659,18 +724,24 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
             frames[p] = ngx_http_activity_fanout_event_frame(p, name, data,
                                                              f->log);
             if (frames[p] == NULL) {
-                return;
+                break;
             }
 
             ngx_http_activity_stat_add(f->counters, frames_broadcast, 1);
         }
 
-        (void) ngx_http_activity_fanout_send(f, l, frames[p]);
+        (void) ngx_http_activity_fanout_send(f, l,
+                   ngx_http_activity_fanout_pick(f, l, frames[p],
+                                                 &zframes[p]));
     }
 
     for (p = 0; p <= NGX_HTTP_ACTIVITY_PROTOCOLS; p++) {
         if (frames[p]) {
             ngx_http_activity_frame_release(frames[p]);
+        }
+
+        if (zframes[p]) {
+            ngx_http_activity_frame_release(zframes[p]);
         }
     }
 }
@@ -733,6 +804,11 @@ ngx_http_activity_fanout_invalidate(ngx_http_activity_fanout_t *f)
         if (f->snapshot[p]) {
             ngx_http_activity_frame_release(f->snapshot[p]);
             f->snapshot[p] = NULL;
+        }
+
+        if (f->snapshot_z[p]) {
+            ngx_http_activity_frame_release(f->snapshot_z[p]);
+            f->snapshot_z[p] = NULL;
         }
     }
 }

@@ -15,6 +15,7 @@
 
 #include "ngx_http_activity_module.h"
 #include "ngx_http_activity_frame.h"
+#include "ngx_http_activity_deflate.h"
 
 
 #define NGX_HTTP_ACTIVITY_WEBSOCKET      1
@@ -39,6 +40,11 @@ struct ngx_http_activity_listener_s {
     ngx_uint_t                           protocol;
     ngx_uint_t                           rooms;    /* bit mask */
     ngx_uint_t                           fail_code;
+    /* permessage-deflate: 0 when not negotiated, else the longest
+       payload this connection may get compressed */
+    size_t                               deflate_max;
+    ngx_uint_t                           deflate_bits;  /* answered
+                                                 server_max_window_bits */
     ngx_http_activity_listener_fail_pt   fail;
     ngx_http_activity_listener_fail_pt   going_away;  /* worker exits */
     unsigned                             attached:1;
@@ -65,6 +71,9 @@ ngx_int_t ngx_http_activity_fanout_send(ngx_http_activity_fanout_t *f,
     ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *frame);
 ngx_int_t ngx_http_activity_fanout_send_snapshot(
     ngx_http_activity_fanout_t *f, ngx_http_activity_listener_t *l);
+
+ngx_http_activity_deflate_t *ngx_http_activity_fanout_deflate(
+    ngx_http_activity_fanout_t *f);
 
 ngx_http_activity_frame_t *ngx_http_activity_fanout_event_frame(
     ngx_uint_t protocol, ngx_str_t *name, ngx_str_t *data, ngx_log_t *log);

@@ -327,6 +327,13 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       offsetof(ngx_http_activity_loc_conf_t, dashboard_rate),
       &ngx_http_activity_rate_bounds },
 
+    { ngx_string("activity_dashboard_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_activity_loc_conf_t, dashboard_deflate),
+      NULL },
+
       ngx_null_command
 };
 
@@ -475,6 +482,7 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     conf->dashboard_queue = NGX_CONF_UNSET_SIZE;
     conf->dashboard_queue_time = NGX_CONF_UNSET_MSEC;
     conf->dashboard_rate = NGX_CONF_UNSET_UINT;
+    conf->dashboard_deflate = NGX_CONF_UNSET;
     conf->rules = NGX_CONF_UNSET_PTR;
     conf->user = NGX_CONF_UNSET_PTR;
     conf->meta = NGX_CONF_UNSET_PTR;
@@ -560,6 +568,7 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->dashboard_queue_time,
                               prev->dashboard_queue_time, 30000);
     ngx_conf_merge_uint_value(conf->dashboard_rate, prev->dashboard_rate, 20);
+    ngx_conf_merge_value(conf->dashboard_deflate, prev->dashboard_deflate, 1);
 
     if (conf->dashboard && conf->jwt.alg == JWT_ALG_NONE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

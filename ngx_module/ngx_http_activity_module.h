@@ -101,6 +101,7 @@ typedef struct {
     size_t                      dashboard_queue;        /* bytes */
     ngx_msec_t                  dashboard_queue_time;
     ngx_uint_t                  dashboard_rate;
+    ngx_flag_t                  dashboard_deflate;  /* permessage-deflate */
 
     /* activity_ingest (bytes task) */
     size_t                      ingest_max_body;

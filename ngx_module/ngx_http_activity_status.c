@@ -86,6 +86,11 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
       "WebSocket frames encoded for a broadcast (once per worker process).",
       ngx_http_activity_stat_offset(frames_broadcast) },
 
+    { "activity_frames_deflated_total", "counter",
+      "Broadcast frames compressed for permessage-deflate (once per worker "
+      "process).",
+      ngx_http_activity_stat_offset(frames_deflated) },
+
     { "activity_dashboard_clients_dropped_total{reason=\"slow\"}", "counter",
       "Dashboard clients dropped because they did not read.",
       ngx_http_activity_stat_offset(clients_slow) },

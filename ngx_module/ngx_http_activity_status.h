@@ -49,6 +49,7 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    subscriber_reconnects;
     ngx_atomic_t    pubsub_messages;
     ngx_atomic_t    frames_broadcast;
+    ngx_atomic_t    frames_deflated;
     ngx_atomic_t    clients_slow;
     ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
     ngx_http_activity_proc_stats_t  procs[NGX_HTTP_ACTIVITY_WORKER_SLOTS];

@@ -129,6 +129,7 @@ my @families = (
         [ map { qq({connection="$_"}) } qw(queue subscriber) ] ],
     [ 'activity_pubsub_messages_total', 'counter', [''] ],
     [ 'activity_frames_broadcast_total', 'counter', [''] ],
+    [ 'activity_frames_deflated_total', 'counter', [''] ],
     [ 'activity_dashboard_connections', 'gauge',
         [ map { qq({protocol="$_"}) } qw(websocket socketio) ] ],
     [ 'activity_dashboard_clients_dropped_total', 'counter',

@@ -6,7 +6,7 @@
 //                        "token":"...", "timeout":20000, "brief":true}'
 //
 // stdout, one JSON line each:
-//   {"t":"connect"}  {"t":"connect_error","message":..,"data":..}
+//   {"t":"connect","extensions":".."}  {"t":"connect_error","message":..,"data":..}
 //   {"t":"event","event":"activity:new","data":..}
 //   {"t":"ack","tag":..,"data":..}  {"t":"disconnect","reason":..}
 //   {"t":"timeout"}  {"t":"exit"}
@@ -28,9 +28,17 @@ const socket = io(opts.url, {
     timeout: 10000,
     // https:// in the harness's TLS mode: a self-signed certificate
     rejectUnauthorized: false,
+    // engine.io-client hands this to the ws package (its default)
+    ...(opts.deflate === undefined ? {} : { perMessageDeflate: opts.deflate }),
 });
 
-socket.on('connect', () => out({ t: 'connect' }));
+// the WebSocket extensions the server accepted (the ws package's socket)
+function extensions() {
+    const t = socket.io.engine && socket.io.engine.transport;
+    return t && t.ws ? t.ws.extensions : null;
+}
+
+socket.on('connect', () => out({ t: 'connect', extensions: extensions() }));
 
 socket.on('connect_error', (err) => {
     out({ t: 'connect_error', message: err.message,

@@ -3,10 +3,14 @@
 // A dashboard client on the plain websocket protocol (the ws package).
 //
 //   node ws-client.js '{"url":"ws://127.0.0.1:8080/ws?token=...",
-//                       "headers":{}, "timeout":20000, "brief":true}'
+//                       "headers":{}, "timeout":20000, "brief":true,
+//                       "deflate":{"threshold":0}}'
+//
+// deflate: the ws package's perMessageDeflate option (its default, true,
+// when absent); "open" then says which extensions the server accepted.
 //
 // stdout, one JSON line each:
-//   {"t":"open"}  {"t":"http","status":401,"body":".."}
+//   {"t":"open","extensions":".."}  {"t":"http","status":401,"body":".."}
 //   {"t":"message","event":..,"data":..}  {"t":"text","text":..}
 //   {"t":"close","code":1008,"reason":".."}  {"t":"error","message":..}
 //   {"t":"timeout"}  {"t":"exit"}
@@ -22,9 +26,11 @@ const opts = options();
 // wss:// in the harness's TLS mode: a throwaway self-signed certificate
 const ws = new WebSocket(opts.url, { headers: opts.headers || {},
                                      handshakeTimeout: 10000,
+                                     perMessageDeflate: opts.deflate === undefined
+                                         ? true : opts.deflate,
                                      rejectUnauthorized: false });
 
-ws.on('open', () => out({ t: 'open' }));
+ws.on('open', () => out({ t: 'open', extensions: ws.extensions }));
 
 ws.on('unexpected-response', (req, res) => {
     let body = '';

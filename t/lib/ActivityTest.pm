@@ -1419,6 +1419,8 @@ sub open {
     }
     $c->{buf} =~ s/^(.*?)\r\n\r\n//s;
     my $head = $1;
+    # deflate (issue 11): the 101's headers, for its extension answer
+    $c->{head} = $head;
     my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
     return $status unless ($status // 0) == 101;
     return $c;
@@ -1458,6 +1460,8 @@ sub next_frame {
                 die 'server frames are not masked' if $b1 & 0x80;
                 if (length $b >= $hl + $n) {
                     substr($c->{buf}, 0, $hl + $n, '');
+                    # deflate (issue 11): RSV1 of the frame returned
+                    $c->{rsv1} = ($b0 & 0x40) ? 1 : 0;
                     return ($b0 & 0x0f, substr($b, $hl, $n));
                 }
             }
