@@ -249,6 +249,11 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
     const char                      *v;
     ngx_http_activity_jwt_claims_t   claims;
 
+    if (s->resume) {
+        /* its answer waits for the resume already under way */
+        return NGX_OK;
+    }
+
     if (s->authed) {
         goto connected;
     }
