@@ -54,6 +54,29 @@ http {
 }
 EOF
 
+# the directive's errors, at nginx -t, naming it
+
+for my $case (
+    [ '0', qr/invalid recovery window "0" in "activity_dashboard_recovery"/ ],
+    [ 'soon', qr/invalid recovery window "soon"/ ],
+    [ '2m max=0', qr/invalid "max=0" in "activity_dashboard_recovery"/ ],
+    [ '2m most=5', qr/invalid parameter "most=5"/ ],
+    [ 'off max=5', qr/"activity_dashboard_recovery off" takes no other/ ],
+    [ '1m; activity_dashboard_recovery 2m', qr/is duplicate/ ],
+) {
+    my ($value, $want) = @$case;
+    (my $bad = $conf) =~ s/LISTEN/%%PORT%%/;
+    $bad =~ s/activity_dashboard_recovery 2s;/activity_dashboard_recovery $value;/;
+    my ($rc, $out) = $t->nginx_test($bad);
+    isnt($rc, 0, "nginx -t refuses activity_dashboard_recovery $value");
+    like($out, $want, '  and says why');
+}
+(my $ok_conf = $conf) =~ s/LISTEN/%%PORT%%/;
+$ok_conf =~ s/activity_dashboard_recovery 2s;/activity_dashboard_recovery 90s max=20;/;
+is(($t->nginx_test($ok_conf))[0], 0, 'a window with max= is taken');
+$ok_conf =~ s/activity_dashboard_recovery 90s max=20;/activity_dashboard_recovery off;/;
+is(($t->nginx_test($ok_conf))[0], 0, 'off is taken');
+
 (my $a_conf = $conf) =~ s/LISTEN/%%PORT%%/;
 (my $b_conf = $conf) =~ s/LISTEN/%%PORT_b%%/;
 $t->write_conf($a_conf);
