@@ -42,6 +42,11 @@ http {
             activity_dashboard_recovery 2s;
         }
 
+        location /small/socket.io/ {
+            activity_dashboard socketio;
+            activity_dashboard_recovery 2m max=3;
+        }
+
         location /ws {
             activity_dashboard websocket;
         }
@@ -297,7 +302,39 @@ ok($late && !$late->{recovered}, 'beyond the window: not recovered');
 ok(wait_for(sub { (grep { ($_->{event} // '') eq 'snapshot' } $short->lines)
     == 2 }, 10), 'and a fresh snapshot');
 
-# 6. forged or garbage pid and offset: not recovered, nothing breaks
+# 6. a gap longer than max= (3 on /small/): not recovered, a snapshot;
+# one within it: recovered
+
+my $small = $t->node('sio-resume.js', url => $url_a, token => $token,
+    path => '/small/socket.io/', timeout => 60000);
+ok(wait_connect($small, 1), 'max=3: connected');
+hit($a, 17);
+ok(sees($small, 'u17'), 'max=3: an event, so an offset');
+$small->send({ drop => 1 });
+ok($small->wait_line(sub { ($_->{t} // '') eq 'disconnect' }, 10),
+    'max=3: dropped');
+hit($a, 18 .. 20);
+ok(sees($ref, 'u20'), 'three events while away');
+$small->send({ connect => 1 });
+my $fits = wait_connect($small, 2);
+ok($fits && $fits->{recovered}, 'max=3: three missed events recovered');
+ok(sees($small, 'u20'), 'max=3: and sent');
+$small->send({ drop => 1 });
+ok(wait_for(sub { (grep { ($_->{t} // '') eq 'disconnect' } $small->lines)
+    == 2 }, 10), 'max=3: dropped again');
+hit($a, 21 .. 24);
+ok(sees($ref, 'u24'), 'four events while away');
+$small->send({ connect => 1 });
+my $over = wait_connect($small, 3);
+ok($over && !$over->{recovered}, 'max=3: four missed events: not recovered');
+ok(wait_for(sub { (grep { ($_->{event} // '') eq 'snapshot' } $small->lines)
+    == 2 }, 10), 'max=3: a fresh snapshot instead');
+ok(!grep({ ($_->{event} // '') eq 'activity:new'
+    && ($_->{user} // '') eq 'u21' } $small->lines),
+    'max=3: none of the gap replayed');
+$small->finish;
+
+# 7. forged or garbage pid and offset: not recovered, nothing breaks
 
 my ($last_off) = map { $_->[0] } (feed($ref))[-1];
 for my $case (
