@@ -1164,6 +1164,8 @@ ngx_http_activity_offset_cmp(ngx_http_activity_offset_t *a,
 /*
  * From now until release, what is broadcast to l is kept, at most max
  * frames: more than that and the resume is given up (held_overflow).
+ * The array grows as frames come (a resume takes a round trip to Redis:
+ * usually few), so many reconnecting at once do not each reserve max.
  */
 
 ngx_int_t
@@ -1174,12 +1176,9 @@ ngx_http_activity_fanout_hold(ngx_http_activity_fanout_t *f,
         return NGX_OK;
     }
 
-    l->held = ngx_alloc(max * sizeof(ngx_http_activity_held_t), f->log);
-    if (l->held == NULL) {
-        return NGX_ERROR;
-    }
-
+    l->held = NULL;
     l->held_count = 0;
+    l->held_size = 0;
     l->held_max = max;
     l->held_overflow = 0;
     l->holding = 1;
@@ -1192,11 +1191,37 @@ static void
 ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
     ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off)
 {
+    ngx_uint_t                 size;
     ngx_http_activity_held_t  *h;
 
-    if (l->held_count == l->held_max) {
-        l->held_overflow = 1;
+    if (l->held_overflow) {
         return;
+    }
+
+    if (l->held_count == l->held_size) {
+        size = l->held_size ? l->held_size * 2 : 16;
+        size = ngx_min(size, l->held_max);
+
+        if (l->held_count == size) {
+            l->held_overflow = 1;
+            return;
+        }
+
+        h = ngx_alloc(size * sizeof(ngx_http_activity_held_t),
+                      l->connection->log);
+        if (h == NULL) {
+            l->held_overflow = 1;
+            return;
+        }
+
+        if (l->held) {
+            ngx_memcpy(h, l->held,
+                       l->held_count * sizeof(ngx_http_activity_held_t));
+            ngx_free(l->held);
+        }
+
+        l->held = h;
+        l->held_size = size;
     }
 
     h = &l->held[l->held_count++];
@@ -1242,6 +1267,10 @@ ngx_http_activity_fanout_replay(ngx_http_activity_fanout_t *f,
         json_decref(event);
         return NGX_OK;
     }
+
+    /* as live: an "offset" member is the worker's, never the event's */
+
+    json_object_del(event, "offset");
 
     dump = json_dumps(event, JSON_COMPACT);
     if (dump == NULL) {
@@ -1324,9 +1353,13 @@ ngx_http_activity_fanout_release(ngx_http_activity_fanout_t *f,
         ngx_http_activity_frame_release(h->frame);
     }
 
-    ngx_free(l->held);
-    l->held = NULL;
+    if (l->held) {
+        ngx_free(l->held);
+        l->held = NULL;
+    }
+
     l->held_count = 0;
+    l->held_size = 0;
 
     if (last) {
         l->floor = *last;

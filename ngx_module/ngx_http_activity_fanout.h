@@ -63,6 +63,7 @@ struct ngx_http_activity_listener_s {
     /* resume: frames held until the gap is sent, then none twice */
     ngx_http_activity_held_t            *held;
     ngx_uint_t                           held_count;
+    ngx_uint_t                           held_size;   /* allocated */
     ngx_uint_t                           held_max;
     ngx_http_activity_offset_t           floor;
     unsigned                             attached:1;
