@@ -15,6 +15,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use POSIX ();
+use Redis;
 use ActivityTest qw(wait_for jwt_hs256);
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
@@ -234,6 +236,37 @@ ok(sees($sio, 'u12') && sees($sio, 'u12', 'api:call'),
     'with its missed events and its rooms');
 is_deeply([ feed($sio) ], [ feed($ref) ], 'still every event once, in order');
 
+# 2b. under a steady stream of events: drops and resumes in the middle
+# of it (events arrive while the gap is read, or both ways): still every
+# event once, in order
+
+my $pid = fork;
+die "fork: $!" unless defined $pid;
+if ($pid == 0) {
+    my $q = Redis->new(server => '127.0.0.1:' . $t->redis_port);
+    for my $i (1 .. 200) {
+        $q->lpush($t->queue, ActivityTest::to_json(ActivityTest::make_event(
+            user => "s$i", endpoint => "/steady/$i")));
+        select undef, undef, undef, 0.01;
+    }
+    POSIX::_exit(0);
+}
+for my $cycle (1 .. 6) {
+    my $seen = my @before = feed($ref);
+    $sio->send({ drop => 1 });
+    ok(wait_for(sub { (grep { ($_->{t} // '') eq 'disconnect' }
+        $sio->lines) == 2 + $cycle }, 10), "steady: drop $cycle");
+    ok(wait_for(sub { (my @now = feed($ref)) > $seen + 3 }, 20),
+        "steady: events while away $cycle");
+    $sio->send({ connect => 1, url => $cycle % 2 ? $url_a : $url_b });
+    my $c = wait_connect($sio, 3 + $cycle);
+    ok($c && $c->{recovered}, "steady: recovered $cycle");
+}
+waitpid $pid, 0;
+ok(sees($ref, 's200') && sees($sio, 's200'), 'steady: all arrived');
+is_deeply([ feed($sio) ], [ feed($ref) ],
+    'steady: every event once, in order, as the reference got them');
+
 # 3. the plain protocol: ?offset= with the last offset it had
 
 my $ws2 = $t->node('ws-client.js',
@@ -243,11 +276,14 @@ my $first = $ws2->wait_line(sub { ($_->{t} // '') eq 'message' }, 20);
 is_deeply($first && [ $first->{event}, $first->{data} ],
     [ 'resume', { recovered => \1 } ], 'ws: resumed');
 ok($ws2->wait_line(sub { ($_->{event} // '') eq 'activity:new'
-    && ($_->{data}{userId} // '') eq 'u12' }, 20), 'ws: the gap arrived');
+    && ($_->{data}{userId} // '') eq 's200' }, 20), 'ws: the gap arrived');
 my @ws_users = map { $_->{data}{userId} }
     grep { ($_->{event} // '') eq 'activity:new' } $ws2->lines;
-is_deeply(\@ws_users, [ map { "u$_" } 4 .. 12 ],
+my @after = map { $_->[1] } feed($ref);
+shift @after while @after && $after[0] ne 'u4';
+is_deeply(\@ws_users, \@after,
     'ws: every event after its offset, once, in order');
+is(scalar @ws_users, 209, 'ws: that is u4 .. u12 and the steady 200');
 ok(!grep({ ($_->{event} // '') eq 'snapshot' } $ws2->lines),
     'ws: no snapshot when recovered');
 
@@ -255,7 +291,7 @@ ok(!grep({ ($_->{event} // '') eq 'snapshot' } $ws2->lines),
 
 $sio->send({ drop => 1 });
 ok(wait_for(sub { (grep { ($_->{t} // '') eq 'disconnect' } $sio->lines)
-    == 3 }, 10), 'sio: dropped again');
+    == 9 }, 10), 'sio: dropped again');
 hit($a, 13);
 ok(sees($ref, 'u13'), 'the reference saw it');
 $r->xtrim('dashboard:events:stream', 'MAXLEN', 0);
@@ -263,7 +299,7 @@ is($r->xlen('dashboard:events:stream'), 0, 'stream trimmed');
 
 my $n_snap = grep { ($_->{event} // '') eq 'snapshot' } $sio->lines;
 $sio->send({ connect => 1, url => $url_a });
-my $trimmed = wait_connect($sio, 4);
+my $trimmed = wait_connect($sio, 10);
 ok($trimmed && !$trimmed->{recovered},
     'trimmed stream: socket.recovered === false');
 ok(wait_for(sub { (grep { ($_->{event} // '') eq 'snapshot' } $sio->lines)
