@@ -15,6 +15,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use IO::Socket::INET;
 use POSIX ();
 use Redis;
 use ActivityTest qw(wait_for jwt_hs256);
@@ -86,10 +87,26 @@ is(($t->nginx_test($ok_conf))[0], 0, 'off is taken');
 
 (my $a_conf = $conf) =~ s/LISTEN/%%PORT%%/;
 (my $b_conf = $conf) =~ s/LISTEN/%%PORT_b%%/;
+
+# instance b reaches Redis through a relay that delays its resume reads
+# (t/lib/slow_xrange_proxy.pl): live events then reach b's dashboards
+# while their gap is being read, and must be neither lost nor doubled
+$b_conf =~ s/%%REDIS_PORT%%/%%PORT_proxy%%/;
 $t->write_conf($a_conf);
 $t->write_conf($b_conf, undef, 'b');
 
 $t->redis_start;
+
+my $proxy = fork;
+die "fork: $!" unless defined $proxy;
+if ($proxy == 0) {
+    exec $^X, "$FindBin::Bin/lib/slow_xrange_proxy.pl", $t->port('proxy'),
+        $t->redis_port, 0.3;
+    POSIX::_exit(127);
+}
+END { kill 'TERM', $proxy if $proxy }
+ok(wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+    PeerPort => $t->port('proxy')) }, 10), 'the slow relay listens');
 $t->pg_start;
 $t->worker_migrate;
 $t->worker_start(args => ['--flush-ms', 20]);
@@ -415,4 +432,8 @@ $bad->finish;
 $_->finish for $sio, $ref, $ws2, $ws3, $short;
 
 ok(kill(0, $master), 'nginx a still runs');
+$t->nginx_stop('QUIT', 'b');
+kill 'TERM', $proxy;
+waitpid $proxy, 0;
+$proxy = 0;
 $t->done;
