@@ -100,9 +100,8 @@ $t->redis_start;
 my $proxy = fork;
 die "fork: $!" unless defined $proxy;
 if ($proxy == 0) {
-    exec $^X, "$FindBin::Bin/lib/slow_xrange_proxy.pl", $t->port('proxy'),
-        $t->redis_port, 0.3;
-    POSIX::_exit(127);
+    exec($^X, "$FindBin::Bin/lib/slow_xrange_proxy.pl", $t->port('proxy'),
+        $t->redis_port, 0.3) or POSIX::_exit(127);
 }
 END { kill 'TERM', $proxy if $proxy }
 ok(wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
