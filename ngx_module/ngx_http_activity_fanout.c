@@ -420,18 +420,24 @@ ngx_http_activity_fanout_on_ready(ngx_http_activity_redis_t *rd)
      * subscribe mode takes no other command
      */
 
-    if (redisAsyncCommand(rd->ac, ngx_http_activity_fanout_recent_reply, f,
-                          "LRANGE %b 0 %d", amcf->recent_key.data,
-                          amcf->recent_key.len,
-                          NGX_HTTP_ACTIVITY_RECENT_MAX - 1)
+    /*
+     * the stream's newest offset before the recent list: an event in
+     * between is then at worst sent twice to a resumed client, never
+     * missed
+     */
+
+    if (redisAsyncCommand(rd->ac, ngx_http_activity_fanout_last_reply, f,
+                          "XREVRANGE %b + - COUNT 1",
+                          amcf->stream_key.data, amcf->stream_key.len)
         != REDIS_OK
+        || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_recent_reply,
+                             f, "LRANGE %b 0 %d", amcf->recent_key.data,
+                             amcf->recent_key.len,
+                             NGX_HTTP_ACTIVITY_RECENT_MAX - 1)
+           != REDIS_OK
         || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_stats_reply, f,
                              "GET %b", amcf->stats_key.data,
                              amcf->stats_key.len)
-           != REDIS_OK
-        || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_last_reply, f,
-                             "XREVRANGE %b + - COUNT 1",
-                             amcf->stream_key.data, amcf->stream_key.len)
            != REDIS_OK
         || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_message, f,
                              "SUBSCRIBE %b %b", amcf->events_channel.data,
