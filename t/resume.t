@@ -43,6 +43,7 @@ http {
         location /short/socket.io/ {
             activity_dashboard socketio;
             activity_dashboard_recovery 2s;
+            activity_dashboard_ping_interval 500ms;
         }
 
         location /small/socket.io/ {
@@ -354,6 +355,33 @@ ok($late && !$late->{recovered}, 'beyond the window: not recovered');
 ok(wait_for(sub { (grep { ($_->{event} // '') eq 'snapshot' } $short->lines)
     == 2 }, 10), 'and a fresh snapshot');
 
+# 5b. a worker process killed: its dashboards' records, refreshed at
+# the heartbeats, outlive it, though it never closed them
+
+my $killed = $t->node('sio-resume.js', url => $url_a, token => $token,
+    path => '/short/socket.io/', timeout => 60000);
+ok(wait_connect($killed, 1), 'kill: connected');
+hit($a, 25);
+ok(sees($killed, 'u25'), 'kill: an event, so an offset');
+my ($kill_key) = grep { my $p = $r->pttl($_); $p > 0 && $p <= 2000 }
+    $r->keys('dashboard:resume:*');
+ok($kill_key, 'kill: its session record');
+select undef, undef, undef, 3;      # longer than the 2 s window
+ok($r->exists($kill_key), 'kept past the window by the heartbeats');
+my ($victim) = map { /^\s*(\d+)/ ? $1 : () }
+    `ps -o pid= --ppid $master`;
+ok($victim && kill('KILL', $victim), 'the worker process killed');
+ok($killed->wait_line(sub { ($_->{t} // '') eq 'disconnect' }, 20),
+    'kill: disconnected');
+hit($b, 26, 27);
+ok(sees($ref, 'u27'), 'kill: events while away');
+$killed->send({ connect => 1 });
+my $after_kill = wait_connect($killed, 2);
+ok($after_kill && $after_kill->{recovered},
+    'kill: recovered on the new worker process');
+ok(sees($killed, 'u27'), 'kill: with what it missed');
+$killed->finish;
+
 # 6. a gap longer than max= (3 on /small/): not recovered, a snapshot;
 # one within it: recovered
 
@@ -432,7 +460,19 @@ $_->finish for $sio, $ref, $ws2, $ws3, $short;
 
 ok(kill(0, $master), 'nginx a still runs');
 $t->nginx_stop('QUIT', 'b');
+$t->nginx_stop;
 kill 'TERM', $proxy;
 waitpid $proxy, 0;
 $proxy = 0;
+
+# the kill above is this test's: the master's alert about it is expected
+my $alog = $t->error_log;
+my $atext = do { local (@ARGV, $/) = $alog; <> };
+is(scalar(() = $atext =~ /\[alert\].*exited on signal 9/g), 1,
+    'the master saw the kill');
+$atext =~ s/^.*\[alert\].*exited on signal 9.*\n//mg;
+open my $afh, '>', $alog or die;
+print $afh $atext;
+close $afh;
+
 $t->done;
