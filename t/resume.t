@@ -223,7 +223,8 @@ ok(sees($sio, 'u8'), 'the missed events arrived');
 ok(sees($sio, 'u8', 'api:call'), 'and the room events: rooms restored');
 
 hit($a, 9);
-ok(sees($ref, 'u9') && sees($sio, 'u9'), 'then live ones');
+ok(sees($ref, 'u9') && sees($sio, 'u9') && sees($sio, 'u9', 'api:call'),
+    'then live ones');
 
 is_deeply([ feed($sio) ], [ feed($ref) ],
     'every event once, in the stream order, as the reference got them');
