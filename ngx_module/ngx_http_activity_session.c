@@ -91,13 +91,16 @@ ngx_http_activity_session_closed(ngx_http_activity_conn_t *ac)
     }
 
     if (s->resume) {
+
+        /* the client's pid was never confirmed: nothing is saved for it */
+
         ngx_http_activity_resume_cancel(s->resume);
         s->resume = NULL;
-    }
 
-    /* the recovery window starts now: the record lives that long */
+    } else if (s->has_pid && s->authed) {
 
-    if (s->has_pid && s->authed) {
+        /* the recovery window starts now: the record lives that long */
+
         ngx_http_activity_session_save(s, ac->conf->recovery);
     }
 
