@@ -625,6 +625,9 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
                       "activity: dashboard %V not recovered, user \"%V\"",
                       &s->conn.connection->addr_text, &s->user);
 
+        ngx_http_activity_stat_add(s->conn.amcf->stats,
+                                   resumes_not_recovered, 1);
+
         ngx_http_activity_fanout_release(s->conn.fanout, l, NULL);
 
         if (s->has_pid) {
@@ -652,6 +655,8 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
                   "activity: dashboard %V recovered %uz missed events, "
                   "user \"%V\"", &s->conn.connection->addr_text,
                   result->entries->elements, &s->user);
+
+    ngx_http_activity_stat_add(s->conn.amcf->stats, resumes_recovered, 1);
 
     if (s->resumed(s, 1) != NGX_OK) {
         return NGX_ERROR;

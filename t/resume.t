@@ -59,6 +59,10 @@ http {
             activity_track on;
             return 200 "ok\n";
         }
+
+        location = /status {
+            activity_status;
+        }
     }
 }
 EOF
@@ -417,6 +421,15 @@ $small->finish;
 
 # 7. forged or garbage pid and offset: not recovered, nothing breaks
 
+sub resumes {
+    my $text = $t->http(GET => '/status', port => $a)->{content} // '';
+    return map { $text =~ /^activity_dashboard_resumes_total\{result="$_"\} (\d+)$/m
+        ? $1 : undef } qw(recovered not_recovered);
+}
+my @resumes0 = resumes();
+ok($resumes0[0] > 0 && $resumes0[1] > 0,
+    "activity_status counts resumes (@resumes0)");
+
 my ($last_off) = map { $_->[0] } (feed($ref))[-1];
 for my $case (
     [ 'garbage pid', { pid => 'x' x 5000, offset => $last_off } ],
@@ -448,6 +461,11 @@ for my $off ('abc', '1-0', '99999999999999999999999-1', '-', '1-2-3') {
         "ws offset $off: snapshot");
     $c->finish;
 }
+
+# a pid that is not a string asks for no resume: the 10 others count
+is_deeply([ resumes() ], [ $resumes0[0], $resumes0[1] + 10 ],
+    'the forgeries counted as not recovered, none as recovered')
+    or diag(explain([ resumes() ], \@resumes0));
 
 # the token is still checked on a resume
 
