@@ -52,6 +52,10 @@ struct ngx_http_activity_fanout_s {
     ngx_uint_t                   recent_count;
     ngx_str_t                    stats;         /* data NULL: none yet */
 
+    /* the newest offset heard: where a snapshot leaves its reader */
+    u_char                       last_offset[NGX_HTTP_ACTIVITY_OFFSET_LEN];
+    size_t                       last_offset_len;
+
     ngx_http_activity_frame_t   *snapshot[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
     /* the snapshot compressed, or the plain one when that is shorter */
     ngx_http_activity_frame_t   *snapshot_z[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
@@ -67,6 +71,8 @@ static void ngx_http_activity_fanout_recent_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_activity_fanout_stats_reply(redisAsyncContext *ac,
     void *r, void *privdata);
+static void ngx_http_activity_fanout_last_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
 static void ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f,
@@ -76,7 +82,13 @@ static void ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f,
 static void ngx_http_activity_fanout_stats(ngx_http_activity_fanout_t *f,
     u_char *data, size_t len);
 static void ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
-    ngx_str_t *name, ngx_str_t *data, ngx_uint_t room);
+    ngx_str_t *name, ngx_str_t *data, ngx_uint_t room, ngx_str_t *offset,
+    ngx_http_activity_offset_t *off);
+static ngx_http_activity_room_t *ngx_http_activity_fanout_room_of(
+    const char *type, ngx_uint_t *bit);
+static void ngx_http_activity_fanout_hold_frame(
+    ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *frame,
+    ngx_http_activity_offset_t *off);
 static ngx_int_t ngx_http_activity_fanout_remember(
     ngx_http_activity_fanout_t *f, u_char *data, size_t len);
 static void ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f);
@@ -237,6 +249,10 @@ ngx_http_activity_fanout_leave(ngx_http_activity_fanout_t *f,
         l->is_dirty = 0;
     }
 
+    if (l->holding) {
+        ngx_http_activity_fanout_release(f, l, NULL);
+    }
+
     /* nothing more is queued for it; what is queued may still be written */
 
     l->failed = 1;
@@ -365,29 +381,49 @@ ngx_http_activity_fanout_pick(ngx_http_activity_fanout_t *f,
 /*
  * websocket: {"event":"NAME","data":DATA}
  * socketio:  42/dashboard,["NAME",DATA]
+ *
+ * and with an offset (Socket.IO's connection state recovery puts it
+ * last among the arguments):
+ *
+ * websocket: {"event":"NAME","data":DATA,"offset":"OFFSET"}
+ * socketio:  42/dashboard,["NAME",DATA,"OFFSET"]
  */
 
 ngx_http_activity_frame_t *
 ngx_http_activity_fanout_event_frame(ngx_uint_t protocol, ngx_str_t *name,
-    ngx_str_t *data, ngx_log_t *log)
+    ngx_str_t *data, ngx_str_t *offset, ngx_log_t *log)
 {
-    ngx_str_t  parts[5];
+    ngx_str_t   parts[7];
+    ngx_uint_t  n;
 
     if (protocol == NGX_HTTP_ACTIVITY_SOCKETIO) {
         ngx_str_set(&parts[0], "42" NGX_HTTP_ACTIVITY_SIO_NSP ",[\"");
         ngx_str_set(&parts[2], "\",");
-        ngx_str_set(&parts[4], "]");
+        ngx_str_set(&parts[4], ",\"");
+        ngx_str_set(&parts[6], "\"]");
 
     } else {
         ngx_str_set(&parts[0], "{\"event\":\"");
         ngx_str_set(&parts[2], "\",\"data\":");
-        ngx_str_set(&parts[4], "}");
+        ngx_str_set(&parts[4], ",\"offset\":\"");
+        ngx_str_set(&parts[6], "\"}");
     }
 
     parts[1] = *name;
     parts[3] = *data;
 
-    return ngx_http_activity_frame_text(parts, 5, log);
+    if (offset && offset->len) {
+        parts[5] = *offset;
+        n = 7;
+
+    } else {
+        parts[4] = parts[6];
+        parts[4].data++;
+        parts[4].len--;
+        n = 5;
+    }
+
+    return ngx_http_activity_frame_text(parts, n, log);
 }
 
 
@@ -447,11 +483,21 @@ ngx_http_activity_fanout_on_ready(ngx_http_activity_redis_t *rd)
      * subscribe mode takes no other command
      */
 
-    if (redisAsyncCommand(rd->ac, ngx_http_activity_fanout_recent_reply, f,
-                          "LRANGE %b 0 %d", amcf->recent_key.data,
-                          amcf->recent_key.len,
-                          NGX_HTTP_ACTIVITY_RECENT_MAX - 1)
+    /*
+     * the stream's newest offset before the recent list: an event in
+     * between is then at worst sent twice to a resumed client, never
+     * missed
+     */
+
+    if (redisAsyncCommand(rd->ac, ngx_http_activity_fanout_last_reply, f,
+                          "XREVRANGE %b + - COUNT 1",
+                          amcf->stream_key.data, amcf->stream_key.len)
         != REDIS_OK
+        || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_recent_reply,
+                             f, "LRANGE %b 0 %d", amcf->recent_key.data,
+                             amcf->recent_key.len,
+                             NGX_HTTP_ACTIVITY_RECENT_MAX - 1)
+           != REDIS_OK
         || redisAsyncCommand(rd->ac, ngx_http_activity_fanout_stats_reply, f,
                              "GET %b", amcf->stats_key.data,
                              amcf->stats_key.len)
@@ -523,6 +569,48 @@ ngx_http_activity_fanout_stats_reply(redisAsyncContext *ac, void *r,
 }
 
 
+/*
+ * The stream's newest entry: a snapshot made before the next event
+ * tells its reader to resume from there.  No stream (yet): no offset.
+ */
+
+static void
+ngx_http_activity_fanout_last_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_http_activity_fanout_t *f = privdata;
+
+    redisReply                  *reply = r, *id;
+    ngx_http_activity_offset_t   off;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    f->last_offset_len = 0;
+
+    if (reply->elements != 1
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements < 1)
+    {
+        ngx_http_activity_fanout_invalidate(f);
+        return;
+    }
+
+    id = reply->element[0]->element[0];
+
+    if (id->type == REDIS_REPLY_STRING
+        && ngx_http_activity_offset_parse((u_char *) id->str, id->len, &off)
+           == NGX_OK)
+    {
+        ngx_memcpy(f->last_offset, id->str, id->len);
+        f->last_offset_len = id->len;
+    }
+
+    ngx_http_activity_fanout_invalidate(f);
+}
+
+
 static void
 ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     void *privdata)
@@ -583,12 +671,16 @@ ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
         ngx_http_activity_fanout_stats(f, (u_char *) payload->str,
                                        payload->len);
         ngx_http_activity_fanout_broadcast(f, &ngx_http_activity_stats_event,
-                                           &f->stats, 0);
+                                           &f->stats, 0, NULL, NULL);
     }
 }
 
 
-/* a JSON array of events (or one event object) */
+/*
+ * A JSON array of events (or one event object).  Duplicate keys are
+ * taken (the last one wins): the worker validated every event, and the
+ * "offset" it appends must win over one an application put there.
+ */
 
 static void
 ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f, u_char *data,
@@ -598,7 +690,7 @@ ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f, u_char *data,
     json_t       *root, *event;
     json_error_t  err;
 
-    root = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES, &err);
+    root = json_loadb((const char *) data, len, 0, &err);
 
     if (root == NULL) {
         ngx_log_error(NGX_LOG_WARN, f->log, 0,
@@ -623,14 +715,40 @@ ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f, u_char *data,
 static void
 ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f, json_t *event)
 {
-    char                      *text;
-    ngx_str_t                  data;
-    ngx_uint_t                 bit;
-    const char                *type;
-    ngx_http_activity_room_t  *room;
+    char                        *text;
+    u_char                       obuf[NGX_HTTP_ACTIVITY_OFFSET_LEN];
+    ngx_str_t                    data, offset;
+    ngx_uint_t                   bit;
+    const char                  *type, *v;
+    ngx_http_activity_room_t    *room;
+    ngx_http_activity_offset_t   off, *poff;
 
     if (!json_is_object(event)) {
         return;
+    }
+
+    /*
+     * the worker's "offset" (the event's stream entry id) goes with the
+     * frames, not in the event; a message of an older worker has none
+     */
+
+    ngx_str_null(&offset);
+    poff = NULL;
+
+    v = json_string_value(json_object_get(event, "offset"));
+
+    if (v && ngx_http_activity_offset_parse((u_char *) v, ngx_strlen(v),
+                                            &off)
+             == NGX_OK)
+    {
+        offset.len = ngx_strlen(v);
+        offset.data = ngx_cpymem(obuf, v, offset.len) - offset.len;
+        poff = &off;
+
+        ngx_memcpy(f->last_offset, obuf, offset.len);
+        f->last_offset_len = offset.len;
+
+        json_object_del(event, "offset");
     }
 
     text = json_dumps(event, JSON_COMPACT);
@@ -645,23 +763,38 @@ ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f, json_t *event)
     ngx_http_activity_fanout_invalidate(f);
 
     ngx_http_activity_fanout_broadcast(f, &ngx_http_activity_new_event, &data,
-                                       0);
+                                       0, &offset, poff);
 
     type = json_string_value(json_object_get(event, "eventType"));
+    room = ngx_http_activity_fanout_room_of(type, &bit);
 
-    if (type) {
-        for (room = ngx_http_activity_rooms; room->room; room++) {
-            if (ngx_strcmp(room->type, type) == 0) {
-                bit = ngx_http_activity_fanout_room((u_char *) room->room,
-                                                    ngx_strlen(room->room));
-                ngx_http_activity_fanout_broadcast(f, &room->event, &data,
-                                                   bit);
-                break;
-            }
-        }
+    if (room) {
+        ngx_http_activity_fanout_broadcast(f, &room->event, &data, bit,
+                                           &offset, poff);
     }
 
     free(text);
+}
+
+
+static ngx_http_activity_room_t *
+ngx_http_activity_fanout_room_of(const char *type, ngx_uint_t *bit)
+{
+    ngx_http_activity_room_t  *room;
+
+    if (type == NULL) {
+        return NULL;
+    }
+
+    for (room = ngx_http_activity_rooms; room->room; room++) {
+        if (ngx_strcmp(room->type, type) == 0) {
+            *bit = ngx_http_activity_fanout_room((u_char *) room->room,
+                                                 ngx_strlen(room->room));
+            return room;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -691,17 +824,21 @@ ngx_http_activity_fanout_stats(ngx_http_activity_fanout_t *f, u_char *data,
 
 /*
  * One frame per protocol, made only if some listener speaks it; room 0
- * means every connected listener.
+ * means every connected listener.  A listener resuming holds the frame
+ * back; one that has just resumed skips what its replay already sent
+ * (offsets up to its floor).
  */
 
 static void
 ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
-    ngx_str_t *name, ngx_str_t *data, ngx_uint_t room)
+    ngx_str_t *name, ngx_str_t *data, ngx_uint_t room, ngx_str_t *offset,
+    ngx_http_activity_offset_t *off)
 {
     ngx_uint_t                     p;
     ngx_queue_t                   *q, *next;
     ngx_http_activity_frame_t     *frames[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
     ngx_http_activity_frame_t     *zframes[NGX_HTTP_ACTIVITY_PROTOCOLS + 1];
+    ngx_http_activity_frame_t     *frame;
     ngx_http_activity_listener_t  *l;
 
     ngx_memzero(frames, sizeof(frames));
@@ -714,6 +851,16 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
         next = ngx_queue_next(q);
         l = ngx_queue_data(q, ngx_http_activity_listener_t, queue);
 
+        if (off && l->has_floor) {
+            if (ngx_http_activity_offset_cmp(off, &l->floor) <= 0) {
+                continue;
+            }
+
+            /* one message's order is the stream's: nothing older follows */
+
+            l->has_floor = 0;
+        }
+
         if (room && !(l->rooms & room)) {
             continue;
         }
@@ -722,7 +869,7 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
 
         if (frames[p] == NULL) {
             frames[p] = ngx_http_activity_fanout_event_frame(p, name, data,
-                                                             f->log);
+                                                             offset, f->log);
             if (frames[p] == NULL) {
                 break;
             }
@@ -730,9 +877,14 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
             ngx_http_activity_stat_add(f->counters, frames_broadcast, 1);
         }
 
-        (void) ngx_http_activity_fanout_send(f, l,
-                   ngx_http_activity_fanout_pick(f, l, frames[p],
-                                                 &zframes[p]));
+        frame = ngx_http_activity_fanout_pick(f, l, frames[p], &zframes[p]);
+
+        if (l->holding) {
+            ngx_http_activity_fanout_hold_frame(l, frame, off);
+            continue;
+        }
+
+        (void) ngx_http_activity_fanout_send(f, l, frame);
     }
 
     for (p = 0; p <= NGX_HTTP_ACTIVITY_PROTOCOLS; p++) {
@@ -822,7 +974,7 @@ ngx_http_activity_fanout_build_snapshot(ngx_http_activity_fanout_t *f,
 {
     u_char                     *p;
     size_t                      len;
-    ngx_str_t                   data;
+    ngx_str_t                   data, offset;
     ngx_uint_t                  i, k;
     ngx_http_activity_frame_t  *frame;
 
@@ -869,9 +1021,12 @@ ngx_http_activity_fanout_build_snapshot(ngx_http_activity_fanout_t *f,
 
     data.len = p - data.data;
 
+    offset.data = f->last_offset;
+    offset.len = f->last_offset_len;
+
     frame = ngx_http_activity_fanout_event_frame(protocol,
                                           &ngx_http_activity_snapshot_event,
-                                          &data, f->log);
+                                          &data, &offset, f->log);
     ngx_free(data.data);
 
     return frame;
@@ -1017,4 +1172,280 @@ ngx_http_activity_fanout_is(redisReply *reply, const char *s)
     return reply->type == REDIS_REPLY_STRING
            && (size_t) reply->len == ngx_strlen(s)
            && ngx_strncmp(reply->str, s, reply->len) == 0;
+}
+
+
+/* "<ms>-<seq>", both decimal without sign or leading junk, 64-bit */
+
+ngx_int_t
+ngx_http_activity_offset_parse(u_char *p, size_t len,
+    ngx_http_activity_offset_t *o)
+{
+    u_char    *end;
+    uint64_t  *n, v;
+    ngx_uint_t part, digits;
+
+    if (len == 0 || len > NGX_HTTP_ACTIVITY_OFFSET_LEN) {
+        return NGX_ERROR;
+    }
+
+    end = p + len;
+    n = &o->ms;
+    part = 0;
+    digits = 0;
+    v = 0;
+
+    for ( /* void */ ; p < end; p++) {
+
+        if (*p == '-' && part == 0 && digits) {
+            *n = v;
+            n = &o->seq;
+            part = 1;
+            digits = 0;
+            v = 0;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        if (v > (UINT64_MAX - (*p - '0')) / 10) {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (*p - '0');
+        digits++;
+    }
+
+    if (part != 1 || digits == 0) {
+        return NGX_ERROR;
+    }
+
+    *n = v;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_activity_offset_cmp(ngx_http_activity_offset_t *a,
+    ngx_http_activity_offset_t *b)
+{
+    if (a->ms != b->ms) {
+        return a->ms < b->ms ? -1 : 1;
+    }
+
+    if (a->seq != b->seq) {
+        return a->seq < b->seq ? -1 : 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * From now until release, what is broadcast to l is kept, at most max
+ * frames: more than that and the resume is given up (held_overflow).
+ * The array grows as frames come (a resume takes a round trip to Redis:
+ * usually few), so many reconnecting at once do not each reserve max.
+ */
+
+ngx_int_t
+ngx_http_activity_fanout_hold(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l, ngx_uint_t max)
+{
+    if (l->holding) {
+        return NGX_OK;
+    }
+
+    l->held = NULL;
+    l->held_count = 0;
+    l->held_size = 0;
+    l->held_max = max;
+    l->held_overflow = 0;
+    l->holding = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
+    ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off)
+{
+    ngx_uint_t                 size;
+    ngx_http_activity_held_t  *h;
+
+    if (l->held_overflow) {
+        return;
+    }
+
+    if (l->held_count == l->held_size) {
+        size = l->held_size ? l->held_size * 2 : 16;
+        size = ngx_min(size, l->held_max);
+
+        if (l->held_count == size) {
+            l->held_overflow = 1;
+            return;
+        }
+
+        h = ngx_alloc(size * sizeof(ngx_http_activity_held_t),
+                      l->connection->log);
+        if (h == NULL) {
+            l->held_overflow = 1;
+            return;
+        }
+
+        if (l->held) {
+            ngx_memcpy(h, l->held,
+                       l->held_count * sizeof(ngx_http_activity_held_t));
+            ngx_free(l->held);
+        }
+
+        l->held = h;
+        l->held_size = size;
+    }
+
+    h = &l->held[l->held_count++];
+
+    h->frame = frame;
+    frame->refs++;
+
+    if (off) {
+        h->offset = *off;
+        h->has_offset = 1;
+
+    } else {
+        h->has_offset = 0;
+    }
+}
+
+
+/*
+ * One event of the gap, read back from the stream, sent to l alone:
+ * "activity:new" and, when l is in the event's room, the room's event,
+ * both with the event's offset.  NGX_DECLINED: l has failed.
+ */
+
+ngx_int_t
+ngx_http_activity_fanout_replay(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l, u_char *text, size_t len,
+    ngx_str_t *offset)
+{
+    char                       *dump;
+    json_t                     *event;
+    ngx_int_t                   rc;
+    ngx_str_t                   data;
+    ngx_uint_t                  bit;
+    ngx_http_activity_room_t   *room;
+    ngx_http_activity_frame_t  *frame;
+
+    event = json_loadb((const char *) text, len, 0, NULL);
+
+    if (!json_is_object(event)) {
+
+        /* not an event: the live feed skipped it too */
+
+        json_decref(event);
+        return NGX_OK;
+    }
+
+    /* as live: an "offset" member is the worker's, never the event's */
+
+    json_object_del(event, "offset");
+
+    dump = json_dumps(event, JSON_COMPACT);
+    if (dump == NULL) {
+        json_decref(event);
+        return NGX_ERROR;
+    }
+
+    data.data = (u_char *) dump;
+    data.len = ngx_strlen(dump);
+
+    room = ngx_http_activity_fanout_room_of(
+                     json_string_value(json_object_get(event, "eventType")),
+                     &bit);
+
+    rc = NGX_ERROR;
+
+    frame = ngx_http_activity_fanout_event_frame(l->protocol,
+                                                 &ngx_http_activity_new_event,
+                                                 &data, offset, f->log);
+    if (frame == NULL) {
+        goto done;
+    }
+
+    rc = ngx_http_activity_fanout_send(f, l, frame);
+    ngx_http_activity_frame_release(frame);
+
+    if (rc != NGX_OK || room == NULL || !(l->rooms & bit)) {
+        goto done;
+    }
+
+    frame = ngx_http_activity_fanout_event_frame(l->protocol, &room->event,
+                                                 &data, offset, f->log);
+    if (frame == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    rc = ngx_http_activity_fanout_send(f, l, frame);
+    ngx_http_activity_frame_release(frame);
+
+done:
+
+    free(dump);
+    json_decref(event);
+
+    return rc;
+}
+
+
+/*
+ * Ends holding.  last: the newest offset the client has now (its own or
+ * the replay's last); held frames after it are sent, those up to it
+ * dropped, and so are later broadcasts up to it.  last NULL: every held
+ * frame is dropped (a snapshot replaces them).
+ */
+
+void
+ngx_http_activity_fanout_release(ngx_http_activity_fanout_t *f,
+    ngx_http_activity_listener_t *l, ngx_http_activity_offset_t *last)
+{
+    ngx_uint_t                 i;
+    ngx_http_activity_held_t  *h;
+
+    if (!l->holding) {
+        return;
+    }
+
+    l->holding = 0;
+
+    for (i = 0; i < l->held_count; i++) {
+        h = &l->held[i];
+
+        if (last
+            && (!h->has_offset
+                || ngx_http_activity_offset_cmp(&h->offset, last) > 0))
+        {
+            (void) ngx_http_activity_fanout_send(f, l, h->frame);
+        }
+
+        ngx_http_activity_frame_release(h->frame);
+    }
+
+    if (l->held) {
+        ngx_free(l->held);
+        l->held = NULL;
+    }
+
+    l->held_count = 0;
+    l->held_size = 0;
+
+    if (last) {
+        l->floor = *last;
+        l->has_floor = 1;
+    }
 }

@@ -10,6 +10,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_activity_module.h"
+#include "ngx_http_activity_resume.h"
 #include "ngx_http_activity_access.h"
 #include "ngx_http_activity_dashboard.h"
 #include "ngx_http_activity_fanout.h"
@@ -66,6 +67,8 @@ static char *ngx_http_activity_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_activity_spool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_handler_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_activity_dashboard_recovery(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_activity_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_activity_valid_type(ngx_str_t *type);
@@ -334,6 +337,13 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       offsetof(ngx_http_activity_loc_conf_t, dashboard_deflate),
       NULL },
 
+    { ngx_string("activity_dashboard_recovery"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_activity_dashboard_recovery,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -439,6 +449,8 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_set(&amcf->stats_channel, "dashboard:stats");
     ngx_str_set(&amcf->recent_key, "dashboard:events:recent");
     ngx_str_set(&amcf->stats_key, "dashboard:stats");
+    ngx_str_set(&amcf->stream_key, "dashboard:events:stream");
+    ngx_str_set(&amcf->resume_prefix, "dashboard:resume:");
 
     if (amcf->buffer_size < NGX_HTTP_ACTIVITY_MIN_BUFFER) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -483,6 +495,8 @@ ngx_http_activity_create_loc_conf(ngx_conf_t *cf)
     conf->dashboard_queue_time = NGX_CONF_UNSET_MSEC;
     conf->dashboard_rate = NGX_CONF_UNSET_UINT;
     conf->dashboard_deflate = NGX_CONF_UNSET;
+    conf->recovery = NGX_CONF_UNSET_MSEC;
+    conf->recovery_max = NGX_CONF_UNSET_UINT;
     conf->rules = NGX_CONF_UNSET_PTR;
     conf->user = NGX_CONF_UNSET_PTR;
     conf->meta = NGX_CONF_UNSET_PTR;
@@ -569,6 +583,8 @@ ngx_http_activity_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->dashboard_queue_time, 30000);
     ngx_conf_merge_uint_value(conf->dashboard_rate, prev->dashboard_rate, 20);
     ngx_conf_merge_value(conf->dashboard_deflate, prev->dashboard_deflate, 1);
+    ngx_conf_merge_msec_value(conf->recovery, prev->recovery, 120000);
+    ngx_conf_merge_uint_value(conf->recovery_max, prev->recovery_max, 1000);
 
     if (conf->dashboard && conf->jwt.alg == JWT_ALG_NONE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -687,6 +703,11 @@ ngx_http_activity_init_process(ngx_cycle_t *cycle)
         if (amcf->fanout_state == NULL) {
             return NGX_ERROR;
         }
+
+        amcf->resume_state = ngx_http_activity_resume_create(cycle, amcf);
+        if (amcf->resume_state == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -702,6 +723,11 @@ ngx_http_activity_exit_process(ngx_cycle_t *cycle)
                                                ngx_http_activity_module);
     if (amcf == NULL) {
         return;
+    }
+
+    if (amcf->resume_state) {
+        ngx_http_activity_resume_destroy(amcf->resume_state);
+        amcf->resume_state = NULL;
     }
 
     if (amcf->fanout_state) {
@@ -1558,4 +1584,74 @@ ngx_http_activity_check_bounds(ngx_conf_t *cf, void *post, void *data)
                        &value[1], &value[0], bounds->low, bounds->high);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* activity_dashboard_recovery off | TIME [max=N]; (issue 12) */
+
+static char *
+ngx_http_activity_dashboard_recovery(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_activity_loc_conf_t *alcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+    ngx_msec_t  window;
+
+    if (alcf->recovery != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts > 2) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"activity_dashboard_recovery off\" takes "
+                               "no other parameter");
+            return NGX_CONF_ERROR;
+        }
+
+        alcf->recovery = 0;
+        return NGX_CONF_OK;
+    }
+
+    window = ngx_parse_time(&value[1], 0);
+
+    if (window == (ngx_msec_t) NGX_ERROR || window == 0
+        || window > 86400000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid recovery window \"%V\" in "
+                           "\"activity_dashboard_recovery\": want off or a "
+                           "time from 1ms to 1d", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->recovery = window;
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (value[2].len <= 4 || ngx_strncmp(value[2].data, "max=", 4) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in "
+                           "\"activity_dashboard_recovery\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_atoi(value[2].data + 4, value[2].len - 4);
+
+    if (n == NGX_ERROR || n < 1 || n > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"%V\" in \"activity_dashboard_recovery\":"
+                           " want max=1..100000", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->recovery_max = n;
+
+    return NGX_CONF_OK;
 }

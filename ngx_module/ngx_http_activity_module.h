@@ -21,6 +21,7 @@
 typedef struct ngx_http_activity_queue_s  ngx_http_activity_queue_t;
 typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;
 typedef struct ngx_http_activity_stats_s   ngx_http_activity_stats_t;
+typedef struct ngx_http_activity_resume_s  ngx_http_activity_resume_t;
 
 
 typedef struct {
@@ -54,11 +55,14 @@ typedef struct {
     ngx_str_t                        stats_channel;
     ngx_str_t                        recent_key;
     ngx_str_t                        stats_key;
+    ngx_str_t                        stream_key;    /* resume (issue 12) */
+    ngx_str_t                        resume_prefix;
 
     ngx_shm_zone_t                  *shm_zone;
     ngx_http_activity_stats_t       *stats;         /* in shm_zone */
     ngx_http_activity_queue_t       *queue_state;   /* per worker process */
     ngx_http_activity_fanout_t      *fanout_state;  /* per worker process */
+    ngx_http_activity_resume_t      *resume_state;  /* per worker process */
 } ngx_http_activity_main_conf_t;
 
 
@@ -102,6 +106,8 @@ typedef struct {
     ngx_msec_t                  dashboard_queue_time;
     ngx_uint_t                  dashboard_rate;
     ngx_flag_t                  dashboard_deflate;  /* permessage-deflate */
+    ngx_msec_t                  recovery;       /* 0: off */
+    ngx_uint_t                  recovery_max;   /* events one resume sends */
 
     /* activity_ingest (bytes task) */
     size_t                      ingest_max_body;

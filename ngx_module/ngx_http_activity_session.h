@@ -17,9 +17,21 @@
 #include "ngx_http_activity_admit.h"
 #include "ngx_http_activity_conn.h"
 #include "ngx_http_activity_jwt.h"
+#include "ngx_http_activity_resume.h"
 
 
-typedef struct {
+/* a Socket.IO private session id (the "pid" of connection recovery) */
+#define NGX_HTTP_ACTIVITY_PID_LEN   20
+
+
+typedef struct ngx_http_activity_session_s  ngx_http_activity_session_t;
+
+/* the protocol's answer to a resume, sent before the gap or snapshot */
+typedef ngx_int_t (*ngx_http_activity_session_resumed_pt)(
+    ngx_http_activity_session_t *s, ngx_uint_t recovered);
+
+
+struct ngx_http_activity_session_s {
     ngx_http_activity_conn_t         conn;      /* must be first */
     ngx_event_t                      expiry;
     ngx_str_t                        user;
@@ -35,7 +47,16 @@ typedef struct {
     unsigned                         pending:1;    /* max_pending */
     unsigned                         addressed:1;  /* max_per_ip */
     unsigned                         open:1;       /* dashboards[] gauge */
-} ngx_http_activity_session_t;
+
+    /* resume (issue 12) */
+    ngx_http_activity_session_resumed_pt  resumed;
+    ngx_http_activity_resume_req_t  *resume;       /* being read */
+    ngx_msec_t                       saved;        /* record written then */
+    u_char                           pid[NGX_HTTP_ACTIVITY_PID_LEN];
+    u_char                           offset[NGX_HTTP_ACTIVITY_OFFSET_LEN];
+    size_t                           offset_len;
+    unsigned                         has_pid:1;    /* Socket.IO recovery */
+};
 
 
 ngx_http_activity_session_t *ngx_http_activity_session_create(
@@ -52,6 +73,11 @@ void ngx_http_activity_session_expire_at(ngx_http_activity_session_t *s,
     time_t exp);
 ngx_int_t ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
     ngx_str_t *hello);
+
+ngx_int_t ngx_http_activity_session_resume(ngx_http_activity_session_t *s,
+    ngx_str_t *pid, ngx_str_t *offset);
+void ngx_http_activity_session_new_pid(ngx_http_activity_session_t *s);
+void ngx_http_activity_session_keep(ngx_http_activity_session_t *s);
 
 json_t *ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,
     json_t *names, ngx_uint_t join);

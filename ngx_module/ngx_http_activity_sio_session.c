@@ -27,6 +27,10 @@ static ngx_int_t ngx_http_activity_sio_session_event(
     ngx_http_activity_session_t *s, ngx_http_activity_sio_packet_t *pkt);
 static ngx_int_t ngx_http_activity_sio_session_ping(
     ngx_http_activity_conn_t *ac);
+static ngx_int_t ngx_http_activity_sio_session_resumed(
+    ngx_http_activity_session_t *s, ngx_uint_t recovered);
+static u_char *ngx_http_activity_sio_session_hello(
+    ngx_http_activity_session_t *s, u_char *buf);
 
 
 static ngx_http_activity_conn_handlers_t  ngx_http_activity_sio_handlers = {
@@ -52,6 +56,13 @@ ngx_http_activity_sio_session_create(ngx_http_request_t *r, ngx_str_t *token)
 
     s->expired.data = expired;
     s->expired.len = sizeof(expired) - 1;
+    s->resumed = ngx_http_activity_sio_session_resumed;
+
+    /* connection state recovery: the CONNECT reply carries a pid */
+
+    if (s->conn.conf->recovery) {
+        ngx_http_activity_session_new_pid(s);
+    }
 
     return s;
 }
@@ -88,7 +99,48 @@ ngx_http_activity_sio_session_start(ngx_http_activity_session_t *s)
 static ngx_int_t
 ngx_http_activity_sio_session_ping(ngx_http_activity_conn_t *ac)
 {
+    ngx_http_activity_session_keep(ac->data);
+
     return ngx_http_activity_conn_send(ac, (u_char *) "2", 1);
+}
+
+
+/* 40/dashboard,{"sid":"…"[,"pid":"…"]} */
+
+static u_char *
+ngx_http_activity_sio_session_hello(ngx_http_activity_session_t *s,
+    u_char *buf)
+{
+    u_char  *p;
+
+    p = ngx_sprintf(buf, "40" NGX_HTTP_ACTIVITY_SIO_NSP ",{\"sid\":\"%*s\"",
+                    sizeof(s->sid), s->sid);
+
+    if (s->has_pid) {
+        p = ngx_sprintf(p, ",\"pid\":\"%*s\"", sizeof(s->pid), s->pid);
+    }
+
+    *p++ = '}';
+
+    return p;
+}
+
+
+/*
+ * The CONNECT reply of a resume: the same pid is what tells the client
+ * (socket.recovered === true) that the missed events follow; a new one
+ * that a snapshot does.
+ */
+
+static ngx_int_t
+ngx_http_activity_sio_session_resumed(ngx_http_activity_session_t *s,
+    ngx_uint_t recovered)
+{
+    u_char  buf[128], *p;
+
+    p = ngx_http_activity_sio_session_hello(s, buf);
+
+    return ngx_http_activity_conn_send(&s->conn, buf, p - buf);
 }
 
 
@@ -187,7 +239,7 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
 {
     u_char                          *p, buf[128];
     json_t                          *auth, *error;
-    ngx_str_t                        token, hello;
+    ngx_str_t                        token, hello, pid, offset;
     ngx_int_t                        rc;
 
     static u_char  full[] = "44" NGX_HTTP_ACTIVITY_SIO_NSP
@@ -197,12 +249,19 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
     const char                      *v;
     ngx_http_activity_jwt_claims_t   claims;
 
+    if (s->resume) {
+        /* its answer waits for the resume already under way */
+        return NGX_OK;
+    }
+
     if (s->authed) {
         goto connected;
     }
 
     token = s->token;
     auth = NULL;
+    ngx_str_null(&pid);
+    ngx_str_null(&offset);
 
     if (pkt->data_len) {
         auth = json_loadb((const char *) pkt->data, pkt->data_len,
@@ -214,9 +273,39 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
             token.data = (u_char *) v;
             token.len = ngx_strlen(v);
         }
+
+        /* a reconnecting socket.io-client (>= 4.6) adds pid and offset */
+
+        v = json_string_value(json_object_get(auth, "pid"));
+
+        if (v) {
+            pid.data = (u_char *) v;
+            pid.len = ngx_strlen(v);
+        }
+
+        v = json_string_value(json_object_get(auth, "offset"));
+
+        if (v) {
+            offset.data = (u_char *) v;
+            offset.len = ngx_strlen(v);
+        }
     }
 
     rc = ngx_http_activity_session_authenticate(s, &token, &claims);
+
+    if (rc == NGX_OK && s->has_pid && pid.data) {
+
+        /* the answer waits for what the client missed */
+
+        rc = ngx_http_activity_session_resume(s, &pid, &offset);
+        json_decref(auth);
+
+        if (rc == NGX_DECLINED) {
+            goto full;
+        }
+
+        return rc;
+    }
 
     json_decref(auth);
 
@@ -245,8 +334,7 @@ ngx_http_activity_sio_session_connect(ngx_http_activity_session_t *s,
 
 connected:
 
-    p = ngx_sprintf(buf, "40" NGX_HTTP_ACTIVITY_SIO_NSP ",{\"sid\":\"%*s\"}",
-                    sizeof(s->sid), s->sid);
+    p = ngx_http_activity_sio_session_hello(s, buf);
 
     if (s->authed) {
         return ngx_http_activity_conn_send(&s->conn, buf, p - buf);
@@ -262,6 +350,8 @@ connected:
     if (rc != NGX_DECLINED) {
         return rc;
     }
+
+full:
 
     /* every dashboard place is taken */
 

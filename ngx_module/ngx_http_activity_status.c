@@ -95,6 +95,13 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
       "Dashboard clients dropped because they did not read.",
       ngx_http_activity_stat_offset(clients_slow) },
 
+    { "activity_dashboard_resumes_total{result=\"recovered\"}", "counter",
+      "Dashboard reconnects that asked to resume, by outcome.",
+      ngx_http_activity_stat_offset(resumes_recovered) },
+
+    { "activity_dashboard_resumes_total{result=\"not_recovered\"}", NULL,
+      NULL, ngx_http_activity_stat_offset(resumes_not_recovered) },
+
     { "activity_dashboard_connections{protocol=\"websocket\"}", "gauge",
       "Open dashboard connections.",
       ngx_http_activity_stat_offset(dashboards[1]) },

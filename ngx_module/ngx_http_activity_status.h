@@ -51,6 +51,8 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    frames_broadcast;
     ngx_atomic_t    frames_deflated;
     ngx_atomic_t    clients_slow;
+    ngx_atomic_t    resumes_recovered;      /* issue 12 */
+    ngx_atomic_t    resumes_not_recovered;
     ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
     ngx_http_activity_proc_stats_t  procs[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
 };

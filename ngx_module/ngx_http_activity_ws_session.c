@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_activity_ws_session_message(
     ngx_http_activity_conn_t *ac, u_char *data, size_t len);
 static ngx_int_t ngx_http_activity_ws_session_ping(
     ngx_http_activity_conn_t *ac);
+static ngx_int_t ngx_http_activity_ws_session_resumed(
+    ngx_http_activity_session_t *s, ngx_uint_t recovered);
 
 
 static ngx_http_activity_conn_handlers_t  ngx_http_activity_ws_handlers = {
@@ -45,6 +47,7 @@ ngx_http_activity_ws_session_create(ngx_http_request_t *r, ngx_str_t *token)
 
     s->expired.data = expired;
     s->expired.len = sizeof(expired) - 1;
+    s->resumed = ngx_http_activity_ws_session_resumed;
 
     return s;
 }
@@ -56,6 +59,8 @@ ngx_int_t
 ngx_http_activity_ws_session_start(ngx_http_activity_session_t *s,
     ngx_http_activity_jwt_claims_t *claims)
 {
+    ngx_str_t  offset;
+
     if (ngx_http_activity_session_set_user(s, &claims->sub) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -64,8 +69,38 @@ ngx_http_activity_ws_session_start(ngx_http_activity_session_t *s,
 
     /* counted at the handshake already: ready() has no place to refuse */
 
+    if (s->conn.request
+        && ngx_http_arg(s->conn.request, (u_char *) "offset", 6, &offset)
+           == NGX_OK)
+    {
+        return ngx_http_activity_session_resume(s, NULL, &offset) == NGX_OK
+               ? NGX_OK : NGX_ERROR;
+    }
+
     return ngx_http_activity_session_ready(s, NULL) == NGX_OK
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * {"event":"resume","data":{"recovered":true}}: the missed events
+ * follow, each with its offset; false: a snapshot follows instead.
+ */
+
+static ngx_int_t
+ngx_http_activity_ws_session_resumed(ngx_http_activity_session_t *s,
+    ngx_uint_t recovered)
+{
+    static u_char  yes[] = "{\"event\":\"resume\",\"data\":"
+                           "{\"recovered\":true}}";
+    static u_char  no[] = "{\"event\":\"resume\",\"data\":"
+                          "{\"recovered\":false}}";
+
+    if (recovered) {
+        return ngx_http_activity_conn_send(&s->conn, yes, sizeof(yes) - 1);
+    }
+
+    return ngx_http_activity_conn_send(&s->conn, no, sizeof(no) - 1);
 }
 
 

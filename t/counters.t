@@ -241,8 +241,10 @@ is($r->llen('dashboard:events:recent'), $n, 'nor the recent list');
 my $marker = make_event(type => 'USER_LOGOUT', user => 'u4');
 $t->push_events($marker);
 ok(pump_until(sub { published_count() > $n }, 10), 'a new event published');
-is($event_msgs[-1]{text}, '[' . to_json($marker) . ']',
-    'as the queued JSON text, in an array');
+my $queued = to_json($marker);
+$queued =~ s/\}$//;
+like($event_msgs[-1]{text}, qr/^\[\Q$queued\E,"offset":"\d+-\d+"\}\]$/,
+    'as the queued JSON text with its stream offset, in an array');
 ok(pump_until(sub {
     my $c = counters($r->get('dashboard:stats'));
     $c->{logoutsPerHour} == 2 && $c->{activeUsers} == 4;

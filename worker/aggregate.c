@@ -24,6 +24,11 @@
  *                         after the day ends
  *   L users               zset userId -> last seen (ms), trimmed to 5 min
  *   L published           hash: the last stats published and when
+ *   --stream-key          stream of the published events, field "e"
+ *                         the event text, trimmed to about
+ *                         --stream-max entries; on the channel each
+ *                         event has its entry id as a last member
+ *                         "offset": [{...,"offset":"<ms>-<seq>"},...]
  *
  * A window sum reads the whole minutes inside it and the single seconds
  * at its edges (at most 59 + 60 + 59 keys for the hour), so it is exact
@@ -50,7 +55,7 @@
 
 /* "EVALSHA" sha numkeys, then the fixed ARGV, then 5 per event */
 #define AGG_HEAD_ARGS    3
-#define AGG_FIXED_ARGS   11
+#define AGG_FIXED_ARGS   13
 #define AGG_EVENT_ARGS   5
 #define AGG_NUM_LEN      24
 
@@ -58,7 +63,7 @@
 struct aggregate_s {
     const settings_t   *settings;
     char                sha[41];        /* "" until SCRIPT LOAD answered */
-    char                fixed[5][AGG_NUM_LEN];
+    char                fixed[6][AGG_NUM_LEN];
     const char        **argv;
     size_t             *argvlen;
     char               *nums;           /* each event's time as text */
@@ -79,7 +84,8 @@ static int aggregate_result(redisReply *r, aggregate_result_t *res,
  * ARGV: 1 seen prefix, 2 live prefix, 3 recent key, 4 recent max,
  * 5 recent TTL (s), 6 stats key, 7 events channel, 8 stats channel,
  * 9 seen TTL (ms), 10 stats min interval (ms), 11 stats max interval
- * (ms); then per event: id, eventType, userId ("" for none), timestamp
+ * (ms), 12 stream key, 13 stream max length (0: no stream); then per
+ * event: id, eventType, userId ("" for none), timestamp
  * (epoch ms), the event's JSON text as queued.
  *
  * Reply: { new events, stats published (0/1), ms until held-back stats
@@ -98,7 +104,8 @@ static const char  aggregate_script[] =
     "local events_channel, stats_channel = ARGV[7], ARGV[8]\n"
     "local seen_ms = tonumber(ARGV[9])\n"
     "local min_ms, max_ms = tonumber(ARGV[10]), tonumber(ARGV[11])\n"
-    "local FIRST, STRIDE = 12, 5\n"
+    "local stream_key, stream_max = ARGV[12], tonumber(ARGV[13])\n"
+    "local FIRST, STRIDE = 14, 5\n"
     "local USERS_MS, SKEW_MS = 300000, 60000\n"
     "local floor = math.floor\n"
     "\n"
@@ -210,8 +217,22 @@ static const char  aggregate_script[] =
     "  end\n"
     "  redis.call('LTRIM', recent_key, 0, recent_max - 1)\n"
     "  redis.call('EXPIRE', recent_key, recent_ttl)\n"
+    "  -- the shared log dashboards resume from: each published event\n"
+    "  -- carries its entry id as a last member \"offset\", so every nginx\n"
+    "  -- sees the same offsets (the stream keeps the text as queued)\n"
+    "  local msg = texts\n"
+    "  if stream_max > 0 then\n"
+    "    msg = {}\n"
+    "    for k, text in ipairs(texts) do\n"
+    "      local id = redis.call('XADD', stream_key, 'MAXLEN', '~',\n"
+    "                            stream_max, '*', 'e', text)\n"
+    "      local head = text:match('^(.-)}%s*$')\n"
+    "      msg[k] = head and head .. ',\"offset\":\"' .. id .. '\"}'\n"
+    "               or text\n"
+    "    end\n"
+    "  end\n"
     "  redis.call('PUBLISH', events_channel,\n"
-    "             '[' .. table.concat(texts, ',') .. ']')\n"
+    "             '[' .. table.concat(msg, ',') .. ']')\n"
     "end\n"
     "\n"
     "-- stats not due yet: leave them to the tick due then (saves the\n"
@@ -296,6 +317,7 @@ aggregate_new(const settings_t *settings)
              (long long) settings->seen_ttl * 1000);
     snprintf(a->fixed[3], AGG_NUM_LEN, "%d", settings->stats_min_ms);
     snprintf(a->fixed[4], AGG_NUM_LEN, "%d", settings->stats_max_ms);
+    snprintf(a->fixed[5], AGG_NUM_LEN, "%d", settings->stream_max);
 
     if (aggregate_reserve(a, 64) != 0) {
         aggregate_free(a);
@@ -361,6 +383,8 @@ aggregate_apply(aggregate_t *a, redisContext *rc, const event_t *events,
     argv[argc++] = a->fixed[2];
     argv[argc++] = a->fixed[3];
     argv[argc++] = a->fixed[4];
+    argv[argc++] = s->stream_key;
+    argv[argc++] = a->fixed[5];
 
     for (i = 0; i < n; i++) {
         num = a->nums + i * AGG_NUM_LEN;

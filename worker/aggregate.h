@@ -33,7 +33,8 @@ void aggregate_free(aggregate_t *a);
 /*
  * Apply a batch of valid events in one atomic server-side script: skip
  * ids already seen, count the rest, push them onto the recent list,
- * publish them, recompute the stats, store them, publish them when due.
+ * append them to the stream and publish them with their stream ids
+ * (the offsets dashboards resume from), recompute the stats, store them, publish them when due.
  * n == 0 only recomputes the stats (windows slide while idle).
  * Returns 0, or -1 with the reason in err; then nothing was applied and
  * the caller keeps the batch (and, as with any Redis error, drops the

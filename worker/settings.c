@@ -151,13 +151,27 @@ static const setting_t  settings_table[] = {
       " (1..86400)",
       SET_INT, 1, 86400, OFF(recent_ttl) },
 
+    { "stream-key", "ACTIVITY_STREAM_KEY", "dashboard:events:stream",
+      "KEY",
+      "Redis stream of the latest published events; its entry ids are"
+      " the offsets dashboards resume from after a reconnect",
+      SET_STRING, 0, 0, OFF(stream_key) },
+
+    { "stream-max", "ACTIVITY_STREAM_MAX", "100000", "N",
+      "entries kept in the --stream-key stream (XADD MAXLEN ~ N; Redis"
+      " may keep a few more); size it for the dashboards' recovery"
+      " window at the peak event rate; 0: no stream, no offsets"
+      " (0..10000000)",
+      SET_INT, 0, 10000000, OFF(stream_max) },
+
     { "stats-key", "ACTIVITY_STATS_KEY", "dashboard:stats", "KEY",
       "Redis string holding the latest stats JSON",
       SET_STRING, 0, 0, OFF(stats_key) },
 
     { "events-channel", "ACTIVITY_EVENTS_CHANNEL", "dashboard:events",
       "CHANNEL",
-      "pub/sub channel for each batch's new events, as one JSON array",
+      "pub/sub channel for each batch's new events, as one JSON array"
+      " (each event with its --stream-key entry id as \"offset\")",
       SET_STRING, 0, 0, OFF(events_channel) },
 
     { "stats-channel", "ACTIVITY_STATS_CHANNEL", "dashboard:stats",

@@ -33,6 +33,7 @@ typedef struct {
     char  *sql_dir;
     char  *log_level;
     char  *recent_key;
+    char  *stream_key;
     char  *stats_key;
     char  *events_channel;
     char  *stats_channel;
@@ -40,6 +41,7 @@ typedef struct {
     char  *seen_prefix;
     int    recent_max;
     int    recent_ttl;
+    int    stream_max;
     int    seen_ttl;
     int    stats_min_ms;
     int    stats_max_ms;

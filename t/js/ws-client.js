@@ -50,8 +50,12 @@ ws.on('message', (data, isBinary) => {
         out({ t: 'text', binary: isBinary, text });
         return;
     }
-    out({ t: 'message', event: msg.event,
-          data: summary(msg.data, opts.brief) });
+    const line = { t: 'message', event: msg.event,
+                   data: summary(msg.data, opts.brief) };
+    if (msg.offset !== undefined) {
+        line.offset = msg.offset;   // resume (issue 12)
+    }
+    out(line);
 });
 
 ws.on('close', (code, reason) => {

@@ -2,7 +2,9 @@
 //
 // socket.io-client's own reconnection is off: it does not retry after a
 // refused CONNECT, and the page wants to show each wait. Instead every
-// attempt is a fresh socket; after a failure the next one waits
+// attempt reconnects the same socket (so it keeps the pid and offset of
+// Socket.IO's connection state recovery: socket.recovered says whether
+// the missed events follow); after a failure the next one waits
 // min(cap, base * 2^n), less up to half of it at random ("equal
 // jitter", so a restarted nginx is not hit by every page at once). A
 // refusal of the token stops retrying: it will not get better.
@@ -26,7 +28,8 @@ export function isAuthError(err) {
 }
 
 // opts: path, token, on (event name -> handler), onState(state, info),
-// onConnect(socket). States: connecting, connected, reconnecting (info:
+// onConnect(socket, first) (first: no connection before; else
+// socket.recovered says whether the missed events follow). States: connecting, connected, reconnecting (info:
 // {attempt, at, reason}), error (info: {message}: the token was refused),
 // closed.
 export function connect(opts) {
@@ -34,6 +37,7 @@ export function connect(opts) {
     let attempt = 0;
     let timer = null;
     let stopped = false;
+    let connects = 0;
 
     function open() {
         clearTimeout(timer);
@@ -43,6 +47,10 @@ export function connect(opts) {
         }
         opts.onState(attempt ? 'reconnecting' : 'connecting',
             { attempt, at: 0 });
+        if (socket) {
+            socket.connect();
+            return;
+        }
         socket = window.io('/dashboard', {
             path: opts.path,
             transports: ['websocket'],
@@ -55,7 +63,7 @@ export function connect(opts) {
         s.on('connect', () => {
             attempt = 0;
             opts.onState('connected', {});
-            opts.onConnect(s);
+            opts.onConnect(s, ++connects === 1);
         });
         s.on('connect_error', (err) => {
             if (s !== socket) {

@@ -7,7 +7,7 @@ import { $, str, clock, parseTime } from './dom.js';
 import { connect } from './connection.js';
 import { createFeed } from './feed.js';
 import { createChart } from './chart.js';
-import { createHistory } from './history.js';
+import { createHistory, AuthError } from './history.js';
 
 const TOKEN_KEY = 'activity.token';
 const ROOMS_KEY = 'activity.rooms';
@@ -245,9 +245,27 @@ function start(token) {
         token,
         on,
         onState: setState,
-        onConnect(socket) {
-            emitRooms(socket, 'subscribe', saveRooms());
+        onConnect(socket, first) {
+            // recovered: the server restored the rooms and sends what
+            // was missed; else the snapshot follows, and the history API
+            // has what came between the last row and it
+            if (!socket.recovered) {
+                emitRooms(socket, 'subscribe', saveRooms());
+            }
+            const since = feed.newest();
+            if (!first && !socket.recovered && since) {
+                fillGap(since);
+            }
         },
+    });
+}
+
+function fillGap(since) {
+    older.gap(since).then((events) => feed.fill(events), (e) => {
+        if (e instanceof AuthError) {
+            signOut(`Sign-in refused: ${e.message}.`);
+        }
+        // else the feed keeps its hole: "load older" is still there
     });
 }
 

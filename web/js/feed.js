@@ -34,6 +34,7 @@ export function createFeed({ list, filter, pause, status, onTrim,
         li.dataset.id = str(e.id, '');
 
         const when = parseTime(e.timestamp);
+        li.dataset.ts = when ? String(when.getTime()) : '';
         // another day's event (from the history API): its date too
         const time = el('span', 'f-time', !when ? '–'
             : when.toDateString() === new Date().toDateString()
@@ -96,8 +97,10 @@ export function createFeed({ list, filter, pause, status, onTrim,
         li.remove();
     }
 
-    function insert(e, fresh) {
-        list.prepend(place(e, fresh));
+    function insert(e, fresh, li = null) {
+        if (!li) {
+            list.prepend(place(e, fresh));
+        }
         let trimmed = false;
         while (list.children.length > cap) {
             trimmed = trimmed
@@ -151,6 +154,44 @@ export function createFeed({ list, filter, pause, status, onTrim,
             }
         }
         show();
+    }
+
+    // Events a reconnect missed (from the history API, any order), each
+    // at its place in time among the rows, each id once.
+    function fill(events) {
+        let n = 0;
+        for (const e of events) {
+            if (!e || typeof e !== 'object') {
+                continue;
+            }
+            const id = str(e.id, '');
+            if (id === '' || ids.has(id)) {
+                continue;
+            }
+            const when = parseTime(e.timestamp);
+            const at = when ? when.getTime() : 0;
+            ids.add(id);
+            const li = place(e, true);
+            const next = [...list.children].find((r) =>
+                r.dataset.ts !== '' && Number(r.dataset.ts) < at);
+            list.insertBefore(li, next || null);
+            insert(e, true, li);
+            n++;
+        }
+        show();
+        return n;
+    }
+
+    // the time (ms) of the newest row, 0 when none
+    function newest() {
+        let t = 0;
+        for (const li of list.children) {
+            const v = Number(li.dataset.ts);
+            if (li.dataset.page === undefined && v > t) {
+                t = v;
+            }
+        }
+        return t;
     }
 
     // Older events, newest first, from page number `page` of the
@@ -222,6 +263,8 @@ export function createFeed({ list, filter, pause, status, onTrim,
     return {
         add,
         addOlder,
+        fill,
+        newest,
         clearOlder,
         olderCount: () => older,
         type: () => type,

@@ -165,6 +165,37 @@ export function createHistory(opts) {
         show('idle', '');
     }
 
+    // The events after `since` (ms), newest first: what a reconnect
+    // that was not recovered missed (the snapshot holds only the last
+    // ones). At most MAX_PAGES pages; stops at the first older event.
+    async function gap(since) {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
+        const found = [];
+        let cursor = null;
+        try {
+            for (let i = 0; i < MAX_PAGES; i++) {
+                const r = await page(cursor, '', ctl.signal);
+                let older = false;
+                for (const e of r.events) {
+                    const t = e && Date.parse(e.timestamp);
+                    if (!(t > since)) {
+                        older = true;
+                        break;
+                    }
+                    found.push(e);
+                }
+                if (older || !r.next) {
+                    break;
+                }
+                cursor = r.next;
+            }
+        } finally {
+            clearTimeout(timer);
+        }
+        return found;
+    }
+
     button.addEventListener('click', load);
 
     show('idle', '');
@@ -172,6 +203,7 @@ export function createHistory(opts) {
     return {
         load,
         reset,
+        gap,
         // the feed took out older rows: the bottom one is now from page
         // p (null: a live one); fetch from there again
         rewind(p) {
