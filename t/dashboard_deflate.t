@@ -11,7 +11,9 @@
 # short messages plain; compressed client messages inflated (single and
 # fragmented), 1009 on one that inflates past the message bound, 1007 on
 # data that is not deflate, 1002 on RSV1 without the extension, on a
-# control frame or on a continuation; activity_dashboard_deflate off;
+# control frame or on a continuation; a compressed message counted
+# against activity_dashboard_rate once per started 4 KiB it inflates to;
+# activity_dashboard_deflate off;
 # the `ws` package and socket.io-client with compression on.
 
 use strict;
@@ -193,10 +195,15 @@ sub frame {
     return $h . $key . ($payload ^ $mask);
 }
 
+# all of it: over TLS one syswrite takes at most a record
 sub send_raw {
     my ($c, $bytes) = @_;
     local $SIG{PIPE} = 'IGNORE';
-    syswrite $c->{sock}, $bytes;
+    while (length $bytes) {
+        my $n = syswrite $c->{sock}, $bytes;
+        return unless $n;
+        substr($bytes, 0, $n, '');
+    }
 }
 
 sub metric {
@@ -405,6 +412,63 @@ ok(scalar $t->log_lines(qr/sent a compressed message of more than 65536 bytes, c
     'the bombs are logged (info)');
 
 $_->close_socket for $z2;
+
+# --- what a compressed message costs the rate limit ------------------------
+
+# Inflating and reading 65,000 bytes costs the server the same however
+# few bytes they came in: a compressed message counts once per started
+# 4 KiB it inflates to. Five of ~100 bytes that inflate to 65,000 each
+# (16 a message): two fit activity_dashboard_rate 20's second, the third
+# closes with 1008. The same five plain, and twenty short compressed
+# ones, are all answered.
+
+sub acks_then_close {
+    my ($c, $max) = @_;
+    my ($acks, $close) = (0, 'none');
+    while (my ($op, $data) = $c->next_frame(10)) {
+        if ($op == 8) {
+            $close = unpack('n', $data) . ' ' . substr($data, 2);
+            last;
+        }
+        next unless $op == 1;
+        $acks++ if ($c->{rsv1} ? inflate_payload($data) : $data)
+            =~ /"subscribed"/;
+        last if $acks == $max;
+    }
+    return ($acks, $close);
+}
+
+my $wide = '{"subscribe":["dashboard:api-activity"]' . (' ' x (65000 - 42))
+    . '}';
+my $wide_z = deflate_payload($wide);
+ok(length $wide_z < 200, 'a 65,000-byte message compressed to '
+    . length($wide_z) . ' bytes');
+
+my $rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, $wide_z, rsv => 0x40) } 1 .. 5);
+my ($acks, $close) = acks_then_close($rl, 5);
+is($acks, 2, 'compressed, inflating to 65,000 bytes: two answered');
+is($close, '1008 rate limit', 'the third closes with 1008');
+ok(wait_for(sub { scalar $t->log_lines(
+    qr/\[warn\].*dashboard 127\.0\.0\.1 sent more than 20 messages a second, closing/) }, 5),
+    'logged at warn as the rate limit');
+
+$rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, $wide) } 1 .. 5);
+($acks, $close) = acks_then_close($rl, 5);
+$rl->close_socket;
+is($acks, 5, 'the same five sent plain: all answered');
+
+$rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, deflate_payload($sub), rsv => 0x40) }
+    1 .. 20);
+($acks, $close) = acks_then_close($rl, 20);
+$rl->close_socket;
+is($acks, 20, 'twenty short compressed messages at once: all answered');
+
 
 # --- the ws package -------------------------------------------------------
 
