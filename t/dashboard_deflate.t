@@ -322,6 +322,26 @@ ok($st && !$st->{rsv1}, 'a short message goes plain to a compressing '
 is($st && $st->{raw}, '{"event":"stats:update","data":{"activeUsers":4}}',
     'its JSON');
 
+# the stats invalidated the snapshot: the next compressing client has it
+# compressed, and that compressed copy is counted in
+# activity_frames_deflated_total (not in activity_frames_broadcast_total)
+
+my $d0 = metric('activity_frames_deflated_total');
+my $b0 = metric('activity_frames_broadcast_total');
+my $sn = raw('/ws', $OFFER);
+my $sm = next_msg($sn);
+ok($sm && $sm->{rsv1} && $sm->{text} =~ /^\{"event":"snapshot"/,
+    'a new compressing client: the snapshot, compressed');
+is(metric('activity_frames_deflated_total'), $d0 + 1,
+    'made then: activity_frames_deflated_total +1');
+is(metric('activity_frames_broadcast_total'), $b0,
+    'activity_frames_broadcast_total unchanged');
+my $sn2 = raw('/ws', $OFFER);
+my $sm2 = next_msg($sn2);
+is($sm2 && $sm2->{raw}, $sm && $sm->{raw}, 'the next client: the same bytes');
+is(metric('activity_frames_deflated_total'), $d0 + 1, 'compressed once');
+$_->close_socket for $sn, $sn2;
+
 # server_max_window_bits=10: a message longer than 1,024 bytes goes plain
 
 my $w10 = raw('/ws', 'permessage-deflate; server_max_window_bits=10');
