@@ -605,6 +605,14 @@ ok($ws->wait_line(sub { $_->{t} eq 'message'
     && $_->{event} eq 'subscribed' }, 10), 'ws: compressed subscribe '
     . 'answered');
 
+# the same message again: told client_no_context_takeover, the ws
+# package compresses it alone, as the server inflates it
+$ws->send({ send => { subscribe => ['dashboard:user-activity'] } });
+ok(wait_for(sub { (grep { $_->{t} eq 'message'
+    && $_->{event} eq 'subscribed' } $ws->lines) == 2 }, 10),
+    'ws: the same message compressed again, answered too')
+    or diag(explain([ $ws->lines ]));
+
 my $wsp = $t->node('ws-client.js', url => $t->ws_url("/ws?token=$token"),
     timeout => 30000, deflate => JSON::PP::false());
 $open = $wsp->wait_line(sub { $_->{t} eq 'open' }, 10);
