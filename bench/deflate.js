@@ -7,7 +7,8 @@
 // a fixed rate, and waits until every client has every frame.  Clients
 // count the bytes they read after the 101 (WebSocket frames: headers and
 // payloads) and the text frames; one client per process inflates its
-// frames and checks that each is the JSON published.  nginx's CPU is
+// frames and checks that each is a whole activity:new frame (its start
+// and end as published, not byte for byte).  nginx's CPU is
 // utime + stime of its worker process (/proc/PID/stat) over the round.
 // The snapshot each client gets first holds the last 50 events of the
 // rounds before; its size on the wire is reported too.

@@ -29,6 +29,9 @@
 #define NGX_HTTP_ACTIVITY_INPUT_MIN     512
 #define NGX_HTTP_ACTIVITY_LINGER        2000
 
+/* a compressed message counts once per started RATE_UNIT it inflates to */
+#define NGX_HTTP_ACTIVITY_RATE_UNIT     4096
+
 
 static void ngx_http_activity_conn_detach(ngx_event_t *ev);
 static void ngx_http_activity_conn_cleanup(void *data);
@@ -40,8 +43,9 @@ static ngx_int_t ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
 static ngx_int_t ngx_http_activity_conn_inflate(ngx_http_activity_conn_t *ac,
     u_char **data, size_t *len);
 static ngx_int_t ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
-    u_char *data, size_t len);
-static ngx_int_t ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac);
+    u_char *data, size_t len, ngx_uint_t deflated);
+static ngx_int_t ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac,
+    ngx_uint_t n);
 static void ngx_http_activity_conn_ping(ngx_event_t *ev);
 static void ngx_http_activity_conn_fail(ngx_http_activity_listener_t *l,
     ngx_uint_t code);
@@ -655,7 +659,7 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
                 return NGX_ERROR;
             }
 
-            return ngx_http_activity_conn_message(ac, payload, len);
+            return ngx_http_activity_conn_message(ac, payload, len, f->rsv1);
         }
 
         ac->msg_opcode = f->opcode;
@@ -704,7 +708,7 @@ ngx_http_activity_conn_frame(ngx_http_activity_conn_t *ac,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_activity_conn_message(ac, msg, len);
+    rc = ngx_http_activity_conn_message(ac, msg, len, ac->msg_deflated);
 
     if (!ac->finalized) {
         ngx_free(ac->msg);
@@ -763,11 +767,26 @@ ngx_http_activity_conn_inflate(ngx_http_activity_conn_t *ac, u_char **data,
 }
 
 
+/*
+ * A compressed message is charged for what it costs to read, not to
+ * send: once per started 4 KiB it inflated to, so that a few bytes that
+ * inflate to the message bound cannot buy its work at the message rate.
+ */
+
 static ngx_int_t
 ngx_http_activity_conn_message(ngx_http_activity_conn_t *ac,
-    u_char *data, size_t len)
+    u_char *data, size_t len, ngx_uint_t deflated)
 {
-    if (ngx_http_activity_conn_rate(ac) != NGX_OK) {
+    ngx_uint_t  n;
+
+    n = 1;
+
+    if (deflated && len > NGX_HTTP_ACTIVITY_RATE_UNIT) {
+        n = (len + NGX_HTTP_ACTIVITY_RATE_UNIT - 1)
+            / NGX_HTTP_ACTIVITY_RATE_UNIT;
+    }
+
+    if (ngx_http_activity_conn_rate(ac, n) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -848,12 +867,13 @@ ngx_http_activity_conn_pong(ngx_http_activity_conn_t *ac)
 
 
 /*
- * A leaky bucket: each message adds 1000/rate ms of debt, time pays it
- * back; a burst of up to "rate" messages is allowed.
+ * A leaky bucket: each message adds 1000/rate ms of debt (n times that
+ * when it counts as n), time pays it back; a burst of up to "rate"
+ * messages is allowed, and one message whatever it counts as.
  */
 
 static ngx_int_t
-ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac)
+ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac, ngx_uint_t n)
 {
     ngx_msec_t  elapsed, cost;
 
@@ -863,7 +883,7 @@ ngx_http_activity_conn_rate(ngx_http_activity_conn_t *ac)
     ac->rate_debt = (ac->rate_debt > elapsed) ? ac->rate_debt - elapsed
                                                 : 0;
 
-    cost = 1000 / ac->conf->dashboard_rate;
+    cost = n * (1000 / ac->conf->dashboard_rate);
     ac->rate_debt += cost;
 
     if (ac->rate_debt > 1000 + cost) {

@@ -87,8 +87,8 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
       ngx_http_activity_stat_offset(frames_broadcast) },
 
     { "activity_frames_deflated_total", "counter",
-      "Broadcast frames compressed for permessage-deflate (once per worker "
-      "process).",
+      "Frames compressed for permessage-deflate, broadcasts and snapshots "
+      "(once per worker process).",
       ngx_http_activity_stat_offset(frames_deflated) },
 
     { "activity_dashboard_clients_dropped_total{reason=\"slow\"}", "counter",

@@ -4,14 +4,19 @@
 #
 # The answer to an offer in the 101 (always both no_context_takeover
 # parameters, server_max_window_bits echoed, offers the server cannot
-# honour declined); RSV1 on broadcast and snapshot frames, whose payload
+# honour declined, several headers read as one list, window 8 inflating
+# with 256 bytes); RSV1 on broadcast and snapshot frames, whose payload
 # inflates to exactly the JSON a plain client gets of the same message on
 # the same worker; one compressed frame per message per worker
 # (activity_frames_deflated_total), shared by every compressing client;
 # short messages plain; compressed client messages inflated (single and
-# fragmented), 1009 on one that inflates past the message bound, 1007 on
-# data that is not deflate, 1002 on RSV1 without the extension, on a
-# control frame or on a continuation; activity_dashboard_deflate off;
+# fragmented, ending with a final block or its 00 00 ff ff kept), 1009
+# on one that inflates past the message bound (one frame, fragments,
+# hundreds of two-byte frames), 1007 on data that is not deflate or follows
+# the final block, 1002 on RSV1 without the extension, on a
+# control frame or on a continuation; a compressed message counted
+# against activity_dashboard_rate once per started 4 KiB it inflates to;
+# activity_dashboard_deflate off;
 # the `ws` package and socket.io-client with compression on.
 
 use strict;
@@ -193,10 +198,15 @@ sub frame {
     return $h . $key . ($payload ^ $mask);
 }
 
+# all of it: over TLS one syswrite takes at most a record
 sub send_raw {
     my ($c, $bytes) = @_;
     local $SIG{PIPE} = 'IGNORE';
-    syswrite $c->{sock}, $bytes;
+    while (length $bytes) {
+        my $n = syswrite $c->{sock}, $bytes;
+        return unless $n;
+        substr($bytes, 0, $n, '');
+    }
 }
 
 sub metric {
@@ -249,6 +259,24 @@ my %answers = (
 for my $offer (sort keys %answers) {
     my $c = raw('/ws', $offer);
     is(answer($c), $answers{$offer}, "offer \"$offer\"");
+    $c->close_socket;
+}
+
+# several Sec-WebSocket-Extensions headers are one list, in order (RFC
+# 7230, 3.2.2); the first offer taken wins
+my %headers = (
+    "x-foo\r\nSec-WebSocket-Extensions: permessage-deflate" => $ANSWER,
+    "permessage-deflate; server_max_window_bits=7\r\n"
+        . "Sec-WebSocket-Extensions: permessage-deflate; "
+        . "server_max_window_bits=12" => "$ANSWER; server_max_window_bits=12",
+    "permessage-deflate; server_max_window_bits=11\r\n"
+        . "Sec-WebSocket-Extensions: permessage-deflate"
+        => "$ANSWER; server_max_window_bits=11",
+);
+for my $h (sort keys %headers) {
+    my $c = raw('/ws', $h);
+    (my $name = $h) =~ s/\r\nSec-WebSocket-Extensions: / | /;
+    is(answer($c), $headers{$h}, "two headers \"$name\"");
     $c->close_socket;
 }
 
@@ -315,6 +343,26 @@ ok($st && !$st->{rsv1}, 'a short message goes plain to a compressing '
 is($st && $st->{raw}, '{"event":"stats:update","data":{"activeUsers":4}}',
     'its JSON');
 
+# the stats invalidated the snapshot: the next compressing client has it
+# compressed, and that compressed copy is counted in
+# activity_frames_deflated_total (not in activity_frames_broadcast_total)
+
+my $d0 = metric('activity_frames_deflated_total');
+my $b0 = metric('activity_frames_broadcast_total');
+my $sn = raw('/ws', $OFFER);
+my $sm = next_msg($sn);
+ok($sm && $sm->{rsv1} && $sm->{text} =~ /^\{"event":"snapshot"/,
+    'a new compressing client: the snapshot, compressed');
+is(metric('activity_frames_deflated_total'), $d0 + 1,
+    'made then: activity_frames_deflated_total +1');
+is(metric('activity_frames_broadcast_total'), $b0,
+    'activity_frames_broadcast_total unchanged');
+my $sn2 = raw('/ws', $OFFER);
+my $sm2 = next_msg($sn2);
+is($sm2 && $sm2->{raw}, $sm && $sm->{raw}, 'the next client: the same bytes');
+is(metric('activity_frames_deflated_total'), $d0 + 1, 'compressed once');
+$_->close_socket for $sn, $sn2;
+
 # server_max_window_bits=10: a message longer than 1,024 bytes goes plain
 
 my $w10 = raw('/ws', 'permessage-deflate; server_max_window_bits=10');
@@ -335,6 +383,27 @@ ok($l1 && $l1->{rsv1}, 'the same long message compressed for a client '
 is($l1 && $l1->{text}, qq({"event":"activity:new","data":$long}),
     'inflating to its JSON');
 $w10->close_socket;
+
+# server_max_window_bits=8, the smallest: a message of 128 to 256 bytes
+# compressed, and it inflates with a window of 256 bytes
+
+my $w8 = raw('/ws', 'permessage-deflate; server_max_window_bits=8');
+is(answer($w8), "$ANSWER; server_max_window_bits=8", 'window 8 echoed');
+next_msg($w8);    # the snapshot, longer than 256 bytes
+my $s8 = '{"activeUsers":4,"apiRequestsPerMinute":1200,"productsCreatedToday"'
+    . ':7,"loginsPerHour":12,"logoutsPerHour":5,"timestamp":'
+    . '"2026-11-29T10:00:00.000Z","note":"' . ('ab' x 30) . '"}';
+$t->redis->publish('dashboard:stats', $s8);
+my $m8 = wait_msg($w8, qr/stats:update/);
+my $want8 = qq({"event":"stats:update","data":$s8});
+ok(length $want8 > 128 && length $want8 <= 256, 'a message of '
+    . length($want8) . ' bytes');
+ok($m8 && $m8->{rsv1}, 'window 8: compressed');
+my ($i8) = Compress::Raw::Zlib::Inflate->new(-WindowBits => -8);
+my ($in8, $out8) = (($m8 ? $m8->{raw} : '') . "\x00\x00\xff\xff", '');
+$i8->inflate($in8, $out8);
+is($out8, $want8, 'and inflates with a 256-byte window');
+$w8->close_socket;
 
 # --- client to server ------------------------------------------------------
 
@@ -377,7 +446,52 @@ send_raw($big, frame(1, deflate_payload('[' . ('0,' x 500000) . '0]'),
     rsv => 0x40));
 is(($big->close_code(10))[0], 1009, 'a 1 MB bomb: 1009');
 
+# the same bound on the other paths: a bomb in fragments (RSV1 on the
+# first), and one cut into hundreds of two-byte frames
+my $fb = deflate_payload('[' . ('0,' x 500000) . '0]');
+my $third = int(length($fb) / 3);
+$big = raw('/ws', $OFFER);
+next_msg($big);
+send_raw($big, frame(1, substr($fb, 0, $third), rsv => 0x40, fin => 0)
+    . frame(0, substr($fb, $third, $third), fin => 0)
+    . frame(0, substr($fb, 2 * $third)));
+is(($big->close_code(10))[0], 1009, 'a bomb in three fragments: 1009');
+
+$big = raw('/ws', $OFFER);
+next_msg($big);
+my @bits = unpack '(a2)*', $fb;
+send_raw($big, frame(1, shift(@bits), rsv => 0x40, fin => 0)
+    . join('', map { frame(0, $_, fin => 0) } @bits[0 .. $#bits - 1])
+    . frame(0, $bits[-1]));
+is(($big->close_code(10))[0], 1009,
+    'a bomb in ' . (@bits + 1) . ' frames of two bytes: 1009');
+
+# what else a sender may do (RFC 7692, 7.2.3): end with a final block
+# (BFINAL) instead of an empty stored one, or leave 00 00 ff ff on
+
 my $c = raw('/ws', $OFFER);
+next_msg($c);
+for my $flush (Z_FINISH, Z_SYNC_FLUSH) {
+    my ($d) = Compress::Raw::Zlib::Deflate->new(-WindowBits => -15,
+        -AppendOutput => 1);
+    my $z = '';
+    $d->deflate($sub, $z);
+    $d->flush($z, $flush);
+    send_raw($c, frame(1, $z, rsv => 0x40));
+    ok(wait_msg($c, qr/"subscribed"/), $flush == Z_FINISH
+        ? 'a message ending with a final block is taken'
+        : 'a message that kept its 00 00 ff ff is taken');
+}
+
+my ($fin) = Compress::Raw::Zlib::Deflate->new(-WindowBits => -15,
+    -AppendOutput => 1);
+my $fz = '';
+$fin->deflate($sub, $fz);
+$fin->flush($fz, Z_FINISH);
+send_raw($c, frame(1, "$fz\x01", rsv => 0x40));
+is(($c->close_code(10))[0], 1007, 'data after the final block: 1007');
+
+$c = raw('/ws', $OFFER);
 next_msg($c);
 send_raw($c, frame(1, "\xff\xfe\xfd\xfc garbage", rsv => 0x40));
 is(($c->close_code(10))[0], 1007, 'data that is not deflate: 1007');
@@ -406,6 +520,63 @@ ok(scalar $t->log_lines(qr/sent a compressed message of more than 65536 bytes, c
 
 $_->close_socket for $z2;
 
+# --- what a compressed message costs the rate limit ------------------------
+
+# Inflating and reading 65,000 bytes costs the server the same however
+# few bytes they came in: a compressed message counts once per started
+# 4 KiB it inflates to. Five of ~100 bytes that inflate to 65,000 each
+# (16 a message): two fit activity_dashboard_rate 20's second, the third
+# closes with 1008. The same five plain, and twenty short compressed
+# ones, are all answered.
+
+sub acks_then_close {
+    my ($c, $max) = @_;
+    my ($acks, $close) = (0, 'none');
+    while (my ($op, $data) = $c->next_frame(10)) {
+        if ($op == 8) {
+            $close = unpack('n', $data) . ' ' . substr($data, 2);
+            last;
+        }
+        next unless $op == 1;
+        $acks++ if ($c->{rsv1} ? inflate_payload($data) : $data)
+            =~ /"subscribed"/;
+        last if $acks == $max;
+    }
+    return ($acks, $close);
+}
+
+my $wide = '{"subscribe":["dashboard:api-activity"]' . (' ' x (65000 - 42))
+    . '}';
+my $wide_z = deflate_payload($wide);
+ok(length $wide_z < 200, 'a 65,000-byte message compressed to '
+    . length($wide_z) . ' bytes');
+
+my $rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, $wide_z, rsv => 0x40) } 1 .. 5);
+my ($acks, $close) = acks_then_close($rl, 5);
+is($acks, 2, 'compressed, inflating to 65,000 bytes: two answered');
+is($close, '1008 rate limit', 'the third closes with 1008');
+ok(wait_for(sub { scalar $t->log_lines(
+    qr/\[warn\].*dashboard 127\.0\.0\.1 sent more than 20 messages a second, closing/) }, 5),
+    'logged at warn as the rate limit');
+
+$rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, $wide) } 1 .. 5);
+($acks, $close) = acks_then_close($rl, 5);
+$rl->close_socket;
+is($acks, 5, 'the same five sent plain: all answered');
+
+$rl = raw('/ws', $OFFER);
+next_msg($rl);
+send_raw($rl, join '', map { frame(1, deflate_payload($sub), rsv => 0x40) }
+    1 .. 20);
+($acks, $close) = acks_then_close($rl, 20);
+$rl->close_socket;
+is($acks, 20, 'twenty short compressed messages at once: all answered');
+
+
 # --- the ws package -------------------------------------------------------
 
 my $ws = $t->node('ws-client.js', url => $t->ws_url("/ws?token=$token"),
@@ -433,6 +604,14 @@ $ws->send({ send => { subscribe => ['dashboard:user-activity'] } });
 ok($ws->wait_line(sub { $_->{t} eq 'message'
     && $_->{event} eq 'subscribed' }, 10), 'ws: compressed subscribe '
     . 'answered');
+
+# the same message again: told client_no_context_takeover, the ws
+# package compresses it alone, as the server inflates it
+$ws->send({ send => { subscribe => ['dashboard:user-activity'] } });
+ok(wait_for(sub { (grep { $_->{t} eq 'message'
+    && $_->{event} eq 'subscribed' } $ws->lines) == 2 }, 10),
+    'ws: the same message compressed again, answered too')
+    or diag(explain([ $ws->lines ]));
 
 my $wsp = $t->node('ws-client.js', url => $t->ws_url("/ws?token=$token"),
     timeout => 30000, deflate => JSON::PP::false());
