@@ -23,6 +23,14 @@ typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;
 typedef struct ngx_http_activity_stats_s   ngx_http_activity_stats_t;
 
 
+/* a sentinel of a redis+sentinel:// URL, resolved at configuration */
+
+typedef struct {
+    ngx_str_t                   host;       /* IP text, NUL-terminated */
+    in_port_t                   port;
+} ngx_http_activity_redis_node_t;
+
+
 typedef struct {
     ngx_str_t                   url;        /* as configured, for logs */
     ngx_str_t                   host;       /* resolved IP text, or "" */
@@ -31,6 +39,10 @@ typedef struct {
     ngx_str_t                   username;   /* ACL user, or "" */
     ngx_str_t                   password;   /* "" when none */
     ngx_int_t                   db;         /* -1: leave the default */
+
+    /* redis+sentinel://: the sentinels (host and port above unused) */
+    ngx_array_t                *sentinels;  /* of _redis_node_t, or NULL */
+    ngx_str_t                   master_name;
 } ngx_http_activity_redis_addr_t;
 
 
