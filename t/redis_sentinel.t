@@ -1,0 +1,265 @@
+#!/usr/bin/perl
+
+# redis+sentinel:// (issue 12, section 3). The module's queue and
+# subscriber connections and the worker ask Redis Sentinel where the
+# master is, check ROLE, and find it again after a failover:
+#   1. nginx -t (and the worker) refuse malformed sentinel URLs, naming
+#      the directive and never showing the password;
+#   2. with a master, a replica (--replicaof) and three redis-sentinel
+#      processes, the master is killed (-9) in the middle of a steady
+#      stream of tracked requests: every request that got a response is
+#      stored in PostgreSQL exactly once, and a dashboard connected
+#      before the failover receives events after it on the same
+#      connection;
+#   3. the log says what happened once per change of state.
+#
+# TEST_SENTINEL_WAIT=off measures the replication window instead: the
+# queue then does not wait for a replica (activity_redis_wait_replica
+# off), and the events acknowledged by the old master but lost with it
+# are counted and reported (diag), not failed on.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use HTTP::Tiny;
+use POSIX ();
+use Test::More;
+use Time::HiRes qw(sleep time);
+use ActivityTest qw(wait_for jwt_hs256);
+
+my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
+
+my $measure = ($ENV{TEST_SENTINEL_WAIT} // '') eq 'off';
+
+my $conf = <<'EOF';
+%%GLOBALS%%
+worker_processes 2;
+http {
+    %%GLOBALS_HTTP%%
+
+    activity_redis_url URL;
+    WAIT
+    activity_jwt_secret "sentinel-secret";
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        location /t/ {
+            activity_track on;
+            return 200 "ok\n";
+        }
+
+        location /ws {
+            activity_dashboard websocket;
+        }
+
+        location = /status {
+            activity_status;
+        }
+    }
+}
+EOF
+
+sub conf_with {
+    my ($url, $wait) = @_;
+    (my $c = $conf) =~ s/URL/$url/;
+    $c =~ s/WAIT/$wait \/\/ ''/e;
+    return $c;
+}
+
+# --- 1. nginx -t ----------------------------------------------------------
+
+my $dir = qr/in "activity_redis_url"/;
+
+for my $case (
+    [ 'redis+sentinel://127.0.0.1:1',
+      qr/missing master name in redis url "redis\+sentinel:\/\/127\.0\.0\.1:1" $dir/ ],
+    [ 'redis+sentinel://:s3cretpw@127.0.0.1:1/',
+      qr/missing master name in redis url "redis\+sentinel:\/\/:\*\*\*\@127\.0\.0\.1:1\/" $dir/ ],
+    [ 'redis+sentinel://:s3cretpw@127.0.0.1:1,/mymaster',
+      qr/invalid redis url "redis\+sentinel:\/\/:\*\*\*\@127\.0\.0\.1:1,\/mymaster" $dir/ ],
+    [ 'redis+sentinel://127.0.0.1:1/mymaster/x',
+      qr/invalid database number in redis url "[^"]+" $dir/ ],
+    [ 'redis+sentinel://127.0.0.1:99999/mymaster',
+      qr/invalid redis url "[^"]+" $dir: invalid port/ ],
+    [ 'sentinel://127.0.0.1/mymaster',
+      qr/expected redis:\/\/host:port, redis\+sentinel:\/\/host:port\/MASTER or unix:\/path/ ],
+) {
+    my ($url, $re) = @$case;
+    my ($rc, $out) = $t->nginx_test(conf_with($url));
+    ok($rc != 0, "nginx -t refuses $url");
+    like($out, $re, '... and says why');
+    unlike($out, qr/s3cretpw/, '... without the password');
+}
+
+my ($rc, $out) = $t->nginx_test(conf_with(
+    'redis+sentinel://:pw@127.0.0.1:1,127.0.0.1,[::1]:3/mymaster/3'));
+is($rc, 0, 'nginx -t takes several sentinels, a default port, a db')
+    or diag($out);
+
+# the worker refuses the same, without echoing the password
+{
+    local %ENV = map { $_ => $ENV{$_} } grep { !/^ACTIVITY_/ } keys %ENV;
+    my ($wrc, $wout) = $t->run_cmd($t->{bin}{worker},
+        '--redis', 'redis+sentinel://:s3cretpw@127.0.0.1:1', '--migrate');
+    is($wrc, 2, 'the worker refuses a sentinel URL without a master name');
+    like($wout, qr/missing master name/, '... and says why');
+    unlike($wout, qr/s3cretpw/, '... without the password');
+}
+
+# --- 2. failover under a steady stream -----------------------------------
+
+$t->sentinel_start;
+my $old_master = $t->redis_port;
+my $replica = $t->port('replica');
+is($t->sentinel_master_port, $old_master, 'the sentinels name the master');
+
+$t->write_conf(conf_with($t->sentinel_url,
+    $measure ? 'activity_redis_wait_replica off;' : ''));
+
+$t->pg_start;
+$t->worker_migrate;
+$t->allow_worker_errors(qr/msg="redis unavailable"/);
+$t->worker_start(args => [ '--redis', $t->sentinel_url ]);
+$t->nginx_start;
+
+sub metric {
+    my ($name, $labels) = @_;
+    return $t->status_metric('/status', $name, $labels) // 0;
+}
+
+sub all_up {
+    return metric('activity_redis_connected', 'connection="queue"') == 2
+        && metric('activity_redis_connected', 'connection="subscriber"')
+           == 2;
+}
+
+ok(wait_for(\&all_up, 20),
+    'queue and subscriber connections up in both nginx workers');
+
+my $token = jwt_hs256('sentinel-secret', { sub => 'dash', role => 'admin',
+    exp => time + 3600 });
+my $dash = $t->node('ws-client.js', timeout => 300000,
+    url => $t->ws_url("/ws?token=$token"));
+ok($dash->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 10),
+    'a dashboard is connected');
+
+# the stream: one request after another in a child process, each answer
+# written to a file as "N STATUS"
+my $acked = $t->dir . '/acked';
+my $stop = $t->dir . '/stop';
+my $base = $t->base_url;
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    open my $fh, '>', $acked or POSIX::_exit(1);
+    $fh->autoflush(1);
+    my $ua = HTTP::Tiny->new(timeout => 10, keep_alive => 1);
+    for (my $n = 1; !-e $stop; $n++) {
+        my $r = $ua->get("$base/t/$n");
+        print $fh "$n $r->{status}\n";
+        sleep 0.004;
+    }
+    close $fh;
+    POSIX::_exit(0);
+}
+
+sub acked {
+    open my $fh, '<', $acked or return ();
+    my @n = map { /^(\d+) 200$/ ? $1 : () } <$fh>;
+    return @n;
+}
+
+sub stored_rows {
+    return $t->sql_value("SELECT count(*) FROM activity_logs"
+        . " WHERE endpoint LIKE '/t/%'") // 0;
+}
+
+ok(wait_for(sub { acked() >= 300 && stored_rows() > 100 }, 30),
+    'events flow through the first master');
+
+my $before = () = acked();
+$t->_stop('redis', 'KILL', 5);
+my $killed_at = time;
+
+ok(wait_for(sub { ($t->sentinel_master_port // 0) == $replica }, 60, 0.2),
+    'the sentinels promote the replica');
+diag(sprintf 'failover seen %.1fs after the kill', time - $killed_at);
+
+my $after = () = acked();
+
+ok(wait_for(\&all_up, 30), 'queue and subscriber connections up again');
+
+# the stream goes on a while on the new master, then stops
+ok(wait_for(sub { acked() >= $after + 300 }, 30),
+    'requests go on after the failover');
+{
+    open my $sf, '>', $stop or die "$stop: $!";
+}
+waitpid $pid, 0;
+
+my @acked = acked();
+my $total = @acked;
+my %status;
+{
+    open my $fh, '<', $acked or die "$acked: $!";
+    $status{(split)[1]}++ for <$fh>;
+}
+is_deeply(\%status, { 200 => $total }, "all $total requests answered 200");
+
+ok(wait_for(sub { stored_rows() >= $total }, 60),
+    'the events reach PostgreSQL') unless $measure;
+sleep 3 if $measure;
+
+my %stored = map { $_->{endpoint} =~ m{^/t/(\d+)$} ? ($1 => $_->{n}) : () }
+    @{ $t->sql_rows("SELECT endpoint, count(*) AS n FROM activity_logs"
+        . " WHERE endpoint LIKE '/t/%' GROUP BY endpoint") };
+my @lost = grep { !$stored{$_} } @acked;
+my @twice = grep { $stored{$_} > 1 } keys %stored;
+
+diag(sprintf '%d requests, %d before the kill, %d lost (%s), %d stored'
+    . ' twice', $total, $before, scalar @lost,
+    join(' ', @lost[0 .. ($#lost > 9 ? 9 : $#lost)]), scalar @twice);
+
+is(scalar @twice, 0, 'no event stored twice');
+is(scalar @lost, 0, 'every answered request is stored')
+    unless $measure;
+
+# the dashboard: an event of a request made after the failover, on the
+# connection opened before it
+ok($dash->wait_line(sub {
+    ($_->{event} // '') eq 'activity:new'
+        && (($_->{data}{metadata}{endpoint} // '') =~ m{^/t/(\d+)$})
+        && $1 > $after
+}, 30), 'the dashboard receives events after the failover');
+is(scalar(grep { $_->{t} eq 'open' } $dash->lines), 1,
+    'on the connection it had before');
+is(scalar(grep { $_->{t} eq 'close' } $dash->lines), 0, 'never closed');
+
+# --- 3. the log -------------------------------------------------------------
+
+my @notice = $t->log_lines(qr/uses the master at 127\.0\.0\.1:$replica\b/);
+is(scalar(grep { /event queue on redis/ } @notice), 2,
+    'each nginx worker logs once that its queue uses the new master');
+is(scalar(grep { /subscriber on redis/ } @notice), 2,
+    '... and its subscriber');
+
+for my $role ('event queue', 'subscriber') {
+    my @lines = $t->log_lines(qr/\[warn\].*\Q$role\E (on|is back on) redis/);
+    my $down = grep { /lost the connection|cannot connect/ } @lines;
+    my $back = grep { /is back on redis/ } @lines;
+    is($down, 2, "$role: one warn line per nginx worker when it broke")
+        or diag(join "\n", @lines);
+    is($back, 2, "$role: one when it was back")
+        or diag(join "\n", @lines);
+}
+
+ok(wait_for(sub {
+    grep { /msg="redis connected".*master=127\.0\.0\.1:$replica\b/ }
+        split /\n/, ActivityTest::_slurp($t->worker_log)
+}, 30), 'the worker found the new master and says which');
+
+$t->done;
