@@ -24,6 +24,10 @@
 #define NGX_HTTP_ACTIVITY_MIN_BUFFER       (64 * 1024)
 #define NGX_HTTP_ACTIVITY_REDIS_PORT       6379
 #define NGX_HTTP_ACTIVITY_SENTINEL_PORT    26379
+
+/* activity_redis_wait_replica: default with sentinels, and the limit */
+#define NGX_HTTP_ACTIVITY_WAIT_REPLICA     1000
+#define NGX_HTTP_ACTIVITY_WAIT_REPLICA_MAX 5000
 #define NGX_HTTP_ACTIVITY_MAX_CONNECTIONS  10000
 
 
@@ -46,6 +50,8 @@ static char *ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_parse_redis_url(ngx_conf_t *cf,
     ngx_str_t *url, ngx_http_activity_redis_addr_t *addr);
+static char *ngx_http_activity_wait_replica(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_activity_resolve_redis(ngx_conf_t *cf,
     ngx_http_activity_redis_addr_t *addr, u_char *p, u_char *end,
     in_port_t default_port, ngx_str_t *host, in_port_t *port);
@@ -153,6 +159,13 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_activity_main_conf_t, ping_timeout),
+      NULL },
+
+    { ngx_string("activity_redis_wait_replica"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_wait_replica,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("activity_track"),
@@ -388,6 +401,7 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
     amcf->max_connections = NGX_CONF_UNSET_UINT;
     amcf->ping_interval = NGX_CONF_UNSET_MSEC;
     amcf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    amcf->wait_replica = NGX_CONF_UNSET_MSEC;
     amcf->max_pending = NGX_CONF_UNSET_UINT;
     amcf->max_per_ip = NGX_CONF_UNSET_UINT;
 
@@ -420,6 +434,12 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_HTTP_ACTIVITY_MAX_CONNECTIONS);
     ngx_conf_init_msec_value(amcf->ping_interval, 15000);
     ngx_conf_init_msec_value(amcf->ping_timeout, 5000);
+
+    /* a sentinel deployment has replicas: wait for one by default */
+
+    ngx_conf_init_msec_value(amcf->wait_replica,
+                             amcf->redis.sentinels
+                             ? NGX_HTTP_ACTIVITY_WAIT_REPLICA : 0);
 
     if (amcf->ping_interval && amcf->ping_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -923,6 +943,54 @@ invalid:
                        "invalid redis url \"%V\" in \"activity_redis_url\"",
                        &addr->url);
     return NGX_CONF_ERROR;
+}
+
+
+/* activity_redis_wait_replica off | time; */
+
+static char *
+ngx_http_activity_wait_replica(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   t;
+
+    if (amcf->wait_replica != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        amcf->wait_replica = 0;
+        return NGX_CONF_OK;
+    }
+
+    t = ngx_parse_time(&value[1], 0);
+
+    if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in "
+                           "\"activity_redis_wait_replica\": expected off "
+                           "or a time", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the queue gives up on a Redis that does not answer within 5s */
+
+    if (t >= NGX_HTTP_ACTIVITY_WAIT_REPLICA_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_redis_wait_replica\" must be less "
+                           "than 5s, the time the queue waits for any "
+                           "answer from redis");
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->wait_replica = t;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -58,6 +58,7 @@ typedef struct {
     ngx_uint_t                       max_connections;
     ngx_msec_t                       ping_interval;  /* subscriber PING */
     ngx_msec_t                       ping_timeout;
+    ngx_msec_t                       wait_replica;   /* WAIT 1, 0: off */
     ngx_uint_t                       max_pending;
     ngx_uint_t                       max_per_ip;  /* 0: any number */
     ngx_shm_zone_t                  *admit_zone;  /* with dashboards */

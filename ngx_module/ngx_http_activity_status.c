@@ -67,6 +67,11 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
       "Events dropped because the per-worker buffer was full.",
       ngx_http_activity_stat_offset(events_dropped) },
 
+    { "activity_events_unreplicated_total", "counter",
+      "Events acknowledged by the Redis master that no replica confirmed "
+      "within activity_redis_wait_replica.",
+      ngx_http_activity_stat_offset(events_unreplicated) },
+
     { "activity_events_spooled_total", "counter",
       "Events written to the disk spool (activity_spool).",
       ngx_http_activity_stat_offset(events_spooled) },

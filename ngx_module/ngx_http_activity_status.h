@@ -51,6 +51,7 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    frames_broadcast;
     ngx_atomic_t    clients_slow;
     ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
+    ngx_atomic_t    events_unreplicated;    /* no replica confirmed */
     ngx_http_activity_proc_stats_t  procs[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
 };
 

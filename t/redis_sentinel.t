@@ -168,9 +168,9 @@ if ($pid == 0) {
 }
 
 sub acked {
-    open my $fh, '<', $acked or return ();
+    open my $fh, '<', $acked or return wantarray ? () : 0;
     my @n = map { /^(\d+) 200$/ ? $1 : () } <$fh>;
-    return @n;
+    return wantarray ? @n : scalar @n;
 }
 
 sub stored_rows {
@@ -181,21 +181,70 @@ sub stored_rows {
 ok(wait_for(sub { acked() >= 300 && stored_rows() > 100 }, 30),
     'events flow through the first master');
 
-my $before = () = acked();
-$t->_stop('redis', 'KILL', 5);
-my $killed_at = time;
+# Kills the master ($from, its process $proc) with -9, optionally after
+# stopping the replica for a moment (it then misses what the master
+# acknowledges meanwhile), and waits until the sentinels named $to, the
+# connections are up again and 300 more requests were answered. Returns
+# the number answered when the new master was named.
+sub failover {
+    my (%o) = @_;
+    my $replica_pid = $o{lag} ? $t->{procs}{ $o{replica_proc} } : undef;
 
-ok(wait_for(sub { ($t->sentinel_master_port // 0) == $replica }, 60, 0.2),
-    'the sentinels promote the replica');
-diag(sprintf 'failover seen %.1fs after the kill', time - $killed_at);
+    if ($replica_pid) {
+        my $n = acked();
+        kill 'STOP', $replica_pid;
+        wait_for(sub { acked() >= $n + 30 }, 0.5);
+        diag(sprintf '%d requests answered while the replica was stopped',
+            acked() - $n);
+    }
 
-my $after = () = acked();
+    $t->_stop($o{proc}, 'KILL', 5);
+    kill 'CONT', $replica_pid if $replica_pid;
+    my $killed_at = time;
 
-ok(wait_for(\&all_up, 30), 'queue and subscriber connections up again');
+    ok(wait_for(sub { ($t->sentinel_master_port // 0) == $o{to} }, 60, 0.2),
+        "$o{name}: the sentinels promote the replica");
+    diag(sprintf '%s: failover seen %.1fs after the kill', $o{name},
+        time - $killed_at);
 
-# the stream goes on a while on the new master, then stops
-ok(wait_for(sub { acked() >= $after + 300 }, 30),
-    'requests go on after the failover');
+    my $after = acked();
+
+    ok(wait_for(\&all_up, 30),
+        "$o{name}: queue and subscriber connections up again");
+    ok(wait_for(sub { acked() >= $after + 300 }, 30),
+        "$o{name}: requests go on after the failover");
+    return $after;
+}
+
+# 2a. the master dies, its replica is in sync: a replica confirmed every
+# event so far
+is(metric('activity_events_unreplicated_total'), 0,
+    'a replica confirmed every event before the failover') unless $measure;
+
+my $after = failover(name => 'kill', proc => 'redis', to => $replica);
+
+# the new master has no replica yet: the queue cannot wait for one
+ok(wait_for(sub { metric('activity_events_unreplicated_total') > 0 }, 30),
+    'events acknowledged by the new master alone are counted')
+    unless $measure;
+
+# 2b. the old master comes back, the sentinels make it a replica of the
+# new one; then the new master dies while its replica lags: what it
+# acknowledged in that moment is only in the module's memory
+$t->redis_start;
+ok(wait_for(sub { $t->sentinel_replica_ready($old_master) }, 60, 0.2),
+    'the old master is back as a replica in sync');
+
+ok(wait_for(sub {
+    my @w = $t->log_lines(qr/no replica confirmed/);
+    my @n = $t->log_lines(qr/a replica confirms the events again/);
+    @w >= 1 && @n == @w
+}, 30), 'the queue waited in vain for a replica, then one confirmed again')
+    unless $measure;
+
+my $after2 = failover(name => 'lagging replica', proc => 'redis:replica',
+    to => $old_master, lag => 1, replica_proc => 'redis');
+
 {
     open my $sf, '>', $stop or die "$stop: $!";
 }
@@ -212,54 +261,69 @@ is_deeply(\%status, { 200 => $total }, "all $total requests answered 200");
 
 ok(wait_for(sub { stored_rows() >= $total }, 60),
     'the events reach PostgreSQL') unless $measure;
-sleep 3 if $measure;
+if ($measure) {
+    my $n = -1;
+    wait_for(sub { my $m = stored_rows(); my $same = $m == $n; $n = $m;
+        $same }, 30, 2);
+}
 
 my %stored = map { $_->{endpoint} =~ m{^/t/(\d+)$} ? ($1 => $_->{n}) : () }
     @{ $t->sql_rows("SELECT endpoint, count(*) AS n FROM activity_logs"
         . " WHERE endpoint LIKE '/t/%' GROUP BY endpoint") };
 my @lost = grep { !$stored{$_} } @acked;
 my @twice = grep { $stored{$_} > 1 } keys %stored;
+my @lost1 = grep { $_ <= $after } @lost;
 
-diag(sprintf '%d requests, %d before the kill, %d lost (%s), %d stored'
-    . ' twice', $total, $before, scalar @lost,
+diag(sprintf '%d requests; lost: %d at the first failover (in-sync'
+    . ' replica), %d at the second (lagging replica): %s; %d stored twice',
+    $total, scalar @lost1, @lost - @lost1,
     join(' ', @lost[0 .. ($#lost > 9 ? 9 : $#lost)]), scalar @twice);
 
 is(scalar @twice, 0, 'no event stored twice');
 is(scalar @lost, 0, 'every answered request is stored')
     unless $measure;
 
-# the dashboard: an event of a request made after the failover, on the
-# connection opened before it
+# the dashboard: an event of a request made after the last failover, on
+# the connection opened before the first
 ok($dash->wait_line(sub {
     ($_->{event} // '') eq 'activity:new'
         && (($_->{data}{metadata}{endpoint} // '') =~ m{^/t/(\d+)$})
-        && $1 > $after
-}, 30), 'the dashboard receives events after the failover');
+        && $1 > $after2
+}, 30), 'the dashboard receives events after the failovers');
 is(scalar(grep { $_->{t} eq 'open' } $dash->lines), 1,
     'on the connection it had before');
 is(scalar(grep { $_->{t} eq 'close' } $dash->lines), 0, 'never closed');
 
 # --- 3. the log -------------------------------------------------------------
 
-my @notice = $t->log_lines(qr/uses the master at 127\.0\.0\.1:$replica\b/);
-is(scalar(grep { /event queue on redis/ } @notice), 2,
-    'each nginx worker logs once that its queue uses the new master');
-is(scalar(grep { /subscriber on redis/ } @notice), 2,
-    '... and its subscriber');
+# per nginx worker and connection: one line for each master it used, one
+# when each failover broke it and one when it was back
+for my $port ($replica, $old_master) {
+    my @notice = $t->log_lines(qr/uses the master at 127\.0\.0\.1:$port\b/);
+    is(scalar(grep { /event queue on redis/ } @notice),
+        $port == $replica ? 2 : 4,
+        "each queue logs once that it uses the master on $port");
+    is(scalar(grep { /subscriber on redis/ } @notice),
+        $port == $replica ? 2 : 4, '... and each subscriber');
+}
 
 for my $role ('event queue', 'subscriber') {
     my @lines = $t->log_lines(qr/\[warn\].*\Q$role\E (on|is back on) redis/);
     my $down = grep { /lost the connection|cannot connect/ } @lines;
     my $back = grep { /is back on redis/ } @lines;
-    is($down, 2, "$role: one warn line per nginx worker when it broke")
+    is($down, 4, "$role: one warn line per nginx worker when it broke")
         or diag(join "\n", @lines);
-    is($back, 2, "$role: one when it was back")
+    is($back, 4, "$role: one when it was back")
         or diag(join "\n", @lines);
 }
 
+# the worker: one "redis connected" line per master it used
 ok(wait_for(sub {
-    grep { /msg="redis connected".*master=127\.0\.0\.1:$replica\b/ }
-        split /\n/, ActivityTest::_slurp($t->worker_log)
-}, 30), 'the worker found the new master and says which');
+    my @c = grep { /msg="redis connected"/ }
+        split /\n/, ActivityTest::_slurp($t->worker_log);
+    @c == 3 && $c[1] =~ /master=127\.0\.0\.1:$replica\b/
+        && $c[2] =~ /master=127\.0\.0\.1:$old_master\b/
+}, 30), 'the worker found each new master and says which')
+    or diag(ActivityTest::_slurp($t->worker_log));
 
 $t->done;

@@ -1581,7 +1581,8 @@ sub cpu_seconds {
 # (--replicaof) and three redis-sentinel processes on port('sentinel1')
 # .. port('sentinel3'), each with its own writable config file, quick to
 # fail over (down-after-milliseconds 1000, failover-timeout 5000); waits
-# until the sentinels know the replica and each other.
+# until the sentinels know the replica and each other, and the replica
+# is in sync.
 
 sub sentinel_name { $_[0]{sentinel_name} // 'mymaster' }
 
@@ -1603,6 +1604,9 @@ sub sentinel_start {
     croak "missing: redis-sentinel (Debian package redis-sentinel)"
         unless -x $bin;
 
+    # a replica syncs at once (Redis 7 waits 5 s for others to join)
+    $self->redis_args('--repl-diskless-sync-delay', '0')
+        unless $self->{redis_args};
     $self->redis_start;
 
     my $d = "$self->{dir}/replica";
@@ -1610,7 +1614,7 @@ sub sentinel_start {
     $self->_spawn('redis:replica', "$d/redis.log", $BIN{redis},
         '--bind', '127.0.0.1', '--port', $self->port('replica'),
         '--save', '', '--appendonly', 'no', '--daemonize', 'no',
-        '--dir', $d, '--logfile', '',
+        '--dir', $d, '--logfile', '', '--repl-diskless-sync-delay', '0',
         '--replicaof', '127.0.0.1', $self->redis_port);
 
     for my $i (1 .. 3) {
@@ -1647,6 +1651,9 @@ EOC
     } 30, 0.2;
     croak "the sentinels did not find the replica and each other"
         unless $ok;
+    croak "the replica did not get in sync"
+        unless wait_for { $self->sentinel_replica_ready($self->port('replica')) }
+            30, 0.2;
     return $self;
 }
 
@@ -1681,6 +1688,25 @@ sub sentinel_proc_of {
     my ($self, $port) = @_;
     return $port == $self->redis_port ? 'redis'
         : $port == $self->port('replica') ? 'redis:replica' : undef;
+}
+
+# Whether every sentinel sees the server on $port as a replica in sync
+# (flags "slave", master link "ok"): one it may promote.
+sub sentinel_replica_ready {
+    my ($self, $port) = @_;
+    for my $i (1 .. 3) {
+        my $r = eval { $self->sentinel_client($i) } or return 0;
+        my @l = eval { $r->sentinel('replicas', $self->sentinel_name) };
+        @l = @{ $l[0] } if @l == 1 && ref $l[0] eq 'ARRAY'
+            && ref $l[0][0] eq 'ARRAY';
+        my $ok = grep {
+            my %h = @$_;
+            ($h{port} // 0) == $port && ($h{flags} // '') eq 'slave'
+                && ($h{'master-link-status'} // '') eq 'ok'
+        } grep { ref eq 'ARRAY' } @l;
+        return 0 unless $ok;
+    }
+    return 1;
 }
 
 # Stops the replica and the sentinels (stop_all does the master).
