@@ -11,7 +11,9 @@
 #      stored in PostgreSQL exactly once, and a dashboard connected
 #      before the failover receives events after it on the same
 #      connection;
-#   3. the log says what happened once per change of state.
+#   3. the log says what happened once per change of state;
+#   4. with min-replicas-to-write on a master that lost its replica,
+#      events are refused, held, and stored once a replica is back.
 #
 # TEST_SENTINEL_WAIT=off measures the replication window instead: the
 # queue then does not wait for a replica (activity_redis_wait_replica
@@ -181,25 +183,26 @@ sub stored_rows {
 ok(wait_for(sub { acked() >= 300 && stored_rows() > 100 }, 30),
     'events flow through the first master');
 
-# Kills the master ($from, its process $proc) with -9, optionally after
-# stopping the replica for a moment (it then misses what the master
-# acknowledges meanwhile), and waits until the sentinels named $to, the
-# connections are up again and 300 more requests were answered. Returns
-# the number answered when the new master was named.
+# Kills the master (its process $proc) with -9, optionally after cutting
+# the replica off for a moment (lag: it then misses what the master
+# acknowledges meanwhile; a stopped process would not do, the kernel
+# would keep the stream for it), and waits until the sentinels named
+# $to, the connections are up again and 300 more requests were
+# answered. Returns the number answered when the new master was named.
 sub failover {
     my (%o) = @_;
-    my $replica_pid = $o{lag} ? $t->{procs}{ $o{replica_proc} } : undef;
 
-    if ($replica_pid) {
+    if ($o{lag}) {
         my $n = acked();
-        kill 'STOP', $replica_pid;
+        require Redis;
+        Redis->new(server => "127.0.0.1:$o{to}", cnx_timeout => 2)
+            ->replicaof('127.0.0.1', $t->port('nowhere'));
         wait_for(sub { acked() >= $n + 30 }, 0.5);
-        diag(sprintf '%d requests answered while the replica was stopped',
+        diag(sprintf '%d requests answered while the replica was cut off',
             acked() - $n);
     }
 
     $t->_stop($o{proc}, 'KILL', 5);
-    kill 'CONT', $replica_pid if $replica_pid;
     my $killed_at = time;
 
     ok(wait_for(sub { ($t->sentinel_master_port // 0) == $o{to} }, 60, 0.2),
@@ -243,7 +246,7 @@ ok(wait_for(sub {
     unless $measure;
 
 my $after2 = failover(name => 'lagging replica', proc => 'redis:replica',
-    to => $old_master, lag => 1, replica_proc => 'redis');
+    to => $old_master, lag => 1);
 
 {
     open my $sf, '>', $stop or die "$stop: $!";
@@ -325,5 +328,29 @@ ok(wait_for(sub {
         && $c[2] =~ /master=127\.0\.0\.1:$old_master\b/
 }, 30), 'the worker found each new master and says which')
     or diag(ActivityTest::_slurp($t->worker_log));
+
+# --- 4. min-replicas-to-write: refused, held, stored once a replica is back
+
+# the master now ($old_master) has no replica: the other one was killed
+$t->sentinel_master_client->config_set('min-replicas-to-write', 1);
+
+my $lpush_refused = qr/\[warn\].*event queue on redis .*LPUSH refused: NOREPLICAS/;
+$t->http(GET => "/t/nr$_") for 1 .. 5;
+ok(wait_for(sub { $t->log_lines($lpush_refused) >= 1 }, 10),
+    'a master without a replica refuses the events (min-replicas-to-write)');
+ok(wait_for(sub { metric('activity_events_buffered') >= 5 }, 10),
+    'the events are held');
+
+$t->sentinel_replica_start;
+ok(wait_for(sub {
+    ($t->sql_value("SELECT count(*) FROM activity_logs"
+        . " WHERE endpoint LIKE '/t/nr%'") // 0) == 5 }, 60),
+    'and stored once a replica is back');
+
+my %per_pid;
+$per_pid{$1}++ for map { /\[warn\] (\d+)#/ ? $1 : () }
+    $t->log_lines($lpush_refused);
+is_deeply([ grep { $_ > 1 } values %per_pid ], [],
+    'one warn line per nginx worker for the refusals');
 
 $t->done;

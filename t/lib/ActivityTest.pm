@@ -1609,13 +1609,7 @@ sub sentinel_start {
         unless $self->{redis_args};
     $self->redis_start;
 
-    my $d = "$self->{dir}/replica";
-    make_path($d);
-    $self->_spawn('redis:replica', "$d/redis.log", $BIN{redis},
-        '--bind', '127.0.0.1', '--port', $self->port('replica'),
-        '--save', '', '--appendonly', 'no', '--daemonize', 'no',
-        '--dir', $d, '--logfile', '', '--repl-diskless-sync-delay', '0',
-        '--replicaof', '127.0.0.1', $self->redis_port);
+    $self->sentinel_replica_start;
 
     for my $i (1 .. 3) {
         my $sd = "$self->{dir}/sentinel$i";
@@ -1654,6 +1648,20 @@ EOC
     croak "the replica did not get in sync"
         unless wait_for { $self->sentinel_replica_ready($self->port('replica')) }
             30, 0.2;
+    return $self;
+}
+
+# (Re)starts the replica process on port('replica'), replica of
+# redis_port.
+sub sentinel_replica_start {
+    my ($self) = @_;
+    my $d = "$self->{dir}/replica";
+    make_path($d);
+    $self->_spawn('redis:replica', "$d/redis.log", $BIN{redis},
+        '--bind', '127.0.0.1', '--port', $self->port('replica'),
+        '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+        '--dir', $d, '--logfile', '', '--repl-diskless-sync-delay', '0',
+        '--replicaof', '127.0.0.1', $self->redis_port);
     return $self;
 }
 
