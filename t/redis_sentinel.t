@@ -13,7 +13,8 @@
 #      connection;
 #   3. the log says what happened once per change of state;
 #   4. with min-replicas-to-write on a master that lost its replica,
-#      events are refused, held, and stored once a replica is back.
+#      events are refused, held, and stored once a replica is back;
+#   5. a master name no sentinel knows: one log line, attempts go on.
 #
 # TEST_SENTINEL_WAIT=off measures the replication window instead: the
 # queue then does not wait for a replica (activity_redis_wait_replica
@@ -352,5 +353,30 @@ $per_pid{$1}++ for map { /\[warn\] (\d+)#/ ? $1 : () }
     $t->log_lines($lpush_refused);
 is_deeply([ grep { $_ > 1 } values %per_pid ], [],
     'one warn line per nginx worker for the refusals');
+
+# --- 5. a master name the sentinels do not know: one line, many attempts
+
+(my $lost_conf = conf_with($t->sentinel_url =~ s{/mymaster$}{/nosuch}r))
+    =~ s/worker_processes 2;/worker_processes 1;/;
+$lost_conf =~ s/%%PORT%%/%%PORT_lost%%/;
+$t->write_conf($lost_conf, undef, 'lost');
+$t->nginx_start(name => 'lost');
+
+sub lost_metric {
+    my ($re) = @_;
+    my $r = $t->http(GET => '/status', port => $t->port('lost'));
+    return ($r->{content} // '') =~ $re ? $1 : 0;
+}
+
+ok(wait_for(sub {
+    lost_metric(qr/^activity_redis_reconnects_total\{connection="queue"\} (\d+)$/m)
+        >= 4 }, 30), 'nginx asks the sentinels again and again');
+my @nosuch = $t->log_lines(qr/no sentinel named the master/,
+    $t->error_log('lost'));
+is(scalar @nosuch, 2, 'one warn line for each connection');
+like($nosuch[0] // '', qr/\[warn\].* on redis "redis\+sentinel:\/\/[^"]+\/nosuch": no sentinel named the master, the last: sentinel 127\.0\.0\.1:\d+: does not know the master; retrying with backoff/,
+    'saying why');
+is(lost_metric(qr/^activity_redis_connected\{connection="queue"\} (\d+)$/m),
+    0, 'the queue is not connected');
 
 $t->done;
