@@ -17,6 +17,9 @@
 
 #define NGX_HTTP_ACTIVITY_TYPE_MAX      64
 
+/* a Redis master's "ip:port" ("[IPv6]:port") and its NUL */
+#define NGX_HTTP_ACTIVITY_MASTER_LEN    64
+
 
 typedef struct ngx_http_activity_queue_s  ngx_http_activity_queue_t;
 typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;

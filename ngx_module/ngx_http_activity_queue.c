@@ -190,6 +190,8 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
 
         if (ngx_http_activity_status_slot(q->stats, cycle->log)) {
             q->redis.stat_up = &ngx_http_activity_proc_stats->queue_up;
+            q->redis.stat_master =
+                              ngx_http_activity_proc_stats->queue_master;
         }
     }
 

@@ -477,6 +477,14 @@ ngx_http_activity_redis_role_reply(redisAsyncContext *ac, void *r,
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       "activity: %s on redis \"%V\" uses the master at %V",
                       rd->role, &rd->addr->url, &rd->master);
+
+        /* for activity_status; the text fits: an address and a port */
+
+        if (rd->stat_master) {
+            ngx_cpystrn(rd->stat_master, rd->master_text,
+                        ngx_min(rd->master.len + 1,
+                                NGX_HTTP_ACTIVITY_MASTER_LEN));
+        }
     }
 
     rd->ready = 1;

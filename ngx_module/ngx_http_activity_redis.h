@@ -48,6 +48,7 @@ struct ngx_http_activity_redis_s {
 
     ngx_atomic_t                        *stat_up;          /* or NULL */
     ngx_atomic_t                        *stat_reconnects;  /* or NULL */
+    u_char                              *stat_master;      /* or NULL */
 
     /*
      * redis+sentinel://: the sentinel to ask next, how many were asked

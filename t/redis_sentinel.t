@@ -143,6 +143,9 @@ sub all_up {
 
 ok(wait_for(\&all_up, 20),
     'queue and subscriber connections up in both nginx workers');
+is(metric('activity_redis_master',
+    qq{connection="queue",address="127.0.0.1:$old_master"}), 2,
+    'activity_status names the master both queues use');
 
 my $token = jwt_hs256('sentinel-secret', { sub => 'dash', role => 'admin',
     exp => time + 3600 });
@@ -226,6 +229,16 @@ is(metric('activity_events_unreplicated_total'), 0,
     'a replica confirmed every event before the failover') unless $measure;
 
 my $after = failover(name => 'kill', proc => 'redis', to => $replica);
+
+is(metric('activity_redis_master',
+    qq{connection="queue",address="127.0.0.1:$replica"}), 2,
+    'activity_status names the new master of both queues');
+is(metric('activity_redis_master',
+    qq{connection="subscriber",address="127.0.0.1:$replica"}), 2,
+    '... and of both subscribers');
+is(metric('activity_redis_master',
+    qq{connection="queue",address="127.0.0.1:$old_master"}), 0,
+    '... and no longer the old one');
 
 # the new master has no replica yet: the queue cannot wait for one
 ok(wait_for(sub { metric('activity_events_unreplicated_total') > 0 }, 30),
@@ -349,7 +362,7 @@ ok(wait_for(sub {
     'and stored once a replica is back');
 
 my %per_pid;
-$per_pid{$1}++ for map { /\[warn\] (\d+)#/ ? $1 : () }
+$per_pid{$_}++ for map { /\[warn\] (\d+)#/ ? $1 : () }
     $t->log_lines($lpush_refused);
 is_deeply([ grep { $_ > 1 } values %per_pid ], [],
     'one warn line per nginx worker for the refusals');
