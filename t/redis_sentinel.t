@@ -14,7 +14,9 @@
 #   3. the log says what happened once per change of state;
 #   4. with min-replicas-to-write on a master that lost its replica,
 #      events are refused, held, and stored once a replica is back;
-#   5. a master name no sentinel knows: one log line, attempts go on.
+#   5. a master name no sentinel knows: one log line, attempts go on;
+#   6. a sentinel naming the master by host name is refused (hiredis
+#      would resolve it blockingly).
 #
 # TEST_SENTINEL_WAIT=off measures the replication window instead: the
 # queue then does not wait for a replica (activity_redis_wait_replica
@@ -391,5 +393,25 @@ like($nosuch[0] // '', qr/\[warn\].* on redis "redis\+sentinel:\/\/[^"]+\/nosuch
     'saying why');
 is(lost_metric(qr/^activity_redis_connected\{connection="queue"\} (\d+)$/m),
     0, 'the queue is not connected');
+
+# --- 6. a sentinel that names the master by host name ---------------------
+# hiredis would resolve it blockingly on nginx's event loop: refused
+
+my $sport = $t->sentinel_start_extra('byname', 'byname', 'localhost',
+    $old_master, 'sentinel resolve-hostnames yes',
+    'sentinel announce-hostnames yes');
+(my $byname_conf = conf_with("redis+sentinel://127.0.0.1:$sport/byname"))
+    =~ s/worker_processes 2;/worker_processes 1;/;
+$byname_conf =~ s/%%PORT%%/%%PORT_byname%%/;
+$t->write_conf($byname_conf, undef, 'byname');
+$t->nginx_start(name => 'byname');
+
+my $hostname = qr/no sentinel named the master, the last: sentinel 127\.0\.0\.1:$sport: named a host name, not an IP address/;
+ok(wait_for(sub {
+    $t->log_lines($hostname, $t->error_log('byname')) == 2 }, 30),
+    'a host name from a sentinel is refused, not resolved');
+sleep 1;
+is(scalar(() = $t->log_lines(qr/no sentinel named the master/,
+    $t->error_log('byname'))), 2, 'once per connection');
 
 $t->done;

@@ -1665,6 +1665,25 @@ sub sentinel_replica_start {
     return $self;
 }
 
+# One more sentinel, on port("sentinel-$label"), monitoring $host:$port
+# as $name, with extra config @lines; returns its port.
+sub sentinel_start_extra {
+    my ($self, $label, $name, $host, $port, @lines) = @_;
+    my $bin = _which('redis-sentinel') || '/usr/bin/redis-sentinel';
+    my $sd = "$self->{dir}/sentinel-$label";
+    make_path($sd);
+    my $sport = $self->port("sentinel-$label");
+    open my $fh, '>', "$sd/sentinel.conf" or croak "$sd: $!";
+    print $fh join "\n", "bind 127.0.0.1", "port $sport", "daemonize no",
+        "dir $sd", 'logfile ""', @lines,
+        "sentinel monitor $name $host $port 1", '';
+    close $fh;
+    $self->_spawn("sentinel:$label", "$sd/sentinel.log", $bin,
+        "$sd/sentinel.conf");
+    wait_for { _port_open($sport) } 10 or croak "sentinel $label: no port";
+    return $sport;
+}
+
 # A Redis client on sentinel $i (1..3).
 sub sentinel_client {
     my ($self, $i) = @_;
