@@ -16,7 +16,9 @@
 #      events are refused, held, and stored once a replica is back;
 #   5. a master name no sentinel knows: one log line, attempts go on;
 #   6. a sentinel naming the master by host name is refused (hiredis
-#      would resolve it blockingly).
+#      would resolve it blockingly);
+#   7. a sentinel naming a replica: ROLE says so, nginx and the worker
+#      do not use it.
 #
 # TEST_SENTINEL_WAIT=off measures the replication window instead: the
 # queue then does not wait for a replica (activity_redis_wait_replica
@@ -413,5 +415,30 @@ ok(wait_for(sub {
 sleep 1;
 is(scalar(() = $t->log_lines(qr/no sentinel named the master/,
     $t->error_log('byname'))), 2, 'once per connection');
+
+# --- 7. a sentinel that names a replica: ROLE says so, it is not used ------
+
+my $stale = $t->sentinel_start_extra('stale', 'stale', '127.0.0.1',
+    $replica);
+(my $stale_conf = conf_with("redis+sentinel://127.0.0.1:$stale/stale"))
+    =~ s/worker_processes 2;/worker_processes 1;/;
+$stale_conf =~ s/%%PORT%%/%%PORT_stale%%/;
+$t->write_conf($stale_conf, undef, 'stale');
+$t->nginx_start(name => 'stale');
+
+my $named_replica = qr/\[warn\].*the sentinels named a replica: master 127\.0\.0\.1:$replica: is not a master \(yet\) by ROLE; retrying with backoff/;
+ok(wait_for(sub {
+    $t->log_lines($named_replica, $t->error_log('stale')) == 2 }, 30),
+    'nginx: a replica named by a sentinel is not used (ROLE)');
+ok(!grep({ /uses the master/ } $t->log_lines(qr/activity/,
+    $t->error_log('stale'))), '... never');
+
+$t->worker_start(id => 'w2', args => [ '--redis',
+    "redis+sentinel://127.0.0.1:$stale/stale" ]);
+ok(wait_for(sub {
+    grep { /msg="redis unavailable".*master 127\.0\.0\.1:$replica: not a master \(yet\) by ROLE/ }
+        split /\n/, ActivityTest::_slurp($t->worker_log('w2'))
+}, 30), 'the worker: the same')
+    or diag(ActivityTest::_slurp($t->worker_log('w2')));
 
 $t->done;
