@@ -23,7 +23,7 @@ NGX_BUILD := $(BUILD)/nginx
 APT_BUILD := build-essential pkg-config nginx nginx-dev libhiredis-dev \
              libpq-dev libjansson-dev libjwt-dev libmicrohttpd-dev \
              zlib1g-dev redis-server postgresql
-APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl \
+APT_TEST  := wrk libredis-perl libdbd-pg-perl libjson-pp-perl redis-sentinel \
              libio-socket-ssl-perl
 
 CC      ?= cc

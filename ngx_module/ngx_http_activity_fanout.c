@@ -165,6 +165,8 @@ ngx_http_activity_fanout_create(ngx_cycle_t *cycle,
 
         if (ngx_http_activity_status_slot(f->counters, cycle->log)) {
             f->redis.stat_up = &ngx_http_activity_proc_stats->subscriber_up;
+            f->redis.stat_master =
+                              ngx_http_activity_proc_stats->subscriber_master;
         }
     }
 

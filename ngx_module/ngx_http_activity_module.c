@@ -24,6 +24,11 @@
 #define NGX_HTTP_ACTIVITY_DEFAULT_BUFFER   (4 * 1024 * 1024)
 #define NGX_HTTP_ACTIVITY_MIN_BUFFER       (64 * 1024)
 #define NGX_HTTP_ACTIVITY_REDIS_PORT       6379
+#define NGX_HTTP_ACTIVITY_SENTINEL_PORT    26379
+
+/* activity_redis_wait_replica: default with sentinels, and the limit */
+#define NGX_HTTP_ACTIVITY_WAIT_REPLICA     1000
+#define NGX_HTTP_ACTIVITY_WAIT_REPLICA_MAX 5000
 #define NGX_HTTP_ACTIVITY_MAX_CONNECTIONS  10000
 
 
@@ -46,6 +51,11 @@ static char *ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_parse_redis_url(ngx_conf_t *cf,
     ngx_str_t *url, ngx_http_activity_redis_addr_t *addr);
+static char *ngx_http_activity_wait_replica(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_activity_resolve_redis(ngx_conf_t *cf,
+    ngx_http_activity_redis_addr_t *addr, u_char *p, u_char *end,
+    in_port_t default_port, ngx_str_t *host, in_port_t *port);
 static char *ngx_http_activity_queue_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_activity_event(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -152,6 +162,13 @@ static ngx_command_t  ngx_http_activity_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_activity_main_conf_t, ping_timeout),
+      NULL },
+
+    { ngx_string("activity_redis_wait_replica"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_activity_wait_replica,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("activity_track"),
@@ -401,6 +418,7 @@ ngx_http_activity_create_main_conf(ngx_conf_t *cf)
     amcf->max_connections = NGX_CONF_UNSET_UINT;
     amcf->ping_interval = NGX_CONF_UNSET_MSEC;
     amcf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    amcf->wait_replica = NGX_CONF_UNSET_MSEC;
     amcf->max_pending = NGX_CONF_UNSET_UINT;
     amcf->max_per_ip = NGX_CONF_UNSET_UINT;
 
@@ -433,6 +451,12 @@ ngx_http_activity_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_HTTP_ACTIVITY_MAX_CONNECTIONS);
     ngx_conf_init_msec_value(amcf->ping_interval, 15000);
     ngx_conf_init_msec_value(amcf->ping_timeout, 5000);
+
+    /* a sentinel deployment has replicas: wait for one by default */
+
+    ngx_conf_init_msec_value(amcf->wait_replica,
+                             amcf->redis.sentinels
+                             ? NGX_HTTP_ACTIVITY_WAIT_REPLICA : 0);
 
     if (amcf->ping_interval && amcf->ping_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -766,7 +790,9 @@ ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * redis://[[user]:password@]host[:port][/db] or unix:/path/to/socket;
+ * redis://[[user]:password@]host[:port][/db], unix:/path/to/socket, or
+ * redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
+ * (the password is the master's; the sentinels are asked without one);
  * host names are resolved here, at configuration time, because hiredis
  * resolves them blockingly when it connects.
  */
@@ -775,10 +801,11 @@ static char *
 ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     ngx_http_activity_redis_addr_t *addr)
 {
-    u_char     *p, *q, *last, *at, *slash, *colon;
-    size_t      n;
-    ngx_int_t   db;
-    ngx_url_t   u;
+    u_char                          *p, *q, *last, *at, *slash, *colon,
+                                    *end, *comma;
+    size_t                           n, scheme;
+    ngx_int_t                        db;
+    ngx_http_activity_redis_node_t  *node;
 
     addr->url = *url;
     addr->db = -1;
@@ -804,14 +831,26 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
         return NGX_CONF_OK;
     }
 
-    if (url->len <= 8 || ngx_strncasecmp(p, (u_char *) "redis://", 8) != 0) {
+    if (url->len > 17
+        && ngx_strncasecmp(p, (u_char *) "redis+sentinel://", 17) == 0)
+    {
+        scheme = 17;
+
+    } else if (url->len > 8
+               && ngx_strncasecmp(p, (u_char *) "redis://", 8) == 0)
+    {
+        scheme = 8;
+
+    } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid redis url \"%V\" in \"activity_redis_url\""
-                           ": expected redis://host:port or unix:/path", url);
+                           ": expected redis://host:port, "
+                           "redis+sentinel://host:port/MASTER or unix:/path",
+                           url);
         return NGX_CONF_ERROR;
     }
 
-    p += 8;
+    p += scheme;
 
     slash = ngx_strlchr(p, last, '/');
     if (slash == NULL) {
@@ -819,9 +858,9 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     }
 
     at = NULL;
-    for (last = slash; last > p; last--) {
-        if (last[-1] == '@') {
-            at = last - 1;
+    for (end = slash; end > p; end--) {
+        if (end[-1] == '@') {
+            at = end - 1;
             break;
         }
     }
@@ -832,13 +871,13 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
         /* logs show the URL with its password as "***" */
 
         n = (colon ? colon - p + 1 : 0);
-        addr->url.len = 8 + n + 3 + (url->data + url->len - at);
+        addr->url.len = scheme + n + 3 + (url->data + url->len - at);
         addr->url.data = ngx_pnalloc(cf->pool, addr->url.len);
         if (addr->url.data == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        q = ngx_cpymem(addr->url.data, url->data, 8 + n);
+        q = ngx_cpymem(addr->url.data, url->data, scheme + n);
         q = ngx_cpymem(q, "***", 3);
         ngx_memcpy(q, at, url->data + url->len - at);
 
@@ -853,27 +892,161 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
         p = at + 1;
     }
 
-    if (slash < url->data + url->len) {
-        db = ngx_atoi(slash + 1, url->data + url->len - slash - 1);
+    if (scheme == 8) {
+        if (slash < last) {
+            db = ngx_atoi(slash + 1, last - slash - 1);
+            if (db == NGX_ERROR) {
+                goto invalid_db;
+            }
+
+            addr->db = db;
+        }
+
+        return ngx_http_activity_resolve_redis(cf, addr, p, slash,
+                                               NGX_HTTP_ACTIVITY_REDIS_PORT,
+                                               &addr->host, &addr->port);
+    }
+
+    /* redis+sentinel://: /MASTER[/db] after the sentinels */
+
+    q = (slash < last) ? ngx_strlchr(slash + 1, last, '/') : NULL;
+    end = q ? q : last;
+
+    if (slash == last || end == slash + 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "missing master name in redis url \"%V\" in "
+                           "\"activity_redis_url\": expected "
+                           "redis+sentinel://host:port[,host:port...]/MASTER",
+                           &addr->url);
+        return NGX_CONF_ERROR;
+    }
+
+    addr->master_name.data = slash + 1;
+    addr->master_name.len = end - slash - 1;
+
+    if (q) {
+        db = ngx_atoi(q + 1, last - q - 1);
         if (db == NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid database number in redis url \"%V\" "
-                               "in \"activity_redis_url\"", &addr->url);
-            return NGX_CONF_ERROR;
+            goto invalid_db;
         }
 
         addr->db = db;
     }
 
-    if (p == slash) {
+    addr->sentinels = ngx_array_create(cf->pool, 3,
+                                       sizeof(ngx_http_activity_redis_node_t));
+    if (addr->sentinels == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, slash, ',');
+        end = comma ? comma : slash;
+
+        node = ngx_array_push(addr->sentinels);
+        if (node == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_activity_resolve_redis(cf, addr, p, end,
+                                            NGX_HTTP_ACTIVITY_SENTINEL_PORT,
+                                            &node->host, &node->port)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (comma == NULL) {
+            break;
+        }
+
+        p = comma + 1;
+    }
+
+    return NGX_CONF_OK;
+
+invalid_db:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid database number in redis url \"%V\" "
+                       "in \"activity_redis_url\"", &addr->url);
+    return NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis url \"%V\" in \"activity_redis_url\"",
+                       &addr->url);
+    return NGX_CONF_ERROR;
+}
+
+
+/* activity_redis_wait_replica off | time; */
+
+static char *
+ngx_http_activity_wait_replica(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_activity_main_conf_t *amcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   t;
+
+    if (amcf->wait_replica != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        amcf->wait_replica = 0;
+        return NGX_CONF_OK;
+    }
+
+    t = ngx_parse_time(&value[1], 0);
+
+    if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in "
+                           "\"activity_redis_wait_replica\": expected off "
+                           "or a time", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the queue gives up on a Redis that does not answer within 5s */
+
+    if (t >= NGX_HTTP_ACTIVITY_WAIT_REPLICA_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"activity_redis_wait_replica\" must be less "
+                           "than 5s, the time the queue waits for any "
+                           "answer from redis");
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->wait_replica = t;
+
+    return NGX_CONF_OK;
+}
+
+
+/* host[:port] of a redis URL, as an IP address text hiredis takes */
+
+static char *
+ngx_http_activity_resolve_redis(ngx_conf_t *cf,
+    ngx_http_activity_redis_addr_t *addr, u_char *p, u_char *end,
+    in_port_t default_port, ngx_str_t *host, in_port_t *port)
+{
+    ngx_url_t  u;
+
+    if (p == end) {
         goto invalid;
     }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
     u.url.data = p;
-    u.url.len = slash - p;
-    u.default_port = NGX_HTTP_ACTIVITY_REDIS_PORT;
+    u.url.len = end - p;
+    u.default_port = default_port;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -887,18 +1060,18 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
         goto invalid;
     }
 
-    addr->port = u.port;
+    *port = u.port;
 
-    addr->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (addr->host.data == NULL) {
+    host->data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (host->data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    addr->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                   addr->host.data, NGX_SOCKADDR_STRLEN, 0);
-    addr->host.data[addr->host.len] = '\0';
-
     /* ngx_sock_ntop() brackets IPv6 addresses only when it prints a port */
+
+    host->len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                              host->data, NGX_SOCKADDR_STRLEN, 0);
+    host->data[host->len] = '\0';
 
     return NGX_CONF_OK;
 

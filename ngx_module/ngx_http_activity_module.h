@@ -17,11 +17,22 @@
 
 #define NGX_HTTP_ACTIVITY_TYPE_MAX      64
 
+/* a Redis master's "ip:port" ("[IPv6]:port") and its NUL */
+#define NGX_HTTP_ACTIVITY_MASTER_LEN    64
+
 
 typedef struct ngx_http_activity_queue_s  ngx_http_activity_queue_t;
 typedef struct ngx_http_activity_fanout_s  ngx_http_activity_fanout_t;
 typedef struct ngx_http_activity_stats_s   ngx_http_activity_stats_t;
 typedef struct ngx_http_activity_resume_s  ngx_http_activity_resume_t;
+
+
+/* a sentinel of a redis+sentinel:// URL, resolved at configuration */
+
+typedef struct {
+    ngx_str_t                   host;       /* IP text, NUL-terminated */
+    in_port_t                   port;
+} ngx_http_activity_redis_node_t;
 
 
 typedef struct {
@@ -32,6 +43,10 @@ typedef struct {
     ngx_str_t                   username;   /* ACL user, or "" */
     ngx_str_t                   password;   /* "" when none */
     ngx_int_t                   db;         /* -1: leave the default */
+
+    /* redis+sentinel://: the sentinels (host and port above unused) */
+    ngx_array_t                *sentinels;  /* of _redis_node_t, or NULL */
+    ngx_str_t                   master_name;
 } ngx_http_activity_redis_addr_t;
 
 
@@ -47,6 +62,7 @@ typedef struct {
     ngx_uint_t                       max_connections;
     ngx_msec_t                       ping_interval;  /* subscriber PING */
     ngx_msec_t                       ping_timeout;
+    ngx_msec_t                       wait_replica;   /* WAIT 1, 0: off */
     ngx_uint_t                       max_pending;
     ngx_uint_t                       max_per_ip;  /* 0: any number */
     ngx_shm_zone_t                  *admit_zone;  /* with dashboards */

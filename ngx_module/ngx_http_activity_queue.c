@@ -13,6 +13,19 @@
  * flight wait for its reply and then leave together.  Idle, an event goes
  * out at the end of its loop iteration; busy, batches grow with the load
  * and Redis sees far fewer commands and writes.
+ *
+ * Replication is asynchronous: a master that dies right after it
+ * answered an LPUSH may take the events with it, and the replica that
+ * takes over never had them.  With activity_redis_wait_replica (on by
+ * default with redis+sentinel://) the LPUSHes of a flush are followed by
+ * "WAIT 1 timeout" in the same write, and the events are let go only
+ * when a replica has them; until then they count as in flight, so a lost
+ * connection sends them again (to the new master, after a failover).
+ * When no replica confirms in time (none is connected, or it lags), the
+ * events are let go anyway, counted as unreplicated and logged once, and
+ * the next flushes do not wait for a while: the queue keeps its pace,
+ * the master's copy is all there is.  min-replicas-to-write on the
+ * master turns that case into refused writes, which are kept and retried.
  */
 
 
@@ -34,6 +47,9 @@
 
 /* how often a connected worker looks for spooled events */
 #define NGX_HTTP_ACTIVITY_SPOOL_CHECK   1000
+
+/* after a WAIT no replica answered in time, flushes do not wait this long */
+#define NGX_HTTP_ACTIVITY_WAIT_PAUSE    5000
 
 
 typedef struct ngx_http_activity_entry_s  ngx_http_activity_entry_t;
@@ -58,7 +74,11 @@ struct ngx_http_activity_queue_s {
     size_t                       limit;
     ngx_uint_t                   held;
     ngx_uint_t                   held_logged;  /* once per outage */
-    ngx_uint_t                   in_flight;  /* LPUSH commands */
+    ngx_uint_t                   in_flight;  /* LPUSH (and WAIT) */
+
+    ngx_msec_t                   wait;       /* WAIT timeout, 0: off */
+    ngx_msec_t                   wait_paused;  /* since, while paused */
+    ngx_uint_t                   unreplicated_logged;
 
     ngx_uint_t                   dropped;   /* not yet reported */
     ngx_uint_t                   dropped_total;
@@ -76,6 +96,8 @@ struct ngx_http_activity_queue_s {
 
     unsigned                     broken:1;  /* ignore replies until down */
     unsigned                     replay_waits:1;  /* for room */
+    unsigned                     waiting:1;  /* a WAIT ends the flight */
+    unsigned                     paused:1;   /* no replica confirmed */
 };
 
 
@@ -92,6 +114,11 @@ static void ngx_http_activity_queue_spool_all(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_report_lost(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r,
     void *privdata);
+static void ngx_http_activity_queue_waited(redisAsyncContext *ac, void *r,
+    void *privdata);
+static ngx_uint_t ngx_http_activity_queue_release(
+    ngx_http_activity_queue_t *q, uintptr_t n);
+static void ngx_http_activity_queue_done(ngx_http_activity_queue_t *q);
 static void ngx_http_activity_queue_pong(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd);
@@ -116,6 +143,7 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
     q->stats = amcf->stats;
     q->limit = amcf->buffer_size;
     q->last = &q->head;
+    q->wait = amcf->wait_replica;
 
     q->flush.handler = ngx_http_activity_queue_flush;
     q->flush.data = q;
@@ -162,6 +190,8 @@ ngx_http_activity_queue_create(ngx_cycle_t *cycle,
 
         if (ngx_http_activity_status_slot(q->stats, cycle->log)) {
             q->redis.stat_up = &ngx_http_activity_proc_stats->queue_up;
+            q->redis.stat_master =
+                              ngx_http_activity_proc_stats->queue_master;
         }
     }
 
@@ -382,6 +412,23 @@ ngx_http_activity_queue_send(ngx_http_activity_queue_t *q)
         q->in_flight++;
     }
 
+    /* one WAIT for all the LPUSHes of this flush, in the same write */
+
+    if (q->paused
+        && ngx_current_msec - q->wait_paused >= NGX_HTTP_ACTIVITY_WAIT_PAUSE)
+    {
+        q->paused = 0;
+    }
+
+    if (q->wait && q->in_flight && !q->waiting && !q->paused
+        && redisAsyncCommand(q->redis.ac, ngx_http_activity_queue_waited,
+                             NULL, "WAIT 1 %d", (int) q->wait)
+           == REDIS_OK)
+    {
+        q->waiting = 1;
+        q->in_flight++;
+    }
+
     if (q->in_flight && !q->reply_timer.timer_set) {
         ngx_add_timer(&q->reply_timer, NGX_HTTP_ACTIVITY_REPLY_TIMEOUT);
     }
@@ -436,7 +483,6 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
 
     uintptr_t                   n;
     redisReply                 *reply = r;
-    ngx_http_activity_entry_t  *e;
     ngx_http_activity_queue_t  *q;
 
     q = rd->data;
@@ -467,12 +513,105 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_activity_stat_add(q->stats, events_queued, n);
     q->held_logged = 0;
 
+    /* with a WAIT behind, the events stay until a replica has them */
+
+    if (!q->waiting) {
+        (void) ngx_http_activity_queue_release(q, n);
+
+        /* sent while no replica confirmed: the master's copy alone */
+
+        if (q->wait && q->paused) {
+            ngx_http_activity_stat_add(q->stats, events_unreplicated, n);
+        }
+    }
+
+    ngx_http_activity_queue_done(q);
+}
+
+
+/* WAIT 1 timeout: how many replicas have everything pushed before it */
+
+static void
+ngx_http_activity_queue_waited(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    ngx_uint_t                  n;
+    redisReply                 *reply = r;
+    ngx_http_activity_queue_t  *q;
+
+    q = rd->data;
+
+    /* NULL: the connection is going away, the events will be resent */
+
+    if (reply == NULL || q->broken) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        q->broken = 1;
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "WAIT refused",
+                                      reply->type == REDIS_REPLY_ERROR
+                                      ? reply->str : "unexpected reply");
+        return;
+    }
+
+    q->waiting = 0;
+
+    n = ngx_http_activity_queue_release(q, (uintptr_t) -1);
+
+    if (reply->integer > 0) {
+        if (q->unreplicated_logged) {
+            q->unreplicated_logged = 0;
+            ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
+                          "activity: a replica confirms the events again");
+        }
+
+    } else {
+
+        /*
+         * no replica has them: the master's copy is all there is; the
+         * next flushes do not wait for a while
+         */
+
+        ngx_http_activity_stat_add(q->stats, events_unreplicated, n);
+
+        q->paused = 1;
+        q->wait_paused = ngx_current_msec;
+
+        if (!q->unreplicated_logged) {
+            q->unreplicated_logged = 1;
+            ngx_log_error(NGX_LOG_WARN, q->log, 0,
+                          "activity: no replica confirmed %ui event(s) "
+                          "within %M ms (activity_redis_wait_replica); "
+                          "until one does, events are on the master only",
+                          n, q->wait);
+        }
+    }
+
+    ngx_http_activity_queue_done(q);
+}
+
+
+/* lets go of the n oldest events written (all: -1); returns how many */
+
+static ngx_uint_t
+ngx_http_activity_queue_release(ngx_http_activity_queue_t *q, uintptr_t n)
+{
+    ngx_uint_t                  released;
+    ngx_http_activity_entry_t  *e;
+
+    released = 0;
+
     while (n-- && q->head && q->head != q->unsent) {
         e = q->head;
         q->head = e->next;
 
         q->bytes -= offsetof(ngx_http_activity_entry_t, data) + e->len;
         q->held--;
+        released++;
 
         ngx_free(e);
     }
@@ -491,6 +630,15 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
         }
     }
 
+    return released;
+}
+
+
+/* one command of the flight answered: the next flush when all are */
+
+static void
+ngx_http_activity_queue_done(ngx_http_activity_queue_t *q)
+{
     if (--q->in_flight) {
         return;
     }
@@ -512,6 +660,7 @@ ngx_http_activity_queue_on_ready(ngx_http_activity_redis_t *rd)
 
     q->broken = 0;
     q->in_flight = 0;
+    q->waiting = 0;
     q->unsent = q->head;
 
     /* a Redis that accepts connections but never answers: not each time */
@@ -696,6 +845,7 @@ ngx_http_activity_queue_on_down(ngx_http_activity_redis_t *rd)
 
     q->unsent = q->head;
     q->in_flight = 0;
+    q->waiting = 0;
     q->broken = 0;
 
     if (q->reply_timer.timer_set) {

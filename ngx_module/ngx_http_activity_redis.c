@@ -14,6 +14,15 @@
  * accepts connections and then refuses every command (WRONGTYPE, NOAUTH,
  * READONLY, OOM) is not hammered.  Trouble is logged once when it starts
  * or changes kind, and once when the connection is healthy again.
+ *
+ * With a redis+sentinel:// URL every connection starts by asking the
+ * sentinels in turn, each on its own short connection bounded by the
+ * connect timer, "SENTINEL get-master-addr-by-name NAME"; the address
+ * named (an IP address: hiredis would resolve a host name blockingly) is
+ * connected to and must answer ROLE with "master" before its owner gets
+ * it.  Any later trouble (a dropped connection, READONLY, a timeout)
+ * ends in a reconnect, which asks the sentinels again: that is how a
+ * failover is followed.
  */
 
 
@@ -35,6 +44,19 @@
 #define NGX_HTTP_ACTIVITY_REDIS_READS             64
 
 
+static ngx_int_t ngx_http_activity_redis_open(ngx_http_activity_redis_t *rd,
+    char *host, in_port_t port);
+static void ngx_http_activity_redis_ask(ngx_http_activity_redis_t *rd);
+static void ngx_http_activity_redis_next(ngx_http_activity_redis_t *rd);
+static void ngx_http_activity_redis_failed(ngx_http_activity_redis_t *rd,
+    const char *text);
+static void ngx_http_activity_redis_about(ngx_http_activity_redis_t *rd,
+    const char *who, const char *text);
+static void ngx_http_activity_redis_step_handler(ngx_event_t *ev);
+static void ngx_http_activity_redis_sentinel_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_activity_redis_role_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
 static void ngx_http_activity_redis_schedule(ngx_http_activity_redis_t *rd);
 static void ngx_http_activity_redis_retry_handler(ngx_event_t *ev);
 static void ngx_http_activity_redis_connect_timeout(ngx_event_t *ev);
@@ -84,42 +106,78 @@ ngx_http_activity_redis_init(ngx_http_activity_redis_t *rd,
     rd->ping.data = rd;
     rd->ping.log = log;
     rd->ping.cancelable = 1;
+
+    rd->step.handler = ngx_http_activity_redis_step_handler;
+    rd->step.data = rd;
+    rd->step.log = log;
 }
 
 
 void
 ngx_http_activity_redis_connect(ngx_http_activity_redis_t *rd)
 {
+    ngx_http_activity_redis_addr_t  *addr;
+
+    addr = rd->addr;
+
+    if (addr->sentinels) {
+
+        /* where the master is now: the last one may have failed over */
+
+        rd->asked = 0;
+        ngx_http_activity_redis_ask(rd);
+        return;
+    }
+
+    rd->phase = NGX_HTTP_ACTIVITY_REDIS_DIRECT;
+
+    if (ngx_http_activity_redis_open(rd,
+                                     addr->unix_path.len
+                                     ? NULL : (char *) addr->host.data,
+                                     addr->port)
+        != NGX_OK)
+    {
+        ngx_http_activity_redis_failed(rd, (char *) rd->detail);
+    }
+}
+
+
+/* starts a connection to host:port (NULL: the URL's unix socket) */
+
+static ngx_int_t
+ngx_http_activity_redis_open(ngx_http_activity_redis_t *rd, char *host,
+    in_port_t port)
+{
     ngx_connection_t   *c;
     redisAsyncContext  *ac;
 
-    if (rd->addr->unix_path.len) {
+    if (host == NULL) {
         ac = redisAsyncConnectUnix((char *) rd->addr->unix_path.data);
 
     } else {
-        ac = redisAsyncConnect((char *) rd->addr->host.data, rd->addr->port);
+        ac = redisAsyncConnect(host, port);
     }
 
     if (ac == NULL) {
         ngx_log_error(NGX_LOG_ALERT, rd->log, 0,
                       "activity: redisAsyncConnect() failed");
-        ngx_http_activity_redis_schedule(rd);
-        return;
+        ngx_cpystrn(rd->detail, (u_char *) "out of memory",
+                    sizeof(rd->detail));
+        return NGX_ERROR;
     }
 
     if (ac->err) {
-        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
-                                        "cannot connect", ac->errstr);
+        ngx_cpystrn(rd->detail, (u_char *) ac->errstr, sizeof(rd->detail));
         redisAsyncFree(ac);
-        ngx_http_activity_redis_schedule(rd);
-        return;
+        return NGX_ERROR;
     }
 
     c = ngx_get_connection(ac->c.fd, rd->log);
     if (c == NULL) {
+        ngx_cpystrn(rd->detail, (u_char *) "no free connection",
+                    sizeof(rd->detail));
         redisAsyncFree(ac);
-        ngx_http_activity_redis_schedule(rd);
-        return;
+        return NGX_ERROR;
     }
 
     c->data = rd;
@@ -149,6 +207,295 @@ ngx_http_activity_redis_connect(ngx_http_activity_redis_t *rd)
                                     ngx_http_activity_redis_on_disconnect);
 
     ngx_add_timer(&rd->connect_timer, NGX_HTTP_ACTIVITY_REDIS_CONNECT_TIMEOUT);
+
+    return NGX_OK;
+}
+
+
+/* asks the current sentinel where the master is */
+
+static void
+ngx_http_activity_redis_ask(ngx_http_activity_redis_t *rd)
+{
+    ngx_http_activity_redis_node_t  *node;
+
+    node = rd->addr->sentinels->elts;
+    node += rd->sentinel;
+
+    rd->phase = NGX_HTTP_ACTIVITY_REDIS_SENTINEL;
+    rd->found = 0;
+
+    if (ngx_http_activity_redis_open(rd, (char *) node->host.data,
+                                     node->port)
+        != NGX_OK)
+    {
+        ngx_http_activity_redis_failed(rd, (char *) rd->detail);
+    }
+}
+
+
+/*
+ * The current sentinel named no master (rd->detail says why): the next
+ * one is asked at once; when none did in this round, the trouble is
+ * logged (once) and the round starts over after the backoff.  A sentinel
+ * that answered is asked first next time.
+ */
+
+static void
+ngx_http_activity_redis_next(ngx_http_activity_redis_t *rd)
+{
+    ngx_uint_t  n;
+
+    n = rd->addr->sentinels->nelts;
+
+    rd->sentinel = (rd->sentinel + 1) % n;
+
+    if (++rd->asked < n) {
+        if (!rd->step.posted) {
+            ngx_post_event(&rd->step, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    rd->asked = 0;
+
+    ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_NO_MASTER,
+                                    "no sentinel named the master, the last",
+                                    (char *) rd->detail);
+    ngx_http_activity_redis_schedule(rd);
+}
+
+
+/* a connection could not be made (text says why): what comes next */
+
+static void
+ngx_http_activity_redis_failed(ngx_http_activity_redis_t *rd,
+    const char *text)
+{
+    switch (rd->phase) {
+
+    case NGX_HTTP_ACTIVITY_REDIS_SENTINEL:
+        ngx_http_activity_redis_about(rd, "sentinel", text);
+        ngx_http_activity_redis_next(rd);
+        return;
+
+    case NGX_HTTP_ACTIVITY_REDIS_MASTER:
+        ngx_http_activity_redis_about(rd, "master", text);
+        ngx_http_activity_redis_trouble(rd,
+                                        NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                        "cannot connect",
+                                        (char *) rd->detail);
+        break;
+
+    default:
+        ngx_http_activity_redis_trouble(rd,
+                                        NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
+                                        "cannot connect", text);
+    }
+
+    ngx_http_activity_redis_schedule(rd);
+}
+
+
+/* rd->detail = "sentinel 127.0.0.1:26379: text" (or "master ...") */
+
+static void
+ngx_http_activity_redis_about(ngx_http_activity_redis_t *rd,
+    const char *who, const char *text)
+{
+    u_char                          *p;
+    u_char                           tmp[sizeof(rd->detail)];
+    in_port_t                        port;
+    ngx_http_activity_redis_node_t  *node;
+
+    ngx_cpystrn(tmp, (u_char *) (text ? text : "unknown error"),
+                sizeof(tmp));
+
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_SENTINEL) {
+        node = rd->addr->sentinels->elts;
+        node += rd->sentinel;
+        p = node->host.data;
+        port = node->port;
+
+    } else {
+        p = rd->master_host;
+        port = rd->master_port;
+    }
+
+    p = ngx_snprintf(rd->detail, sizeof(rd->detail) - 1, "%s %s:%d: %s",
+                     who, p, (int) port, tmp);
+    *p = '\0';
+}
+
+
+/* the next step of discovery, once hiredis let go of the last context */
+
+static void
+ngx_http_activity_redis_step_handler(ngx_event_t *ev)
+{
+    ngx_http_activity_redis_t  *rd = ev->data;
+
+    if (rd->ac || rd->closing || ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_SENTINEL && rd->found) {
+        rd->found = 0;
+        rd->phase = NGX_HTTP_ACTIVITY_REDIS_MASTER;
+
+        if (ngx_http_activity_redis_open(rd, (char *) rd->master_host,
+                                         rd->master_port)
+            != NGX_OK)
+        {
+            ngx_http_activity_redis_failed(rd, (char *) rd->detail);
+        }
+
+        return;
+    }
+
+    ngx_http_activity_redis_ask(rd);
+}
+
+
+/* "SENTINEL get-master-addr-by-name": ["ip", "port"], or nil */
+
+static void
+ngx_http_activity_redis_sentinel_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    u_char       buf[sizeof(struct in6_addr)];
+    ngx_int_t    port;
+    const char  *text;
+    redisReply  *reply = r, *host;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    text = "unexpected reply";
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        text = "does not know the master";
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        text = reply->str;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_STRING
+               && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        host = reply->element[0];
+        port = ngx_atoi((u_char *) reply->element[1]->str,
+                        reply->element[1]->len);
+
+        text = "named a host name, not an IP address";
+
+        if (port > 0 && port < 65536
+            && (size_t) host->len < sizeof(rd->master_host))
+        {
+            ngx_memcpy(rd->master_host, host->str, host->len);
+            rd->master_host[host->len] = '\0';
+
+            /* hiredis would resolve a host name blockingly */
+
+            if (inet_pton(AF_INET, (char *) rd->master_host, buf) == 1
+                || inet_pton(AF_INET6, (char *) rd->master_host, buf) == 1)
+            {
+                rd->master_port = (in_port_t) port;
+                rd->found = 1;
+                ngx_http_activity_redis_drop(rd);
+                return;
+            }
+        }
+    }
+
+    ngx_http_activity_redis_about(rd, "sentinel", text);
+    rd->found = 0;
+    ngx_http_activity_redis_drop(rd);
+}
+
+
+/* the master named by a sentinel must say so itself */
+
+static void
+ngx_http_activity_redis_role_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_http_activity_redis_t  *rd = ac->data;
+
+    u_char      *p;
+    u_char       text[NGX_SOCKADDR_STRLEN];
+    redisReply  *reply = r, *role;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
+                                      "ROLE refused", reply->str);
+        return;
+    }
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role == NULL || role->type != REDIS_REPLY_STRING
+        || role->len != 6 || ngx_strncmp(role->str, "master", 6) != 0)
+    {
+        ngx_http_activity_redis_about(rd, "master",
+                                      "is not a master (yet) by ROLE");
+        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_NOT_MASTER,
+                                      "the sentinels named a replica",
+                                      (char *) rd->detail);
+        return;
+    }
+
+    /* one line per master: the first, and each one after a failover */
+
+    p = ngx_snprintf(text, sizeof(text), "%s:%d", rd->master_host,
+                     (int) rd->master_port);
+
+    if (rd->master.len != (size_t) (p - text)
+        || ngx_strncmp(rd->master.data, text, rd->master.len) != 0)
+    {
+        rd->master.len = p - text;
+        rd->master.data = rd->master_text;
+        ngx_memcpy(rd->master_text, text, rd->master.len);
+
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "activity: %s on redis \"%V\" uses the master at %V",
+                      rd->role, &rd->addr->url, &rd->master);
+
+        /* for activity_status; the text fits: an address and a port */
+
+        if (rd->stat_master) {
+            ngx_cpystrn(rd->stat_master, rd->master_text,
+                        ngx_min(rd->master.len + 1,
+                                NGX_HTTP_ACTIVITY_MASTER_LEN));
+        }
+    }
+
+    rd->ready = 1;
+
+    /* writes and drops wait until hiredis is done with this reply */
+
+    if (rd->on_ready) {
+        rd->in_connect = 1;
+        rd->on_ready(rd);
+        rd->in_connect = 0;
+    }
 }
 
 
@@ -279,6 +626,10 @@ ngx_http_activity_redis_close(ngx_http_activity_redis_t *rd)
         ngx_del_timer(&rd->ping);
     }
 
+    if (rd->step.posted) {
+        ngx_delete_posted_event(&rd->step);
+    }
+
     if (rd->ac) {
         redisAsyncFree(rd->ac);
     }
@@ -342,13 +693,29 @@ ngx_http_activity_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
-                                    "cannot connect", "connection timed out");
+    if (!(rd->ac->c.flags & REDIS_CONNECTED)) {
 
-    /* not connected yet: hiredis calls no disconnect callback */
+        /* not connected yet: hiredis calls no disconnect callback */
+
+        redisAsyncFree(rd->ac);
+        ngx_http_activity_redis_failed(rd, "connection timed out");
+        return;
+    }
+
+    /* connected, no answer to a question: the disconnect callback goes on */
+
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_SENTINEL) {
+        ngx_http_activity_redis_about(rd, "sentinel", "no answer in time");
+        rd->found = 0;
+
+    } else {
+        ngx_http_activity_redis_about(rd, "master", "no answer to ROLE");
+        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_TIMEOUT,
+                                        "cannot connect",
+                                        (char *) rd->detail);
+    }
 
     redisAsyncFree(rd->ac);
-    ngx_http_activity_redis_schedule(rd);
 }
 
 
@@ -404,12 +771,10 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     if (status != REDIS_OK) {
-        ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
-                                        "cannot connect", ac->errstr);
 
         /* hiredis frees the context when this callback returns */
 
-        ngx_http_activity_redis_schedule(rd);
+        ngx_http_activity_redis_failed(rd, ac->errstr);
         return;
     }
 
@@ -424,6 +789,26 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
                       "activity: cannot enable TCP keepalive on the %s "
                       "connection to redis", rd->role);
         c->c.err = 0;
+    }
+
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_SENTINEL) {
+
+        /* the connect timer bounds the answer too */
+
+        if (redisAsyncCommand(c, ngx_http_activity_redis_sentinel_reply, NULL,
+                              "SENTINEL get-master-addr-by-name %b",
+                              rd->addr->master_name.data,
+                              rd->addr->master_name.len)
+            != REDIS_OK)
+        {
+            ngx_http_activity_redis_about(rd, "sentinel",
+                                          "cannot send the question");
+            rd->drop_later = 1;
+        }
+
+        ngx_add_timer(&rd->connect_timer,
+                      NGX_HTTP_ACTIVITY_REDIS_CONNECT_TIMEOUT);
+        return;
     }
 
     /* pipelined ahead of everything else on this connection */
@@ -448,6 +833,22 @@ ngx_http_activity_redis_on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommand(c, ngx_http_activity_redis_setup_reply,
                           (void *) "SELECT refused", "SELECT %d",
                           (int) rd->addr->db);
+    }
+
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_MASTER) {
+
+        /* a sentinel's view may be stale: the server must agree */
+
+        if (redisAsyncCommand(c, ngx_http_activity_redis_role_reply, NULL,
+                              "ROLE")
+            != REDIS_OK)
+        {
+            rd->drop_later = 1;
+        }
+
+        ngx_add_timer(&rd->connect_timer,
+                      NGX_HTTP_ACTIVITY_REDIS_CONNECT_TIMEOUT);
+        return;
     }
 
     rd->ready = 1;
@@ -484,11 +885,38 @@ ngx_http_activity_redis_on_disconnect(const redisAsyncContext *ac,
         return;
     }
 
+    if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_SENTINEL) {
+
+        /* a sentinel is let go once it answered; the step goes on */
+
+        if (rd->found) {
+            if (!rd->step.posted) {
+                ngx_post_event(&rd->step, &ngx_posted_events);
+            }
+
+            return;
+        }
+
+        if (status != REDIS_OK) {
+            ngx_http_activity_redis_about(rd, "sentinel", ac->errstr);
+        }
+
+        ngx_http_activity_redis_next(rd);
+        return;
+    }
+
     /* a drop of ours (status REDIS_OK) was logged by whoever dropped */
 
     if (status != REDIS_OK) {
+        if (rd->phase == NGX_HTTP_ACTIVITY_REDIS_MASTER) {
+            ngx_http_activity_redis_about(rd, "master", ac->errstr);
+        }
+
         ngx_http_activity_redis_trouble(rd, NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE,
-                                        "lost the connection", ac->errstr);
+                                        "lost the connection",
+                                        rd->phase
+                                        == NGX_HTTP_ACTIVITY_REDIS_MASTER
+                                        ? (char *) rd->detail : ac->errstr);
     }
 
     if (rd->on_down) {

@@ -48,6 +48,22 @@ struct ngx_http_activity_redis_s {
 
     ngx_atomic_t                        *stat_up;          /* or NULL */
     ngx_atomic_t                        *stat_reconnects;  /* or NULL */
+    u_char                              *stat_master;      /* or NULL */
+
+    /*
+     * redis+sentinel://: the sentinel to ask next, how many were asked
+     * in this round, and the master the last one named
+     */
+    ngx_uint_t                           phase;
+    ngx_uint_t                           sentinel;
+    ngx_uint_t                           asked;
+    ngx_event_t                          step;      /* posted: next try */
+    in_port_t                            master_port;
+    u_char                               master_host[NGX_INET6_ADDRSTRLEN
+                                                     + 1];
+    ngx_str_t                            master;    /* "ip:port", in use */
+    u_char                               master_text[NGX_SOCKADDR_STRLEN];
+    u_char                               detail[160];  /* for the log */
 
     ngx_http_activity_redis_handler_pt   on_ready;
     ngx_http_activity_redis_handler_pt   on_down;
@@ -62,6 +78,8 @@ struct ngx_http_activity_redis_s {
     unsigned                             in_connect:1;
     unsigned                             write_later:1;
     unsigned                             drop_later:1;
+
+    unsigned                             found:1;   /* a sentinel named it */
 };
 
 
@@ -69,6 +87,13 @@ struct ngx_http_activity_redis_s {
 #define NGX_HTTP_ACTIVITY_REDIS_UNREACHABLE   1
 #define NGX_HTTP_ACTIVITY_REDIS_REFUSED       2
 #define NGX_HTTP_ACTIVITY_REDIS_TIMEOUT       3
+#define NGX_HTTP_ACTIVITY_REDIS_NO_MASTER     4
+#define NGX_HTTP_ACTIVITY_REDIS_NOT_MASTER    5
+
+/* what the connection being made is for */
+#define NGX_HTTP_ACTIVITY_REDIS_DIRECT        0
+#define NGX_HTTP_ACTIVITY_REDIS_SENTINEL      1
+#define NGX_HTTP_ACTIVITY_REDIS_MASTER        2
 
 
 void ngx_http_activity_redis_init(ngx_http_activity_redis_t *rd,

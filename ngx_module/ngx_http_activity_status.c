@@ -35,8 +35,20 @@ typedef struct {
 } ngx_http_activity_metric_t;
 
 
+/* activity_redis_master: how many processes use one master */
+
+typedef struct {
+    ngx_uint_t      connection;     /* 0: queue, 1: subscriber */
+    ngx_uint_t      processes;
+    size_t          len;
+    u_char          addr[NGX_HTTP_ACTIVITY_MASTER_LEN];
+} ngx_http_activity_master_t;
+
+
 static ngx_int_t ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_array_t *ngx_http_activity_status_masters(ngx_pool_t *pool,
+    ngx_http_activity_stats_t *st);
 static void ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,
     ngx_http_activity_proc_stats_t *sum);
 static void ngx_http_activity_status_give_back(
@@ -66,6 +78,11 @@ static ngx_http_activity_metric_t  ngx_http_activity_metrics[] = {
     { "activity_events_dropped_total", "counter",
       "Events dropped because the per-worker buffer was full.",
       ngx_http_activity_stat_offset(events_dropped) },
+
+    { "activity_events_unreplicated_total", "counter",
+      "Events acknowledged by the Redis master that no replica confirmed "
+      "within activity_redis_wait_replica.",
+      ngx_http_activity_stat_offset(events_unreplicated) },
 
     { "activity_events_spooled_total", "counter",
       "Events written to the disk spool (activity_spool).",
@@ -148,9 +165,11 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
     ngx_buf_t                       *b;
     ngx_uint_t                       i;
     ngx_chain_t                      out;
+    ngx_array_t                     *masters;
     ngx_atomic_uint_t                v;
     ngx_http_activity_stats_t       *st;
     ngx_http_activity_metric_t      *m;
+    ngx_http_activity_master_t      *ms;
     ngx_http_activity_proc_stats_t   sum;
     ngx_http_activity_main_conf_t   *amcf;
 
@@ -186,6 +205,14 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
         size += ngx_strlen(ngx_http_activity_jwt_labels[i])
                 + NGX_HTTP_ACTIVITY_STATUS_LINE;
     }
+
+    masters = ngx_http_activity_status_masters(r->pool, st);
+    if (masters == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size += masters->nelts
+            * (NGX_HTTP_ACTIVITY_STATUS_LINE + NGX_HTTP_ACTIVITY_MASTER_LEN);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -225,6 +252,24 @@ ngx_http_activity_status_handler(ngx_http_request_t *r)
                      "%uA\n",
                      (ngx_atomic_uint_t) sum.queue_up,
                      (ngx_atomic_uint_t) sum.subscriber_up);
+
+    if (masters->nelts) {
+        p = ngx_slprintf(p, last,
+                         "# HELP activity_redis_master Worker processes by "
+                         "the master (redis+sentinel://) their connection "
+                         "last used.\n"
+                         "# TYPE activity_redis_master gauge\n");
+    }
+
+    ms = masters->elts;
+
+    for (i = 0; i < masters->nelts; i++) {
+        p = ngx_slprintf(p, last,
+                         "activity_redis_master{connection=\"%s\","
+                         "address=\"%*s\"} %ui\n",
+                         ms[i].connection ? "subscriber" : "queue",
+                         ms[i].len, ms[i].addr, ms[i].processes);
+    }
 
     p = ngx_slprintf(p, last,
                      "# HELP activity_auth_refusals_total Tokens refused, "
@@ -337,6 +382,8 @@ ngx_http_activity_status_slot(ngx_http_activity_stats_t *st, ngx_log_t *log)
     own->buffered = 0;
     own->queue_up = 0;
     own->subscriber_up = 0;
+    own->queue_master[0] = '\0';
+    own->subscriber_master[0] = '\0';
 
     ngx_http_activity_proc_stats = own;
 
@@ -426,6 +473,79 @@ ngx_http_activity_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /* the gauges of the processes that are alive */
+
+/*
+ * The masters the live processes' connections last used, with how many
+ * use each.  A process may be rewriting its text as it is read: at
+ * worst one scrape shows a mixed address.
+ */
+
+static ngx_array_t *
+ngx_http_activity_status_masters(ngx_pool_t *pool,
+    ngx_http_activity_stats_t *st)
+{
+    u_char                          *text;
+    size_t                           len;
+    ngx_uint_t                       i, c, k;
+    ngx_array_t                     *a;
+    ngx_atomic_uint_t                pid;
+    ngx_http_activity_master_t      *m;
+    ngx_http_activity_proc_stats_t  *slot;
+
+    a = ngx_array_create(pool, 4, sizeof(ngx_http_activity_master_t));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < NGX_HTTP_ACTIVITY_WORKER_SLOTS; i++) {
+        slot = &st->procs[i];
+        pid = slot->pid;
+
+        if (pid == 0
+            || (pid != (ngx_atomic_uint_t) ngx_pid
+                && !ngx_http_activity_status_alive((ngx_pid_t) pid)))
+        {
+            continue;
+        }
+
+        for (c = 0; c < 2; c++) {
+            text = c ? slot->subscriber_master : slot->queue_master;
+            len = ngx_strnlen(text, NGX_HTTP_ACTIVITY_MASTER_LEN - 1);
+
+            if (len == 0) {
+                continue;
+            }
+
+            m = a->elts;
+
+            for (k = 0; k < a->nelts; k++) {
+                if (m[k].connection == c && m[k].len == len
+                    && ngx_strncmp(m[k].addr, text, len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < a->nelts) {
+                m[k].processes++;
+                continue;
+            }
+
+            m = ngx_array_push(a);
+            if (m == NULL) {
+                return NULL;
+            }
+
+            m->connection = c;
+            m->processes = 1;
+            m->len = len;
+            ngx_memcpy(m->addr, text, len);
+        }
+    }
+
+    return a;
+}
+
 
 static void
 ngx_http_activity_status_sum(ngx_http_activity_stats_t *st,

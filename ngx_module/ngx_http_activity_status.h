@@ -14,6 +14,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_activity_jwt.h"
+#include "ngx_http_activity_module.h"
 
 
 /*
@@ -34,6 +35,10 @@ typedef struct {
     ngx_atomic_t    subscriber_up;
     ngx_atomic_t    connections;            /* its dashboard_connections */
     ngx_atomic_t    dashboards[3];          /* its dashboards[] */
+
+    /* redis+sentinel: "ip:port" of the master last used, or "" */
+    u_char          queue_master[NGX_HTTP_ACTIVITY_MASTER_LEN];
+    u_char          subscriber_master[NGX_HTTP_ACTIVITY_MASTER_LEN];
 } ngx_http_activity_proc_stats_t;
 
 
@@ -54,6 +59,7 @@ struct ngx_http_activity_stats_s {
     ngx_atomic_t    resumes_recovered;      /* issue 12 */
     ngx_atomic_t    resumes_not_recovered;
     ngx_atomic_t    auth_refused[NGX_HTTP_ACTIVITY_JWT_REASONS];
+    ngx_atomic_t    events_unreplicated;    /* no replica confirmed */
     ngx_http_activity_proc_stats_t  procs[NGX_HTTP_ACTIVITY_WORKER_SLOTS];
 };
 

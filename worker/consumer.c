@@ -345,12 +345,21 @@ consumer_connect(consumer_t *c)
 static void
 consumer_redis_ok(consumer_t *c)
 {
-    char  where[300];
+    char  where[300], peer[300];
 
     if (c->redis_down || !c->redis_seen) {
-        log_info("redis connected", "redis=%s queue=%s processing=%s",
-                 redis_target_describe(c->target, where, sizeof(where)),
-                 c->settings->queue, c->proc_key);
+        if (c->target->nsentinels > 0) {
+            /* which master the sentinels named: it changes on failover */
+            log_info("redis connected", "redis=%s master=%s queue=%s"
+                     " processing=%s",
+                     redis_target_describe(c->target, where, sizeof(where)),
+                     redis_peer(c->rc, peer, sizeof(peer)),
+                     c->settings->queue, c->proc_key);
+        } else {
+            log_info("redis connected", "redis=%s queue=%s processing=%s",
+                     redis_target_describe(c->target, where, sizeof(where)),
+                     c->settings->queue, c->proc_key);
+        }
     }
 
     c->redis_down = 0;

@@ -55,8 +55,11 @@ static void settings_parse_delays(settings_t *s);
 static const setting_t  settings_table[] = {
 
     { "redis", "ACTIVITY_REDIS_URL", "redis://127.0.0.1:6379", "URL",
-      "Redis to consume from: redis://[[user]:password@]host[:port][/db]"
-      " or unix:/path/to/socket",
+      "Redis to consume from: redis://[[user]:password@]host[:port][/db],"
+      " unix:/path/to/socket, or"
+      " redis+sentinel://[[user]:password@]host[:port][,host[:port]...]"
+      "/MASTER[/db] to ask Redis Sentinel where the master is (again after"
+      " every lost connection or READONLY)",
       SET_STRING, 0, 0, OFF(redis_url) },
 
     { "pg", "ACTIVITY_PG_URL",

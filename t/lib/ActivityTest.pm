@@ -882,6 +882,7 @@ sub stop_all {
     }
     $self->redis_stop if $self->{procs}{redis};
     $self->pg_stop;
+    $self->sentinel_stop;
 }
 
 # The lines of nginx's error log (and of every log our processes wrote to
@@ -1576,6 +1577,177 @@ sub cpu_seconds {
     my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
     # fields 14 and 15 (utime, stime), counted after the "(comm)"
     return ($f[11] + $f[12]) / $hz;
+}
+
+# --- issue 12 §3 (sentinel): a master, a replica, three sentinels -------
+# sentinel_start(name => 'mymaster') starts Redis (the master, on
+# redis_port, as redis_start does), a replica on port('replica')
+# (--replicaof) and three redis-sentinel processes on port('sentinel1')
+# .. port('sentinel3'), each with its own writable config file, quick to
+# fail over (down-after-milliseconds 1000, failover-timeout 5000); waits
+# until the sentinels know the replica and each other, and the replica
+# is in sync.
+
+sub sentinel_name { $_[0]{sentinel_name} // 'mymaster' }
+
+# redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/NAME[/db]
+sub sentinel_url {
+    my ($self, %o) = @_;
+    return 'redis+sentinel://'
+        . (defined $o{password} ? ":$o{password}@" : '')
+        . join(',', map { '127.0.0.1:' . $self->port("sentinel$_") } 1 .. 3)
+        . '/' . $self->sentinel_name
+        . (defined $o{db} ? "/$o{db}" : '');
+}
+
+sub sentinel_start {
+    my ($self, %o) = @_;
+    $self->{sentinel_name} = $o{name} if defined $o{name};
+    my $name = $self->sentinel_name;
+    my $bin = _which('redis-sentinel') || '/usr/bin/redis-sentinel';
+    croak "missing: redis-sentinel (Debian package redis-sentinel)"
+        unless -x $bin;
+
+    # a replica syncs at once (Redis 7 waits 5 s for others to join)
+    $self->redis_args('--repl-diskless-sync-delay', '0')
+        unless $self->{redis_args};
+    $self->redis_start;
+
+    $self->sentinel_replica_start;
+
+    for my $i (1 .. 3) {
+        my $sd = "$self->{dir}/sentinel$i";
+        make_path($sd);
+        my $port = $self->port("sentinel$i");
+        open my $fh, '>', "$sd/sentinel.conf" or croak "$sd: $!";
+        print $fh <<"EOC";
+bind 127.0.0.1
+port $port
+daemonize no
+dir $sd
+logfile ""
+sentinel monitor $name 127.0.0.1 @{[ $self->redis_port ]} 2
+sentinel down-after-milliseconds $name 1000
+sentinel failover-timeout $name 5000
+sentinel parallel-syncs $name 1
+EOC
+        close $fh;
+        $self->_spawn("sentinel:$i", "$sd/sentinel.log", $bin,
+            "$sd/sentinel.conf");
+    }
+
+    my $ok = wait_for {
+        for my $i (1 .. 3) {
+            my $r = eval { $self->sentinel_client($i) } or return 0;
+            my @l = eval { $r->sentinel('master', $name) };
+            @l = @{ $l[0] } if @l == 1 && ref $l[0] eq 'ARRAY';
+            my %m = @l % 2 ? () : @l;
+            return 0 unless ($m{'num-slaves'} // 0) == 1
+                && ($m{'num-other-sentinels'} // 0) == 2;
+        }
+        return 1;
+    } 30, 0.2;
+    croak "the sentinels did not find the replica and each other"
+        unless $ok;
+    croak "the replica did not get in sync"
+        unless wait_for { $self->sentinel_replica_ready($self->port('replica')) }
+            30, 0.2;
+    return $self;
+}
+
+# (Re)starts the replica process on port('replica'), replica of
+# redis_port.
+sub sentinel_replica_start {
+    my ($self) = @_;
+    my $d = "$self->{dir}/replica";
+    make_path($d);
+    $self->_spawn('redis:replica', "$d/redis.log", $BIN{redis},
+        '--bind', '127.0.0.1', '--port', $self->port('replica'),
+        '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+        '--dir', $d, '--logfile', '', '--repl-diskless-sync-delay', '0',
+        '--replicaof', '127.0.0.1', $self->redis_port);
+    return $self;
+}
+
+# One more sentinel, on port("sentinel-$label"), monitoring $host:$port
+# as $name, with extra config @lines; returns its port.
+sub sentinel_start_extra {
+    my ($self, $label, $name, $host, $port, @lines) = @_;
+    my $bin = _which('redis-sentinel') || '/usr/bin/redis-sentinel';
+    my $sd = "$self->{dir}/sentinel-$label";
+    make_path($sd);
+    my $sport = $self->port("sentinel-$label");
+    open my $fh, '>', "$sd/sentinel.conf" or croak "$sd: $!";
+    print $fh join "\n", "bind 127.0.0.1", "port $sport", "daemonize no",
+        "dir $sd", 'logfile ""', @lines,
+        "sentinel monitor $name $host $port 1", '';
+    close $fh;
+    $self->_spawn("sentinel:$label", "$sd/sentinel.log", $bin,
+        "$sd/sentinel.conf");
+    wait_for { _port_open($sport) } 10 or croak "sentinel $label: no port";
+    return $sport;
+}
+
+# A Redis client on sentinel $i (1..3).
+sub sentinel_client {
+    my ($self, $i) = @_;
+    require Redis;
+    return Redis->new(server => '127.0.0.1:' . $self->port("sentinel$i"),
+        cnx_timeout => 2, reconnect => 0);
+}
+
+# The port of the master as sentinel $i (default 1) names it, or undef.
+sub sentinel_master_port {
+    my ($self, $i) = @_;
+    my $r = eval { $self->sentinel_client($i // 1) } or return undef;
+    my @a = eval { $r->sentinel('get-master-addr-by-name',
+        $self->sentinel_name) };
+    return ref $a[0] eq 'ARRAY' ? $a[0][1] : $a[1];
+}
+
+# A Redis client on whichever server the sentinels name master now.
+sub sentinel_master_client {
+    my ($self) = @_;
+    my $port = $self->sentinel_master_port or croak "no master named";
+    require Redis;
+    return Redis->new(server => "127.0.0.1:$port", cnx_timeout => 2,
+        reconnect => 2, every => 100_000);
+}
+
+# The name under which _spawn knows the Redis process on $port.
+sub sentinel_proc_of {
+    my ($self, $port) = @_;
+    return $port == $self->redis_port ? 'redis'
+        : $port == $self->port('replica') ? 'redis:replica' : undef;
+}
+
+# Whether every sentinel sees the server on $port as a replica in sync
+# (flags "slave", master link "ok"): one it may promote.
+sub sentinel_replica_ready {
+    my ($self, $port) = @_;
+    for my $i (1 .. 3) {
+        my $r = eval { $self->sentinel_client($i) } or return 0;
+        my @l = eval { $r->sentinel('replicas', $self->sentinel_name) };
+        @l = @{ $l[0] } if @l == 1 && ref $l[0] eq 'ARRAY'
+            && ref $l[0][0] eq 'ARRAY';
+        my $ok = grep {
+            my %h = @$_;
+            ($h{port} // 0) == $port && ($h{flags} // '') eq 'slave'
+                && ($h{'master-link-status'} // '') eq 'ok'
+        } grep { ref eq 'ARRAY' } @l;
+        return 0 unless $ok;
+    }
+    return 1;
+}
+
+# Stops the replica and the sentinels (stop_all does the master).
+sub sentinel_stop {
+    my ($self) = @_;
+    for my $name (grep { /^(sentinel:|redis:replica)/ }
+        keys %{ $self->{procs} })
+    {
+        $self->_stop($name, 'TERM', 10);
+    }
 }
 
 1;
