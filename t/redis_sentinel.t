@@ -390,7 +390,8 @@ ok(wait_for(sub {
         >= 4 }, 30), 'nginx asks the sentinels again and again');
 my @nosuch = $t->log_lines(qr/no sentinel named the master/,
     $t->error_log('lost'));
-is(scalar @nosuch, 2, 'one warn line for each connection');
+is(scalar @nosuch, 3,
+    'one warn line for each connection (queue, subscriber, resume)');
 like($nosuch[0] // '', qr/\[warn\].* on redis "redis\+sentinel:\/\/[^"]+\/nosuch": no sentinel named the master, the last: sentinel 127\.0\.0\.1:\d+: does not know the master; retrying with backoff/,
     'saying why');
 is(lost_metric(qr/^activity_redis_connected\{connection="queue"\} (\d+)$/m),
@@ -410,11 +411,11 @@ $t->nginx_start(name => 'byname');
 
 my $hostname = qr/no sentinel named the master, the last: sentinel 127\.0\.0\.1:$sport: named a host name, not an IP address/;
 ok(wait_for(sub {
-    $t->log_lines($hostname, $t->error_log('byname')) == 2 }, 30),
+    $t->log_lines($hostname, $t->error_log('byname')) == 3 }, 30),
     'a host name from a sentinel is refused, not resolved');
 sleep 1;
 is(scalar(() = $t->log_lines(qr/no sentinel named the master/,
-    $t->error_log('byname'))), 2, 'once per connection');
+    $t->error_log('byname'))), 3, 'once per connection');
 
 # --- 7. a sentinel that names a replica: ROLE says so, it is not used ------
 
@@ -428,7 +429,7 @@ $t->nginx_start(name => 'stale');
 
 my $named_replica = qr/\[warn\].*the sentinels named a replica: master 127\.0\.0\.1:$replica: is not a master \(yet\) by ROLE; retrying with backoff/;
 ok(wait_for(sub {
-    $t->log_lines($named_replica, $t->error_log('stale')) == 2 }, 30),
+    $t->log_lines($named_replica, $t->error_log('stale')) == 3 }, 30),
     'nginx: a replica named by a sentinel is not used (ROLE)');
 ok(!grep({ /uses the master/ } $t->log_lines(qr/activity/,
     $t->error_log('stale'))), '... never');
