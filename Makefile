@@ -116,8 +116,15 @@ stop:
 bench-track: deps-test all
 	bench/track.sh
 
-bench-dashboard: deps-test all
+# our stack and the Node stack it replaces (bench/baseline/, from npm),
+# the same dashboard clients (build/dashclient) on both, alternating
+bench-dashboard: deps-test all $(BUILD)/dashclient
+	npm ci --prefix bench/baseline --no-audit --no-fund
 	bench/dashboard.sh
+
+$(BUILD)/dashclient: bench/dashclient.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -o $@ $<
 
 # the worker's store rate against a raw COPY of the same N rows
 bench-store: deps-test all

@@ -1,30 +1,41 @@
 // bench/dashboard.js: end-to-end latency from a tracked request to the
-// `activity:new` frame at every dashboard client.
+// `activity:new` event at every dashboard client.
 //
-// The parent forks client processes (each holding its share of the
-// WebSocket connections), waits until all are open, then sends tracked
-// requests at a fixed rate.  Each request path carries its send time in
-// microseconds (performance.timeOrigin + performance.now(), one clock for
-// every process on the machine); a client that receives the event takes
-// the difference.  Clients keep a histogram, not every sample.
+// The parent starts client processes (each holding its share of the
+// connections), waits until all are open, then sends tracked requests
+// at a fixed rate.  Each request path carries its send time in
+// microseconds of the monotonic clock (process.hrtime, CLOCK_MONOTONIC:
+// one clock for every process on the machine); a client that receives
+// the event takes the difference.  Clients keep a histogram, not every
+// sample.
 //
-// Clients are raw sockets by default (--client raw): after the upgrade
-// they scan what arrives for the send times, without decoding frames,
-// so that a small machine measures nginx's delivery rather than its
-// own clients' JSON work.  --client ws uses the `ws` library instead.
+// Clients (--client):
+//   c    (default) bench/dashclient.c: every client of a process in one
+//        epoll loop, frames parsed just enough; speaks plain WebSocket
+//        (--proto ws) or Engine.IO/Socket.IO over WebSocket (--proto
+//        sio: CONNECT to --nsp with {"token": --token}).  Light enough
+//        that 20,000 frames a second do not load the machine.
+//   raw  Node raw sockets scanning what arrives (plain WebSocket only)
+//   ws   the `ws` library (plain WebSocket only)
 //
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
-//        --seconds S [--procs P] [--client raw|ws]
+//        --seconds S [--procs P] [--client c|raw|ws] [--proto ws|sio]
+//        [--token T] [--nsp /dashboard] [--dashclient PATH]
 //        [--nginx-pids PID,PID]
 
 'use strict';
 
-const { fork } = require('child_process');
+const { fork, spawn } = require('child_process');
 const http = require('http');
 const net = require('net');
 const fs = require('fs');
 const { performance } = require('perf_hooks');
-const { nowUs, args } = require('./lib');
+const { args } = require('./lib');
+
+// microseconds of CLOCK_MONOTONIC, the clock dashclient.c reads
+function nowUs() {
+    return Number(process.hrtime.bigint() / 1000n);
+}
 
 const BUCKET_US = 50;            // histogram resolution
 const BUCKETS = 200000;          // up to 10 s
@@ -120,6 +131,47 @@ function client(opt) {
 }
 
 
+// A dashclient.c process with the same face as a forked Node client:
+// 'message' events ({open}, {received, closed, max, hist}) and send().
+function dashclient(a, n) {
+    const u = new URL(a.ws);
+    const bin = a.dashclient || `${__dirname}/../build/dashclient`;
+    const p = spawn(bin, ['--port', u.port, '--path', u.pathname + u.search,
+                          '--clients', String(n), '--proto', a.proto || 'ws',
+                          '--nsp', a.nsp || '/dashboard',
+                          '--token', a.token || ''],
+                    { stdio: ['pipe', 'pipe', 'inherit'] });
+    const { EventEmitter } = require('events');
+    const c = new EventEmitter();
+    let out = '';
+    p.stdout.on('data', (d) => {
+        out += d;
+        let nl;
+        while ((nl = out.indexOf('\n')) >= 0) {
+            const line = out.slice(0, nl);
+            out = out.slice(nl + 1);
+            if (line.startsWith('open ')) {
+                c.failed = Number(line.split(' ')[2]);
+                c.emit('message', { open: true });
+            } else if (line.startsWith('{')) {
+                c.emit('message', JSON.parse(line));
+            }
+        }
+    });
+    p.on('exit', (code) => {
+        if (code) {
+            console.error(`dashclient exited with ${code}`);
+            process.exit(1);
+        }
+    });
+    c.send = (m) => {
+        if (m.start) p.stdin.write(`start ${m.start}\n`);
+        if (m.report) p.stdin.write('report\n');
+    };
+    return c;
+}
+
+
 function percentile(hist, total, p) {
     let seen = 0;
     const keys = Object.keys(hist).map(Number).sort((x, y) => x - y);
@@ -143,25 +195,32 @@ async function main() {
     const clients = Number(a.clients || 100);
     const rate = Number(a.rate || 500);
     const seconds = Number(a.seconds || 10);
-    const procs = Number(a.procs || (clients >= 1000 ? 2 : 1));
+    const procs = Number(a.procs
+        || ((a.client || 'c') !== 'c' && clients >= 1000 ? 2 : 1));
     const pids = (a['nginx-pids'] || '').split(',').filter(Boolean);
 
     const rss0 = pids.length ? rss(pids) : 0;
     const children = [];
 
+    const mode = a.client || 'c';
     for (let i = 0; i < procs; i++) {
         const share = Math.floor(clients / procs)
             + (i < clients % procs ? 1 : 0);
+        if (mode === 'c') {
+            children.push(dashclient(a, share));
+            continue;
+        }
         const c = fork(__filename, ['--child', '1'],
                        { env: { ...process.env, BENCH_WS: a.ws,
                                 BENCH_CLIENTS: String(share),
-                                BENCH_MODE: a.client || 'raw' } });
+                                BENCH_MODE: mode } });
         children.push(c);
     }
 
     await Promise.all(children.map((c) => new Promise((res) => {
         c.on('message', (m) => { if (m.open) res(); });
     })));
+    const refused = children.reduce((n, c) => n + (c.failed || 0), 0);
 
     await new Promise((res) => setTimeout(res, 1000));
     const rss1 = pids.length ? rss(pids) : 0;
@@ -221,7 +280,7 @@ async function main() {
         p50_ms: percentile(hist, received, 0.50),
         p99_ms: percentile(hist, received, 0.99),
         max_ms: max / 1000,
-        closed,
+        closed, refused,
         nginx_kib_per_client: pids.length
             ? (rss1 - rss0) / clients : null,
     };
