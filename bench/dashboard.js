@@ -143,6 +143,7 @@ function dashclient(a, n) {
                     { stdio: ['pipe', 'pipe', 'inherit'] });
     const { EventEmitter } = require('events');
     const c = new EventEmitter();
+    c.pid = p.pid;
     let out = '';
     p.stdout.on('data', (d) => {
         out += d;
@@ -169,6 +170,23 @@ function dashclient(a, n) {
         if (m.report) p.stdin.write('report\n');
     };
     return c;
+}
+
+
+// CPU time (us) of the client processes so far, from /proc (-1 if gone)
+function cpuUs(children) {
+    const tick = 1e6 / 100;         // getconf CLK_TCK
+    let sum = 0;
+    for (const c of children) {
+        try {
+            const f = fs.readFileSync(`/proc/${c.pid}/stat`, 'utf8')
+                .split(') ')[1].split(' ');
+            sum += (Number(f[11]) + Number(f[12])) * tick;
+        } catch (e) {
+            return -1;
+        }
+    }
+    return sum;
 }
 
 
@@ -227,6 +245,7 @@ async function main() {
 
     const since = nowUs();
     children.forEach((c) => c.send({ start: since }));
+    const cpu0 = cpuUs(children);
 
     // the load: a fixed rate, spread over the second
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -256,6 +275,8 @@ async function main() {
     // let the last events arrive
     await new Promise((res) => setTimeout(res, 2000));
 
+    const wall = nowUs() - since;
+    const cpu1 = cpuUs(children);
     const reports = await Promise.all(children.map((c) =>
         new Promise((res) => {
             c.on('message', (m) => { if (m.hist) res(m); });
@@ -281,6 +302,8 @@ async function main() {
         p99_ms: percentile(hist, received, 0.99),
         max_ms: max / 1000,
         closed, refused,
+        // the clients' own CPU over the run, as a share of one core
+        client_cpu: cpu1 >= 0 && cpu0 >= 0 ? (cpu1 - cpu0) / wall : null,
         nginx_kib_per_client: pids.length
             ? (rss1 - rss0) / clients : null,
     };

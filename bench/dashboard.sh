@@ -16,7 +16,9 @@
 # requests at a fixed rate, the latency from request sent to
 # `activity:new` received (p50, p99, max) and the fraction delivered.
 # It prints every round, then the medians over the rounds side by side
-# with the ratio node / module.
+# with the ratio node / module. "client CPU" is the clients' own CPU
+# time over the run as a share of one core: the harness must stay far
+# from saturating the machine.
 #
 # Both stacks run with their defaults: the worker as `make run` and the
 # systemd unit start it, the module's default directives, Socket.IO's and
@@ -141,8 +143,9 @@ sub median {
 printf "rate %d events/s for %d s, %d round(s), defaults, "
     . "%d nginx worker(s), %s clients\n",
     $rate, $seconds, $rounds, $workers, $client;
-printf "%-10s %8s %6s %9s %9s %9s %10s\n",
-    'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered';
+printf "%-10s %8s %6s %9s %9s %9s %10s %11s\n",
+    'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered',
+    'client CPU';
 
 my %res;
 for my $n (@clients) {
@@ -157,9 +160,10 @@ for my $n (@clients) {
                 --seconds $seconds $procs $pids`;
             my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
             push @{ $res{$n}{$s} }, $r;
-            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f\n",
+            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%%\n",
                 $s, $n, $round, $r->{p50_ms} // -1, $r->{p99_ms} // -1,
-                $r->{max_ms} // -1, $r->{delivered} // 0;
+                $r->{max_ms} // -1, $r->{delivered} // 0,
+                100 * ($r->{client_cpu} // 0);
             sleep 2;
         }
     }

@@ -18,8 +18,9 @@
  * stdout: "open OK FAILED" once every client is open or has failed.
  * stdin:  "start US" counts events sent from US on (older ones are in
  *         snapshots); "report" prints one JSON line
- *         {"received":..,"closed":..,"max":..,"hist":{bucket:count}}
- *         (buckets of 50 us) and exits.
+ *         {"received":..,"closed":..,"max":..,"cpu_us":..,
+ *          "hist":{bucket:count}} (buckets of 50 us; cpu_us: this
+ *         process's CPU time since the start) and exits.
  */
 
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -402,10 +404,15 @@ on_writable(conn_t *c)
 static void
 report(void)
 {
-    int  i, first = 1;
+    struct rusage  ru;
+    int            i, first = 1;
 
-    printf("{\"received\":%llu,\"closed\":%d,\"max\":%lld,\"hist\":{",
-           (unsigned long long) received, closed, (long long) maxus);
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"received\":%llu,\"closed\":%d,\"max\":%lld,"
+           "\"cpu_us\":%lld,\"hist\":{",
+           (unsigned long long) received, closed, (long long) maxus,
+           (long long) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000
+           + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
     for (i = 0; i <= BUCKETS; i++) {
         if (hist[i]) {
             printf("%s\"%d\":%u", first ? "" : ",", i, hist[i]);
