@@ -21,7 +21,13 @@
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
 //        --seconds S [--procs P] [--client c|raw|ws] [--proto ws|sio]
 //        [--token T] [--nsp /dashboard] [--dashclient PATH]
-//        [--nginx-pids PID,PID]
+//        [--nginx-pids PID,PID] [--monitor REDIS_PORT]
+//
+// --monitor: also watch Redis with MONITOR and time, per bench event,
+// its first command in Redis (the enqueue: our LPUSH, BullMQ's job
+// script) and its PUBLISH, from the same send time: where the time goes
+// before the fan-out. MONITOR costs Redis some work: a diagnostic, off
+// by default.
 
 'use strict';
 
@@ -173,6 +179,48 @@ function dashclient(a, n) {
 }
 
 
+// MONITOR on Redis: the delay from send time to an event's first
+// command (enqueue) and to its PUBLISH, as sorted arrays of us.
+function monitor(port) {
+    const sock = net.connect(port, '127.0.0.1');
+    const seen = new Set();
+    const enq = [], pub = [];
+    let since = Infinity, carry = '';
+    sock.setNoDelay(true);
+    sock.write('MONITOR\r\n');
+    sock.on('data', (d) => {
+        const now = nowUs();
+        const lines = (carry + d.toString('latin1')).split('\r\n');
+        carry = lines.pop();
+        for (const l of lines) {
+            const m = l.match(/\/api\/bench\/(\d+)/);
+            if (!m) continue;
+            const sent = Number(m[1]);
+            if (sent < since) continue;
+            const cmd = (l.match(/\] "([A-Za-z]+)"/) || [])[1] || '';
+            if (!seen.has(sent)) {
+                seen.add(sent);
+                enq.push(now - sent);
+            }
+            if (cmd.toUpperCase() === 'PUBLISH') pub.push(now - sent);
+        }
+    });
+    sock.on('error', () => {});
+    return {
+        start: (us) => { since = us; },
+        stop: () => {
+            sock.destroy();
+            const q = (v, p) => v.length
+                ? v.sort((x, y) => x - y)[Math.min(v.length - 1,
+                    Math.floor(v.length * p))] / 1000 : null;
+            return { enqueue_p50_ms: q(enq, 0.5), enqueue_p99_ms: q(enq, 0.99),
+                     publish_p50_ms: q(pub, 0.5), publish_p99_ms: q(pub, 0.99),
+                     published: pub.length };
+        },
+    };
+}
+
+
 // CPU time (us) of the client processes so far, from /proc (-1 if gone)
 function cpuUs(children) {
     const tick = 1e6 / 100;         // getconf CLK_TCK
@@ -243,8 +291,10 @@ async function main() {
     await new Promise((res) => setTimeout(res, 1000));
     const rss1 = pids.length ? rss(pids) : 0;
 
+    const mon = a.monitor ? monitor(Number(a.monitor)) : null;
     const since = nowUs();
     children.forEach((c) => c.send({ start: since }));
+    if (mon) mon.start(since);
     const cpu0 = cpuUs(children);
 
     // the load: a fixed rate, spread over the second
@@ -308,6 +358,7 @@ async function main() {
             ? (rss1 - rss0) / clients : null,
     };
 
+    if (mon) Object.assign(out, mon.stop());
     console.log(JSON.stringify(out));
     agent.destroy();
     process.exit(0);

@@ -28,7 +28,8 @@
 # ROUNDS (3), STACKS ("module node"; also "module-ws": our plain
 # `websocket` protocol), WORKERS nginx worker processes (1), PROCS client
 # processes (1), CLIENT (c; raw or ws: Node clients, plain websocket
-# only).
+# only), MONITOR=1 also times each event's enqueue and PUBLISH in Redis
+# (MONITOR: a diagnostic that costs Redis some work).
 
 set -euo pipefail
 
@@ -63,6 +64,7 @@ my $rounds = $ENV{ROUNDS} || 3;
 my $workers = $ENV{WORKERS} || 1;
 my $procs = $ENV{PROCS} ? "--procs $ENV{PROCS}" : '';
 my $client = $ENV{CLIENT} || 'c';
+my $monitor = $ENV{MONITOR} ? '--monitor %%REDIS%%' : '';
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 my $secret = 'bench-secret';
@@ -154,16 +156,23 @@ for my $n (@clients) {
             my ($wsarg, $url) = @{ $target{$s} or die "unknown stack $s" };
             my $pids = $s =~ /^module/ ? '--nginx-pids ' . join ',', @nginx
                                        : '';
+            (my $mon = $monitor) =~ s/%%REDIS%%/$t->redis_port/e;
             my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
                 $ENV{ROOT}/bench/dashboard.js $wsarg --token '$token' \\
                 --http '$url' --clients $n --rate $rate --client $client \\
-                --seconds $seconds $procs $pids`;
+                --seconds $seconds $procs $pids $mon`;
             my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
             push @{ $res{$n}{$s} }, $r;
             printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%%\n",
                 $s, $n, $round, $r->{p50_ms} // -1, $r->{p99_ms} // -1,
                 $r->{max_ms} // -1, $r->{delivered} // 0,
                 100 * ($r->{client_cpu} // 0);
+            printf "%-10s %8s %6s %9.2f %9.2f  (to enqueue: p50, p99)\n"
+                . "%-10s %8s %6s %9.2f %9.2f  (to PUBLISH: p50, p99)\n",
+                '', '', '', $r->{enqueue_p50_ms} // -1,
+                $r->{enqueue_p99_ms} // -1,
+                '', '', '', $r->{publish_p50_ms} // -1,
+                $r->{publish_p99_ms} // -1 if $monitor;
             sleep 2;
         }
     }
