@@ -21,7 +21,10 @@
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
 //        --seconds S [--procs P] [--client c|raw|ws] [--proto ws|sio]
 //        [--token T] [--nsp /dashboard] [--dashclient PATH]
-//        [--nginx-pids PID,PID] [--monitor REDIS_PORT]
+//        [--nginx-pids PID,PID] [--cpu-pids PID,PID] [--monitor REDIS_PORT]
+//
+// --cpu-pids: the processes that serve the dashboards (nginx's workers,
+// the Node server): their CPU time over the run per delivered frame.
 //
 // --monitor: also watch Redis with MONITOR and time, per bench event,
 // its first command in Redis (the enqueue: our LPUSH, BullMQ's job
@@ -296,6 +299,9 @@ async function main() {
     children.forEach((c) => c.send({ start: since }));
     if (mon) mon.start(since);
     const cpu0 = cpuUs(children);
+    const served = (a['cpu-pids'] || '').split(',').filter(Boolean)
+        .map((pid) => ({ pid }));
+    const srv0 = cpuUs(served);
 
     // the load: a fixed rate, spread over the second
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -327,6 +333,7 @@ async function main() {
 
     const wall = nowUs() - since;
     const cpu1 = cpuUs(children);
+    const srv1 = cpuUs(served);
     const reports = await Promise.all(children.map((c) =>
         new Promise((res) => {
             c.on('message', (m) => { if (m.hist) res(m); });
@@ -354,6 +361,9 @@ async function main() {
         closed, refused,
         // the clients' own CPU over the run, as a share of one core
         client_cpu: cpu1 >= 0 && cpu0 >= 0 ? (cpu1 - cpu0) / wall : null,
+        // the serving processes' CPU per delivered frame, in us
+        server_us_per_frame: served.length && received && srv0 >= 0
+            && srv1 >= 0 ? (srv1 - srv0) / received : null,
         nginx_kib_per_client: pids.length
             ? (rss1 - rss0) / clients : null,
     };

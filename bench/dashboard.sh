@@ -18,7 +18,8 @@
 # It prints every round, then the medians over the rounds side by side
 # with the ratio node / module. "client CPU" is the clients' own CPU
 # time over the run as a share of one core: the harness must stay far
-# from saturating the machine.
+# from saturating the machine; "us/frame" the serving process's CPU
+# (nginx's workers, the Node Socket.IO server) per delivered frame.
 #
 # Both stacks run with their defaults: the worker as `make run` and the
 # systemd unit start it, the module's default directives, Socket.IO's and
@@ -145,17 +146,19 @@ sub median {
 printf "rate %d events/s for %d s, %d round(s), defaults, "
     . "%d nginx worker(s), %s clients\n",
     $rate, $seconds, $rounds, $workers, $client;
-printf "%-10s %8s %6s %9s %9s %9s %10s %11s\n",
+printf "%-10s %8s %6s %9s %9s %9s %10s %11s %11s\n",
     'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered',
-    'client CPU';
+    'client CPU', 'us/frame';
 
 my %res;
 for my $n (@clients) {
     for my $round (1 .. $rounds) {
         for my $s (@stacks) {
             my ($wsarg, $url) = @{ $target{$s} or die "unknown stack $s" };
-            my $pids = $s =~ /^module/ ? '--nginx-pids ' . join ',', @nginx
-                                       : '';
+            my $pids = $s =~ /^module/
+                ? '--nginx-pids ' . join(',', @nginx)
+                    . ' --cpu-pids ' . join(',', @nginx)
+                : "--cpu-pids $t->{procs}{'baseline:server'}";
             (my $mon = $monitor) =~ s/%%REDIS%%/$t->redis_port/e;
             my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
                 $ENV{ROOT}/bench/dashboard.js $wsarg --token '$token' \\
@@ -163,10 +166,11 @@ for my $n (@clients) {
                 --seconds $seconds $procs $pids $mon`;
             my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
             push @{ $res{$n}{$s} }, $r;
-            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%%\n",
+            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%% %11.2f\n",
                 $s, $n, $round, $r->{p50_ms} // -1, $r->{p99_ms} // -1,
                 $r->{max_ms} // -1, $r->{delivered} // 0,
-                100 * ($r->{client_cpu} // 0);
+                100 * ($r->{client_cpu} // 0),
+                $r->{server_us_per_frame} // -1;
             printf "%-10s %8s %6s %9.2f %9.2f  (to enqueue: p50, p99)\n"
                 . "%-10s %8s %6s %9.2f %9.2f  (to PUBLISH: p50, p99)\n",
                 '', '', '', $r->{enqueue_p50_ms} // -1,
