@@ -20,7 +20,10 @@
 //
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
 //        --seconds S [--procs P] [--client c|raw|ws] [--proto ws|sio]
-//        [--token T] [--nsp /dashboard] [--dashclient PATH]
+//        [--token T] [--nsp /dashboard] [--dashclient PATH] [--settle S]
+//
+// After the last request it waits until every open client has every
+// event, or --settle seconds (2) have passed, whichever comes first.
 //        [--nginx-pids PID,PID] [--cpu-pids PID,PID] [--monitor REDIS_PORT]
 //
 // --cpu-pids: the processes that serve the dashboards (nginx's workers,
@@ -129,6 +132,9 @@ function client(opt) {
         if (msg.start) {
             since = msg.start;
         }
+        if (msg.count) {
+            process.send({ count: received });
+        }
         if (msg.report) {
             const h = {};
             hist.forEach((n, i) => { if (n) h[i] = n; });
@@ -160,7 +166,9 @@ function dashclient(a, n) {
         while ((nl = out.indexOf('\n')) >= 0) {
             const line = out.slice(0, nl);
             out = out.slice(nl + 1);
-            if (line.startsWith('open ')) {
+            if (line.startsWith('count ')) {
+                c.emit('message', { count: Number(line.slice(6)) });
+            } else if (line.startsWith('open ')) {
                 c.failed = Number(line.split(' ')[2]);
                 c.emit('message', { open: true });
             } else if (line.startsWith('{')) {
@@ -177,6 +185,7 @@ function dashclient(a, n) {
     c.send = (m) => {
         if (m.start) p.stdin.write(`start ${m.start}\n`);
         if (m.report) p.stdin.write('report\n');
+        if (m.count) p.stdin.write('count\n');
     };
     return c;
 }
@@ -329,7 +338,22 @@ async function main() {
     });
 
     // let the last events arrive
-    await new Promise((res) => setTimeout(res, 2000));
+    const want = sent * (clients - refused);
+    const settle = performance.now() + Number(a.settle || 2) * 1000;
+    while (performance.now() < settle) {
+        const counts = await Promise.all(children.map((c) =>
+            new Promise((res) => {
+                const on = (m) => {
+                    if (m.count === undefined) return;
+                    c.removeListener('message', on);
+                    res(m.count);
+                };
+                c.on('message', on);
+                c.send({ count: true });
+            })));
+        if (counts.reduce((x, y) => x + y, 0) >= want) break;
+        await new Promise((res) => setTimeout(res, 100));
+    }
 
     const wall = nowUs() - since;
     const cpu1 = cpuUs(children);

@@ -17,7 +17,8 @@
  *
  * stdout: "open OK FAILED" once every client is open or has failed.
  * stdin:  "start US" counts events sent from US on (older ones are in
- *         snapshots); "report" prints one JSON line
+ *         snapshots); "count" prints "count N", the events received so
+ *         far; "report" prints one JSON line
  *         {"received":..,"closed":..,"max":..,"cpu_us":..,
  *          "hist":{bucket:count}} (buckets of 50 us; cpu_us: this
  *         process's CPU time since the start) and exits.
@@ -443,6 +444,9 @@ on_stdin(void)
         *nl = '\0';
         if (strncmp(line, "start ", 6) == 0) {
             since = strtoll(line + 6, NULL, 10);
+        } else if (strcmp(line, "count") == 0) {
+            printf("count %llu\n", (unsigned long long) received);
+            fflush(stdout);
         } else if (strcmp(line, "report") == 0) {
             report();
         }
