@@ -5,6 +5,7 @@
 #   make stop       stop exactly what `make run` started
 #   make test       install what is missing, build, run every test (prove)
 #   make bench-track  nginx CPU per request: tracking vs a JSON access_log
+#   make bench-dashboard  live latency: ours vs Node + Socket.IO + BullMQ
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once

@@ -19,7 +19,8 @@
 # with the ratio node / module. "client CPU" is the clients' own CPU
 # time over the run as a share of one core: the harness must stay far
 # from saturating the machine; "us/frame" the serving process's CPU
-# (nginx's workers, the Node Socket.IO server) per delivered frame.
+# (nginx's workers, the Node Socket.IO server) per delivered frame;
+# "KiB/client" nginx's RSS growth per connected client (ours only).
 #
 # Both stacks run with their defaults: the worker as `make run` and the
 # systemd unit start it, the module's default directives, Socket.IO's and
@@ -146,9 +147,9 @@ sub median {
 printf "rate %d events/s for %d s, %d round(s), defaults, "
     . "%d nginx worker(s), %s clients\n",
     $rate, $seconds, $rounds, $workers, $client;
-printf "%-10s %8s %6s %9s %9s %9s %10s %11s %11s\n",
+printf "%-10s %8s %6s %9s %9s %9s %10s %11s %11s %11s\n",
     'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered',
-    'client CPU', 'us/frame';
+    'client CPU', 'us/frame', 'KiB/client';
 
 my %res;
 for my $n (@clients) {
@@ -166,11 +167,14 @@ for my $n (@clients) {
                 --seconds $seconds $procs $pids $mon`;
             my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
             push @{ $res{$n}{$s} }, $r;
-            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%% %11.2f\n",
+            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%% %11.2f"
+                . " %11s\n",
                 $s, $n, $round, $r->{p50_ms} // -1, $r->{p99_ms} // -1,
                 $r->{max_ms} // -1, $r->{delivered} // 0,
                 100 * ($r->{client_cpu} // 0),
-                $r->{server_us_per_frame} // -1;
+                $r->{server_us_per_frame} // -1,
+                defined $r->{nginx_kib_per_client}
+                    ? sprintf('%.1f', $r->{nginx_kib_per_client}) : '-';
             printf "%-10s %8s %6s %9.2f %9.2f  (to enqueue: p50, p99)\n"
                 . "%-10s %8s %6s %9.2f %9.2f  (to PUBLISH: p50, p99)\n",
                 '', '', '', $r->{enqueue_p50_ms} // -1,
