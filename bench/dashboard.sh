@@ -16,11 +16,13 @@
 # requests at a fixed rate, the latency from request sent to
 # `activity:new` received (p50, p99, max) and the fraction delivered.
 # It prints every round, then the medians over the rounds side by side
-# with the ratio node / module. "client CPU" is the clients' own CPU
-# time over the run as a share of one core: the harness must stay far
-# from saturating the machine; "us/frame" the serving process's CPU
-# (nginx's workers, the Node Socket.IO server) per delivered frame;
-# "KiB/client" nginx's RSS growth per connected client (ours only).
+# with the ratio node / module, and last how many of the bench requests
+# of all runs are rows in PostgreSQL (both stacks store into the same
+# table). "client CPU" is the clients' own CPU time over the run as a
+# share of one core: the harness must stay far from saturating the
+# machine; "us/frame" the serving process's CPU (nginx's workers, the
+# Node Socket.IO server) per delivered frame; "KiB/client" nginx's RSS
+# growth per connected client (ours only).
 #
 # Both stacks run with their defaults: the worker as `make run` and the
 # systemd unit start it, the module's default directives, Socket.IO's and
@@ -208,6 +210,19 @@ for my $n (@clients) {
                 qw(p50_ms p99_ms max_ms);
     }
 }
+
+# every bench request of every run, stored once (both stacks write the
+# same table)
+my $sent = 0;
+for my $n (@clients) {
+    $sent += $_->{sent} // 0 for map { @{ $res{$n}{$_} } } @stacks;
+}
+my $stored = 0;
+ActivityTest::wait_for(sub {
+    $stored = $t->row_count(q{endpoint LIKE '/api/bench/%'});
+    $stored >= $sent;
+}, 60, 0.5);
+printf "\nstored in PostgreSQL: %d of %d bench requests\n", $stored, $sent;
 
 for my $part (qw(server worker)) {
     $t->_stop("baseline:$part", 'TERM', 10)
