@@ -153,6 +153,9 @@ record(const char *p, size_t n)
             continue;
         }
         us = now_us() - sent;
+        if (us < 0) {
+            us = 0;                     /* not a send time of this clock */
+        }
         if (us > maxus) {
             maxus = us;
         }
