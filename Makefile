@@ -5,6 +5,7 @@
 #   make stop       stop exactly what `make run` started
 #   make test       install what is missing, build, run every test (prove)
 #   make bench-track  nginx CPU per request: tracking vs a JSON access_log
+#   make bench-dashboard  live latency: ours vs Node + Socket.IO + BullMQ
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once
@@ -117,8 +118,15 @@ stop:
 bench-track: deps-test all
 	bench/track.sh
 
-bench-dashboard: deps-test all
+# our stack and the Node stack it replaces (bench/baseline/, from npm),
+# the same dashboard clients (build/dashclient) on both, alternating
+bench-dashboard: deps-test all $(BUILD)/dashclient
+	npm ci --prefix bench/baseline --no-audit --no-fund
 	bench/dashboard.sh
+
+$(BUILD)/dashclient: bench/dashclient.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -o $@ $<
 
 # the worker's store rate against a raw COPY of the same N rows
 bench-store: deps-test all

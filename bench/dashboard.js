@@ -1,30 +1,53 @@
 // bench/dashboard.js: end-to-end latency from a tracked request to the
-// `activity:new` frame at every dashboard client.
+// `activity:new` event at every dashboard client.
 //
-// The parent forks client processes (each holding its share of the
-// WebSocket connections), waits until all are open, then sends tracked
-// requests at a fixed rate.  Each request path carries its send time in
-// microseconds (performance.timeOrigin + performance.now(), one clock for
-// every process on the machine); a client that receives the event takes
-// the difference.  Clients keep a histogram, not every sample.
+// The parent starts client processes (each holding its share of the
+// connections), waits until all are open, then sends tracked requests
+// at a fixed rate.  Each request path carries its send time in
+// microseconds of the monotonic clock (process.hrtime, CLOCK_MONOTONIC:
+// one clock for every process on the machine); a client that receives
+// the event takes the difference.  Clients keep a histogram, not every
+// sample.
 //
-// Clients are raw sockets by default (--client raw): after the upgrade
-// they scan what arrives for the send times, without decoding frames,
-// so that a small machine measures nginx's delivery rather than its
-// own clients' JSON work.  --client ws uses the `ws` library instead.
+// Clients (--client):
+//   c    (default) bench/dashclient.c: every client of a process in one
+//        epoll loop, frames parsed just enough; speaks plain WebSocket
+//        (--proto ws) or Engine.IO/Socket.IO over WebSocket (--proto
+//        sio: CONNECT to --nsp with {"token": --token}).  Light enough
+//        that 20,000 frames a second do not load the machine.
+//   raw  Node raw sockets scanning what arrives (plain WebSocket only)
+//   ws   the `ws` library (plain WebSocket only)
 //
 //   node bench/dashboard.js --ws URL --http URL --clients N --rate R
-//        --seconds S [--procs P] [--client raw|ws]
-//        [--nginx-pids PID,PID]
+//        --seconds S [--procs P] [--client c|raw|ws] [--proto ws|sio]
+//        [--token T] [--nsp /dashboard] [--dashclient PATH] [--settle S]
+//
+// After the last request it waits until every open client has every
+// event, or --settle seconds (2) have passed, whichever comes first.
+//        [--nginx-pids PID,PID] [--cpu-pids PID,PID] [--monitor REDIS_PORT]
+//
+// --cpu-pids: the processes that serve the dashboards (nginx's workers,
+// the Node server): their CPU time over the run per delivered frame.
+//
+// --monitor: also watch Redis with MONITOR and time, per bench event,
+// its first command in Redis (the enqueue: our LPUSH, BullMQ's job
+// script) and its PUBLISH, from the same send time: where the time goes
+// before the fan-out. MONITOR costs Redis some work: a diagnostic, off
+// by default.
 
 'use strict';
 
-const { fork } = require('child_process');
+const { fork, spawn } = require('child_process');
 const http = require('http');
 const net = require('net');
 const fs = require('fs');
 const { performance } = require('perf_hooks');
-const { nowUs, args } = require('./lib');
+const { args } = require('./lib');
+
+// microseconds of CLOCK_MONOTONIC, the clock dashclient.c reads
+function nowUs() {
+    return Number(process.hrtime.bigint() / 1000n);
+}
 
 const BUCKET_US = 50;            // histogram resolution
 const BUCKETS = 200000;          // up to 10 s
@@ -109,6 +132,9 @@ function client(opt) {
         if (msg.start) {
             since = msg.start;
         }
+        if (msg.count) {
+            process.send({ count: received });
+        }
         if (msg.report) {
             const h = {};
             hist.forEach((n, i) => { if (n) h[i] = n; });
@@ -117,6 +143,110 @@ function client(opt) {
             setTimeout(() => process.exit(0), 100);
         }
     });
+}
+
+
+// A dashclient.c process with the same face as a forked Node client:
+// 'message' events ({open}, {received, closed, max, hist}) and send().
+function dashclient(a, n) {
+    const u = new URL(a.ws);
+    const bin = a.dashclient || `${__dirname}/../build/dashclient`;
+    const p = spawn(bin, ['--port', u.port, '--path', u.pathname + u.search,
+                          '--clients', String(n), '--proto', a.proto || 'ws',
+                          '--nsp', a.nsp || '/dashboard',
+                          '--token', a.token || ''],
+                    { stdio: ['pipe', 'pipe', 'inherit'] });
+    const { EventEmitter } = require('events');
+    const c = new EventEmitter();
+    c.pid = p.pid;
+    let out = '';
+    p.stdout.on('data', (d) => {
+        out += d;
+        let nl;
+        while ((nl = out.indexOf('\n')) >= 0) {
+            const line = out.slice(0, nl);
+            out = out.slice(nl + 1);
+            if (line.startsWith('count ')) {
+                c.emit('message', { count: Number(line.slice(6)) });
+            } else if (line.startsWith('open ')) {
+                c.failed = Number(line.split(' ')[2]);
+                c.emit('message', { open: true });
+            } else if (line.startsWith('{')) {
+                c.emit('message', JSON.parse(line));
+            }
+        }
+    });
+    p.on('exit', (code) => {
+        if (code) {
+            console.error(`dashclient exited with ${code}`);
+            process.exit(1);
+        }
+    });
+    c.send = (m) => {
+        if (m.start) p.stdin.write(`start ${m.start}\n`);
+        if (m.report) p.stdin.write('report\n');
+        if (m.count) p.stdin.write('count\n');
+    };
+    return c;
+}
+
+
+// MONITOR on Redis: the delay from send time to an event's first
+// command (enqueue) and to its PUBLISH, as sorted arrays of us.
+function monitor(port) {
+    const sock = net.connect(port, '127.0.0.1');
+    const seen = new Set();
+    const enq = [], pub = [];
+    let since = Infinity, carry = '';
+    sock.setNoDelay(true);
+    sock.write('MONITOR\r\n');
+    sock.on('data', (d) => {
+        const now = nowUs();
+        const lines = (carry + d.toString('latin1')).split('\r\n');
+        carry = lines.pop();
+        for (const l of lines) {
+            const m = l.match(/\/api\/bench\/(\d+)/);
+            if (!m) continue;
+            const sent = Number(m[1]);
+            if (sent < since) continue;
+            const cmd = (l.match(/\] "([A-Za-z]+)"/) || [])[1] || '';
+            if (!seen.has(sent)) {
+                seen.add(sent);
+                enq.push(now - sent);
+            }
+            if (cmd.toUpperCase() === 'PUBLISH') pub.push(now - sent);
+        }
+    });
+    sock.on('error', () => {});
+    return {
+        start: (us) => { since = us; },
+        stop: () => {
+            sock.destroy();
+            const q = (v, p) => v.length
+                ? v.sort((x, y) => x - y)[Math.min(v.length - 1,
+                    Math.floor(v.length * p))] / 1000 : null;
+            return { enqueue_p50_ms: q(enq, 0.5), enqueue_p99_ms: q(enq, 0.99),
+                     publish_p50_ms: q(pub, 0.5), publish_p99_ms: q(pub, 0.99),
+                     published: pub.length };
+        },
+    };
+}
+
+
+// CPU time (us) of the client processes so far, from /proc (-1 if gone)
+function cpuUs(children) {
+    const tick = 1e6 / 100;         // getconf CLK_TCK
+    let sum = 0;
+    for (const c of children) {
+        try {
+            const f = fs.readFileSync(`/proc/${c.pid}/stat`, 'utf8')
+                .split(') ')[1].split(' ');
+            sum += (Number(f[11]) + Number(f[12])) * tick;
+        } catch (e) {
+            return -1;
+        }
+    }
+    return sum;
 }
 
 
@@ -143,31 +273,44 @@ async function main() {
     const clients = Number(a.clients || 100);
     const rate = Number(a.rate || 500);
     const seconds = Number(a.seconds || 10);
-    const procs = Number(a.procs || (clients >= 1000 ? 2 : 1));
+    const procs = Number(a.procs
+        || ((a.client || 'c') !== 'c' && clients >= 1000 ? 2 : 1));
     const pids = (a['nginx-pids'] || '').split(',').filter(Boolean);
 
     const rss0 = pids.length ? rss(pids) : 0;
     const children = [];
 
+    const mode = a.client || 'c';
     for (let i = 0; i < procs; i++) {
         const share = Math.floor(clients / procs)
             + (i < clients % procs ? 1 : 0);
+        if (mode === 'c') {
+            children.push(dashclient(a, share));
+            continue;
+        }
         const c = fork(__filename, ['--child', '1'],
                        { env: { ...process.env, BENCH_WS: a.ws,
                                 BENCH_CLIENTS: String(share),
-                                BENCH_MODE: a.client || 'raw' } });
+                                BENCH_MODE: mode } });
         children.push(c);
     }
 
     await Promise.all(children.map((c) => new Promise((res) => {
         c.on('message', (m) => { if (m.open) res(); });
     })));
+    const refused = children.reduce((n, c) => n + (c.failed || 0), 0);
 
     await new Promise((res) => setTimeout(res, 1000));
     const rss1 = pids.length ? rss(pids) : 0;
 
+    const mon = a.monitor ? monitor(Number(a.monitor)) : null;
     const since = nowUs();
     children.forEach((c) => c.send({ start: since }));
+    if (mon) mon.start(since);
+    const cpu0 = cpuUs(children);
+    const served = (a['cpu-pids'] || '').split(',').filter(Boolean)
+        .map((pid) => ({ pid }));
+    const srv0 = cpuUs(served);
 
     // the load: a fixed rate, spread over the second
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -195,8 +338,26 @@ async function main() {
     });
 
     // let the last events arrive
-    await new Promise((res) => setTimeout(res, 2000));
+    const want = sent * (clients - refused);
+    const settle = performance.now() + Number(a.settle || 2) * 1000;
+    while (performance.now() < settle) {
+        const counts = await Promise.all(children.map((c) =>
+            new Promise((res) => {
+                const on = (m) => {
+                    if (m.count === undefined) return;
+                    c.removeListener('message', on);
+                    res(m.count);
+                };
+                c.on('message', on);
+                c.send({ count: true });
+            })));
+        if (counts.reduce((x, y) => x + y, 0) >= want) break;
+        await new Promise((res) => setTimeout(res, 100));
+    }
 
+    const wall = nowUs() - since;
+    const cpu1 = cpuUs(children);
+    const srv1 = cpuUs(served);
     const reports = await Promise.all(children.map((c) =>
         new Promise((res) => {
             c.on('message', (m) => { if (m.hist) res(m); });
@@ -221,11 +382,17 @@ async function main() {
         p50_ms: percentile(hist, received, 0.50),
         p99_ms: percentile(hist, received, 0.99),
         max_ms: max / 1000,
-        closed,
+        closed, refused,
+        // the clients' own CPU over the run, as a share of one core
+        client_cpu: cpu1 >= 0 && cpu0 >= 0 ? (cpu1 - cpu0) / wall : null,
+        // the serving processes' CPU per delivered frame, in us
+        server_us_per_frame: served.length && received && srv0 >= 0
+            && srv1 >= 0 ? (srv1 - srv0) / received : null,
         nginx_kib_per_client: pids.length
             ? (rss1 - rss0) / clients : null,
     };
 
+    if (mon) Object.assign(out, mon.stop());
     console.log(JSON.stringify(out));
     agent.destroy();
     process.exit(0);

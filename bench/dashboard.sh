@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
 #
-# bench/dashboard.sh: end-to-end latency to dashboard clients.
+# bench/dashboard.sh: end-to-end latency to dashboard clients, our stack
+# side by side with the Node stack it replaces.
 #
 # Starts Redis, PostgreSQL, the worker and nginx (one worker process, a
-# plain `websocket` dashboard location and a tracked `return 200`
-# location) on free loopback ports through the test harness, then runs
-# bench/dashboard.js for each client count: it opens the clients, sends
-# tracked requests at a fixed rate, and reports the latency from request
-# sent to `activity:new` received (p50, p99, max), the fraction of
-# events delivered, and nginx memory per connected client.
+# `socketio` and a plain `websocket` dashboard location and a tracked
+# `return 200` location) on free loopback ports through the test
+# harness, and the baseline in bench/baseline/ (Node: an HTTP server
+# that enqueues a BullMQ job per request and relays published events to
+# Socket.IO clients, and a BullMQ worker that stores each job into the
+# same PostgreSQL table and publishes it) on the same Redis and
+# PostgreSQL. Then, for each client count and round, it runs
+# bench/dashboard.js against each stack in turn (alternating): N
+# dashboard clients (bench/dashclient.c, one epoll loop), tracked
+# requests at a fixed rate, the latency from request sent to
+# `activity:new` received (p50, p99, max) and the fraction delivered.
+# It prints every round, then the medians over the rounds side by side
+# with the ratio node / module, and last how many of the bench requests
+# of all runs are rows in PostgreSQL (both stacks store into the same
+# table). "client CPU" is the clients' own CPU time over the run as a
+# share of one core: the harness must stay far from saturating the
+# machine; "us/frame" the serving process's CPU (nginx's workers, the
+# Node Socket.IO server) per delivered frame; "KiB/client" nginx's RSS
+# growth per connected client (ours only).
 #
-# The worker runs with its default settings, as `make run` and the
-# systemd unit start it: it publishes what it has taken at once and only
-# batches storage (--flush-ms), so these are the latencies users get.
+# Both stacks run with their defaults: the worker as `make run` and the
+# systemd unit start it, the module's default directives, Socket.IO's and
+# BullMQ's defaults.
 #
-# Environment: CLIENTS ("100 1000 5000"), RATE events/s (500), SECONDS
-# (10), WORKERS nginx worker processes (1), PROCS client processes
-# (default: 2 from 1,000 clients on, else 1).
+# Environment: CLIENTS ("100 1000"), RATE events/s (20), SECONDS (10),
+# ROUNDS (3), STACKS ("module node"; also "module-ws": our plain
+# `websocket` protocol), WORKERS nginx worker processes (1), PROCS client
+# processes (1), CLIENT (c; raw or ws: Node clients, plain websocket
+# only), MONITOR=1 also times each event's enqueue and PUBLISH in Redis
+# (MONITOR: a diagnostic that costs Redis some work).
 
 set -euo pipefail
 
@@ -24,6 +41,18 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export ROOT
 
 [ -d "$ROOT/t/js/node_modules/ws" ] || npm ci --prefix "$ROOT/t/js" >/dev/null
+[ -x "$ROOT/build/dashclient" ] || {
+    echo "build/dashclient is missing: run make bench-dashboard" >&2
+    exit 1
+}
+case " ${STACKS:-module node} " in
+*" node "*)
+    [ -d "$ROOT/bench/baseline/node_modules/bullmq" ] || {
+        echo "bench/baseline/node_modules is missing:" \
+             "run make bench-dashboard" >&2
+        exit 1
+    } ;;
+esac
 
 exec perl -I"$ROOT/t/lib" - "$@" <<'PERL'
 use strict;
@@ -31,11 +60,15 @@ use warnings;
 
 use ActivityTest;
 
-my @clients = split ' ', ($ENV{CLIENTS} || '100 1000 5000');
-my $rate = $ENV{RATE} || 500;
+my @clients = split ' ', ($ENV{CLIENTS} || '100 1000');
+my @stacks = split ' ', ($ENV{STACKS} || 'module node');
+my $rate = $ENV{RATE} || 20;
 my $seconds = $ENV{SECONDS} || 10;
+my $rounds = $ENV{ROUNDS} || 3;
 my $workers = $ENV{WORKERS} || 1;
 my $procs = $ENV{PROCS} ? "--procs $ENV{PROCS}" : '';
+my $client = $ENV{CLIENT} || 'c';
+my $monitor = $ENV{MONITOR} ? '--monitor %%REDIS%%' : '';
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 my $secret = 'bench-secret';
@@ -57,6 +90,7 @@ http {
         listen 127.0.0.1:%%PORT%% backlog=4096;
         location /api/ { activity_track on; return 200; }
         location /ws { activity_dashboard websocket; }
+        location /socket.io/ { activity_dashboard socketio; }
     }
 }
 EOF
@@ -67,32 +101,133 @@ $t->worker_migrate;
 $t->worker_start;
 $t->nginx_start;
 
+# the Node stack on the same Redis and PostgreSQL
+my $node_port = $t->port('baseline');
+if (grep { $_ eq 'node' } @stacks) {
+    local $ENV{PORT} = $node_port;
+    local $ENV{REDIS_URL} = $t->redis_url;
+    local $ENV{PG_URL} = $t->pg_url;
+    local $ENV{JWT_SECRET} = $secret;
+    for my $part (qw(server worker)) {
+        $t->_spawn("baseline:$part", "$t->{dir}/baseline-$part.log",
+            'node', "$ENV{ROOT}/bench/baseline/$part.js");
+    }
+    for my $part (qw(server worker)) {
+        my $log = "$t->{dir}/baseline-$part.log";
+        my $ready = $part eq 'server' ? qr/listening/ : qr/worker ready/;
+        ActivityTest::wait_for(sub {
+            open my $fh, '<', $log or return 0;
+            local $/;
+            return <$fh> =~ $ready;
+        }, 30) or die "the Node stack's $part did not start:\n"
+            . `tail -n 20 $log`;
+    }
+}
+
 my $token = ActivityTest::jwt_hs256($secret,
     { sub => 'bench', role => 'admin', exp => time + 3600 });
-(my $ws = $t->base_url) =~ s/^http/ws/;
+my $eio = 'socket.io/?EIO=4&transport=websocket';
+my $http = $t->base_url;
+(my $ws = $http) =~ s/^http/ws/;
+my %target = (
+    module      => [ "--ws '$ws/$eio' --proto sio", $http ],
+    'module-ws' => [ "--ws '$ws/ws?token=$token' --proto ws", $http ],
+    node        => [ "--ws 'ws://127.0.0.1:$node_port/$eio' --proto sio",
+                     "http://127.0.0.1:$node_port" ],
+);
 
 # nginx's worker processes: the children of the master
 my $master = $t->{procs}{nginx};
-my @workers = grep { /\d/ } split /\s+/,
-    `ps -o pid= --ppid $master`;
+my @nginx = grep { /\d/ } split /\s+/, `ps -o pid= --ppid $master`;
 
-printf "rate %d events/s for %d s, worker defaults, %d nginx worker(s)\n",
-    $rate, $seconds, $workers;
-printf "%8s %9s %9s %9s %10s %14s\n",
-    'clients', 'p50 ms', 'p99 ms', 'max ms', 'delivered', 'KiB/client';
-
-for my $n (@clients) {
-    my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
-        $ENV{ROOT}/bench/dashboard.js --ws '$ws/ws?token=$token' \\
-        --http '@{[ $t->base_url ]}' --clients $n --rate $rate \\
-        --seconds $seconds $procs --nginx-pids @{[ join ',', @workers ]}`;
-    my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
-    printf "%8d %9.2f %9.2f %9.2f %10.4f %14.1f\n",
-        $n, $r->{p50_ms} // -1, $r->{p99_ms} // -1, $r->{max_ms} // -1,
-        $r->{delivered} // 0, $r->{nginx_kib_per_client} // -1;
-    sleep 2;
+sub median {
+    my @v = sort { $a <=> $b } grep { defined } @_;
+    return undef unless @v;
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
 }
 
+printf "rate %d events/s for %d s, %d round(s), defaults, "
+    . "%d nginx worker(s), %s clients\n",
+    $rate, $seconds, $rounds, $workers, $client;
+printf "%-10s %8s %6s %9s %9s %9s %10s %11s %11s %11s\n",
+    'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered',
+    'client CPU', 'us/frame', 'KiB/client';
+
+my %res;
+for my $n (@clients) {
+    for my $round (1 .. $rounds) {
+        for my $s (@stacks) {
+            my ($wsarg, $url) = @{ $target{$s} or die "unknown stack $s" };
+            my $pids = $s =~ /^module/
+                ? '--nginx-pids ' . join(',', @nginx)
+                    . ' --cpu-pids ' . join(',', @nginx)
+                : "--cpu-pids $t->{procs}{'baseline:server'}";
+            (my $mon = $monitor) =~ s/%%REDIS%%/$t->redis_port/e;
+            my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
+                $ENV{ROOT}/bench/dashboard.js $wsarg --token '$token' \\
+                --http '$url' --clients $n --rate $rate --client $client \\
+                --seconds $seconds $procs $pids $mon`;
+            my $r = ActivityTest::from_json((split /\n/, $out)[-1] // '{}');
+            push @{ $res{$n}{$s} }, $r;
+            printf "%-10s %8d %6d %9.2f %9.2f %9.2f %10.4f %10.1f%% %11.2f"
+                . " %11s\n",
+                $s, $n, $round, $r->{p50_ms} // -1, $r->{p99_ms} // -1,
+                $r->{max_ms} // -1, $r->{delivered} // 0,
+                100 * ($r->{client_cpu} // 0),
+                $r->{server_us_per_frame} // -1,
+                defined $r->{nginx_kib_per_client}
+                    ? sprintf('%.1f', $r->{nginx_kib_per_client}) : '-';
+            printf "%-10s %8s %6s %9.2f %9.2f  (to enqueue: p50, p99)\n"
+                . "%-10s %8s %6s %9.2f %9.2f  (to PUBLISH: p50, p99)\n",
+                '', '', '', $r->{enqueue_p50_ms} // -1,
+                $r->{enqueue_p99_ms} // -1,
+                '', '', '', $r->{publish_p50_ms} // -1,
+                $r->{publish_p99_ms} // -1 if $monitor;
+            sleep 2;
+        }
+    }
+}
+
+print "\nmedians over $rounds round(s)";
+print ", ratio = node / module" if grep({ $_ eq 'node' } @stacks)
+    && grep({ $_ eq 'module' } @stacks);
+print "\n";
+printf "%-10s %8s %9s %9s %9s %10s\n",
+    'stack', 'clients', 'p50 ms', 'p99 ms', 'max ms', 'delivered';
+for my $n (@clients) {
+    my %m;
+    for my $s (@stacks) {
+        my @r = @{ $res{$n}{$s} };
+        for my $k (qw(p50_ms p99_ms max_ms delivered)) {
+            $m{$s}{$k} = median(map { $_->{$k} } @r);
+        }
+        printf "%-10s %8d %9.2f %9.2f %9.2f %10.4f\n", $s, $n,
+            map { $m{$s}{$_} // -1 } qw(p50_ms p99_ms max_ms delivered);
+    }
+    if ($m{node} && $m{module}) {
+        printf "%-10s %8d %8.1fx %8.1fx %8.1fx\n", 'ratio', $n,
+            map { $m{module}{$_} ? $m{node}{$_} / $m{module}{$_} : 0 }
+                qw(p50_ms p99_ms max_ms);
+    }
+}
+
+# every bench request of every run, stored once (both stacks write the
+# same table)
+my $sent = 0;
+for my $n (@clients) {
+    $sent += $_->{sent} // 0 for map { @{ $res{$n}{$_} } } @stacks;
+}
+my $stored = 0;
+ActivityTest::wait_for(sub {
+    $stored = $t->row_count(q{endpoint LIKE '/api/bench/%'});
+    $stored >= $sent;
+}, 60, 0.5);
+printf "\nstored in PostgreSQL: %d of %d bench requests\n", $stored, $sent;
+
+for my $part (qw(server worker)) {
+    $t->_stop("baseline:$part", 'TERM', 10)
+        if $t->{procs}{"baseline:$part"};
+}
 $t->stop_all;
 $t->{done} = 1;
 PERL
