@@ -1,33 +1,50 @@
 /*
  * activity-worker: storing a batch of events in PostgreSQL.
  *
- * COPY is the fast way in, but it has no ON CONFLICT. So each batch is
- * COPYed into a temporary staging table, and one statement moves it into
- * activity_logs:
+ * One event id is one row, whatever timestamps it arrives with. The
+ * primary key of activity_logs is (id, created_at) (a key of a
+ * partitioned table must hold the partition key), so it alone would let
+ * a retry that carries another timestamp in. activity_event_ids (not
+ * partitioned, sql/004_once.sql) is keyed by the id alone and filled in
+ * the same transaction as the rows; ids are kept as long as their rows
+ * (partition maintenance prunes both).
+ *
+ * The direct path, taken by every batch whose ids are all new:
+ *
+ *   BEGIN; COPY activity_event_ids (id, created_at) FROM STDIN
+ *   COPY activity_logs (...) FROM STDIN        -- text format
+ *   COMMIT                                     -- must say "COMMIT"
+ *
+ * Within the batch the earliest timestamp of an id wins (the first on a
+ * tie to the millisecond): one row an id is sent. An id that
+ * activity_event_ids already holds (an earlier batch, a replay after a
+ * crash, another worker storing the same batch) makes the first COPY
+ * fail with unique_violation (23505); then the batch is rolled back and
+ * goes the staged path, which skips what is known:
  *
  *   BEGIN; CREATE TEMP TABLE IF NOT EXISTS activity_stg
  *       (LIKE activity_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
- *   COPY activity_stg (...) FROM STDIN        -- text format
+ *   COPY activity_stg (...) FROM STDIN
  *   WITH fresh AS (INSERT INTO activity_event_ids SELECT DISTINCT ON (id)
  *                  ... ON CONFLICT DO NOTHING RETURNING id, created_at)
  *   INSERT INTO activity_logs (...) SELECT ... FROM activity_stg
  *       JOIN fresh USING (id, created_at) ON CONFLICT DO NOTHING
- *   COMMIT                                     -- must say "COMMIT"
+ *   COMMIT
  *
- * One event id is one row, whatever timestamps it arrives with: the
- * primary key of activity_logs is (id, created_at), because a key of a
- * partitioned table must hold the partition key, so it alone would let
- * a retry that carries another timestamp in. activity_event_ids (not
- * partitioned, sql/004_once.sql) is keyed by id alone: an id it already
- * holds (an earlier batch, a replay after a crash, another worker) is not
- * RETURNed, so its row is not inserted again; within one batch the
- * earliest timestamp of an id wins. Ids are kept as long as their rows
- * (partition maintenance prunes both).
+ * So does a row key activity_logs already holds without its id (a row
+ * written by hand), a details object the direct path cannot find in the
+ * text, and a batch the direct path could not finish for any reason but
+ * an outage. Both paths send ids in order, so two workers storing the
+ * same ids wait for each other, never deadlock. The direct path costs
+ * a COPY more than a raw COPY of the rows (activity_event_ids); the
+ * staged one about twice that: every row goes through the staging
+ * table, a join and two speculative inserts.
  *
- * The staging details column receives the whole event as queued when
- * its metadata.details is a non-empty object (else {}); the INSERT
- * keeps only that object (else {}), so the JSON reaches jsonb exactly as
- * the producer wrote it.
+ * metadata.details reaches jsonb exactly as the producer wrote it
+ * (jansson would print 0.1 as 0.10000000000000001): the direct path
+ * sends the object's own text, cut out of the event; the staged path
+ * sends the whole event, and the INSERT keeps the object. Empty or
+ * absent details are sent as {}.
  *
  * The whole transaction runs under db_guard(): a server that stops
  * answering costs the connection, not the worker.
@@ -47,6 +64,12 @@
     "method, status, duration_ms, details"
 
 
+/* what the direct path did */
+#define PGW_STORED       0
+#define PGW_FAILED      -1
+#define PGW_STAGED       1              /* take the staged path */
+
+
 typedef struct {
     char    *data;
     size_t   len;
@@ -54,12 +77,39 @@ typedef struct {
 } pgw_buf_t;
 
 
-static int pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err,
-    size_t errlen);
-static int pgw_row(pgw_buf_t *b, const event_t *ev);
+/* one row of the direct path: the event and its details text */
+typedef struct {
+    const event_t  *ev;
+    const char     *details;
+    size_t          dlen;
+} pgw_pick_t;
+
+
+typedef int (*pgw_row_pt)(pgw_buf_t *b, const void *item);
+
+
+static int pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted,
+    char *err, size_t errlen);
+static int pgw_staged(PGconn *conn, event_t *evs, size_t n, long *inserted,
+    char *err, size_t errlen);
+static pgw_pick_t *pgw_pick(event_t *evs, size_t n, size_t *npick);
+static int pgw_pick_cmp(const void *a, const void *b);
+static int pgw_copy(PGconn *conn, const char *sql, const void *items,
+    size_t size, size_t n, pgw_row_pt row, char *err, size_t errlen);
+static int pgw_id_row(pgw_buf_t *b, const void *item);
+static int pgw_log_row(pgw_buf_t *b, const void *item);
+static int pgw_stg_row(pgw_buf_t *b, const void *item);
+static int pgw_row(pgw_buf_t *b, const event_t *ev, const char *details,
+    size_t dlen);
 static int pgw_details(const event_t *ev);
+static int pgw_details_span(const char *text, const char **p, size_t *len);
+static const char *pgw_json_skip(const char *p);
+static const char *pgw_json_ws(const char *p);
 static int pgw_field(pgw_buf_t *b, const char *s, int last);
+static int pgw_field_n(pgw_buf_t *b, const char *s, size_t len, int last);
 static int pgw_reserve(pgw_buf_t *b, size_t more);
+static int pgw_commit(PGconn *conn, char *err, size_t errlen);
+static int pgw_unique_violation(void);
 static void pgw_rollback(PGconn *conn);
 
 
@@ -67,8 +117,8 @@ int
 pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
     size_t errlen)
 {
-    PGresult  *res;
-    PGconn    *conn;
+    PGconn  *conn;
+    int      rc;
 
     *inserted = 0;
     db_sqlstate_clear();
@@ -81,26 +131,120 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
 
     db_guard(db);
 
-    /*
-     * One round trip. The staging table lives as long as the session
-     * (made by the first batch, again after a reconnect or a rollback
-     * of the batch that made it); COMMIT empties it. A table made per
-     * batch cost about 1 ms and a catalog entry each time.
-     */
-    if (db_exec(conn,
-                "BEGIN;"
-                " CREATE TEMP TABLE IF NOT EXISTS activity_stg"
-                " (LIKE activity_logs INCLUDING DEFAULTS)"
-                " ON COMMIT DELETE ROWS",
-                PGRES_COMMAND_OK, err, errlen) != 0)
-    {
-        pgw_rollback(conn);
-        goto failed;
+    rc = pgw_direct(conn, evs, n, inserted, err, errlen);
+
+    if (rc == PGW_STAGED) {
+        log_debug("batch goes the staged path", "events=%zu cause=%s", n,
+                  db_sqlstate()[0] ? "stored key" : "details");
+        db_sqlstate_clear();
+        rc = pgw_staged(conn, evs, n, inserted, err, errlen);
     }
 
-    if (pgw_copy(conn, evs, n, err, errlen) != 0) {
+    if (rc != PGW_STORED) {
+        *inserted = 0;
+        (void) db_unguard(db);
+        metrics_store_failed();
+
+        /* a broken socket is dropped here so the retry reconnects */
+        db_check(db);
+        return -1;
+    }
+
+    (void) db_unguard(db);
+    return 0;
+}
+
+
+/*
+ * The direct path: the ids, then the rows, each by one COPY. PGW_STAGED
+ * when an id (or a row key) is already stored, or a details object
+ * cannot be cut out of its event's text; nothing is stored then.
+ */
+static int
+pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
+    size_t errlen)
+{
+    pgw_pick_t  *pick;
+    size_t       npick, i;
+    int          rc;
+
+    pick = pgw_pick(evs, n, &npick);
+    if (pick == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return PGW_FAILED;
+    }
+
+    for (i = 0; i < npick; i++) {
+        if (!pgw_details(pick[i].ev)) {
+            pick[i].details = "{}";
+            pick[i].dlen = 2;
+
+        } else if (pgw_details_span(pick[i].ev->text, &pick[i].details,
+                                    &pick[i].dlen) != 0)
+        {
+            free(pick);
+            return PGW_STAGED;
+        }
+    }
+
+    /* ids in order (pgw_pick sorted them): two workers never deadlock */
+    rc = pgw_copy(conn, "BEGIN; COPY activity_event_ids (id, created_at)"
+                  " FROM STDIN", pick, sizeof(pgw_pick_t), npick,
+                  pgw_id_row, err, errlen);
+
+    if (rc == 0) {
+        rc = pgw_copy(conn, "COPY activity_logs (" PGW_COLUMNS ")"
+                      " FROM STDIN", pick, sizeof(pgw_pick_t), npick,
+                      pgw_log_row, err, errlen);
+    }
+
+    free(pick);
+
+    if (rc != 0) {
         pgw_rollback(conn);
-        goto failed;
+
+        /* only a key already stored; an outage is the caller's */
+        if (pgw_unique_violation() && PQstatus(conn) == CONNECTION_OK) {
+            return PGW_STAGED;
+        }
+
+        return PGW_FAILED;
+    }
+
+    if (pgw_commit(conn, err, errlen) != 0) {
+        return PGW_FAILED;
+    }
+
+    *inserted = (long) npick;
+    return PGW_STORED;
+}
+
+
+/*
+ * The staged path: every event into the session's staging table, then
+ * one statement that stores the rows whose ids are new.
+ */
+static int
+pgw_staged(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
+    size_t errlen)
+{
+    PGresult  *res;
+
+    /*
+     * The staging table lives as long as the session (made by the first
+     * batch that needs it, again after a reconnect or a rollback of the
+     * batch that made it); COMMIT empties it.
+     */
+    if (pgw_copy(conn,
+                 "BEGIN;"
+                 " CREATE TEMP TABLE IF NOT EXISTS activity_stg"
+                 " (LIKE activity_logs INCLUDING DEFAULTS)"
+                 " ON COMMIT DELETE ROWS;"
+                 " COPY activity_stg (" PGW_COLUMNS ") FROM STDIN",
+                 evs, sizeof(event_t), n, pgw_stg_row, err, errlen) != 0)
+    {
+        pgw_rollback(conn);
+        return PGW_FAILED;
     }
 
     /* ids in order: two workers storing the same ids never deadlock */
@@ -127,16 +271,30 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
             PQclear(res);
         }
         pgw_rollback(conn);
-        goto failed;
+        return PGW_FAILED;
     }
 
     *inserted = strtol(PQcmdTuples(res), NULL, 10);
     PQclear(res);
 
-    /*
-     * COMMIT of a transaction that failed earlier "succeeds" with the tag
-     * ROLLBACK: only the tag tells whether the rows are there.
-     */
+    if (pgw_commit(conn, err, errlen) != 0) {
+        *inserted = 0;
+        return PGW_FAILED;
+    }
+
+    return PGW_STORED;
+}
+
+
+/*
+ * COMMIT of a transaction that failed earlier "succeeds" with the tag
+ * ROLLBACK: only the tag tells whether the rows are there.
+ */
+static int
+pgw_commit(PGconn *conn, char *err, size_t errlen)
+{
+    PGresult  *res;
+
     res = PQexec(conn, "COMMIT");
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK
@@ -149,35 +307,93 @@ pgw_store(db_t *db, event_t *evs, size_t n, long *inserted, char *err,
         if (res != NULL) {
             PQclear(res);
         }
-        *inserted = 0;
-        goto failed;
+        return -1;
     }
 
     PQclear(res);
-    (void) db_unguard(db);
     return 0;
-
-failed:
-
-    (void) db_unguard(db);
-    metrics_store_failed();
-
-    /* a broken socket is dropped here so the retry reconnects */
-    db_check(db);
-    return -1;
 }
 
 
-/* COPY the events into activity_stg, one text-format row each. */
 static int
-pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err, size_t errlen)
+pgw_unique_violation(void)
+{
+    return strcmp(db_sqlstate(), "23505") == 0;
+}
+
+
+/*
+ * One event an id: the earliest timestamp, the first of a tie. Sorted
+ * by id (ev->id is lower case, so byte order is uuid order).
+ */
+static pgw_pick_t *
+pgw_pick(event_t *evs, size_t n, size_t *npick)
+{
+    pgw_pick_t  *pick;
+    size_t       i, k;
+
+    pick = calloc(n ? n : 1, sizeof(pgw_pick_t));
+    if (pick == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        pick[i].ev = &evs[i];
+    }
+
+    qsort(pick, n, sizeof(pgw_pick_t), pgw_pick_cmp);
+
+    k = 0;
+
+    for (i = 0; i < n; i++) {
+        if (k > 0 && strcmp(pick[k - 1].ev->id, pick[i].ev->id) == 0) {
+            continue;
+        }
+        pick[k++] = pick[i];
+    }
+
+    *npick = k;
+    return pick;
+}
+
+
+/* by id, then time, then place in the batch */
+static int
+pgw_pick_cmp(const void *a, const void *b)
+{
+    const event_t  *x, *y;
+    int             c;
+
+    x = ((const pgw_pick_t *) a)->ev;
+    y = ((const pgw_pick_t *) b)->ev;
+
+    c = strcmp(x->id, y->id);
+    if (c != 0) {
+        return c;
+    }
+
+    if (x->ts_ms != y->ts_ms) {
+        return x->ts_ms < y->ts_ms ? -1 : 1;
+    }
+
+    return x < y ? -1 : x > y;
+}
+
+
+/*
+ * Run sql (ending in a COPY ... FROM STDIN) and send n items as rows
+ * in text format, row() writing each.
+ */
+static int
+pgw_copy(PGconn *conn, const char *sql, const void *items, size_t size,
+    size_t n, pgw_row_pt row, char *err, size_t errlen)
 {
     pgw_buf_t   b;
     PGresult   *res;
     size_t      i;
     int         rc, failed;
 
-    res = PQexec(conn, "COPY activity_stg (" PGW_COLUMNS ") FROM STDIN");
+    res = PQexec(conn, sql);
 
     if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN) {
         db_error(conn, res, err, errlen);
@@ -197,7 +413,7 @@ pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err, size_t errlen)
      * row at a time, bounded memory for a 10000-event batch.
      */
     for (i = 0; i < n && !failed; i++) {
-        if (pgw_row(&b, &evs[i]) != 0) {
+        if (row(&b, (const char *) items + i * size) != 0) {
             snprintf(err, errlen, "out of memory");
             failed = 1;
             break;
@@ -234,8 +450,52 @@ pgw_copy(PGconn *conn, event_t *evs, size_t n, char *err, size_t errlen)
 }
 
 
+/* activity_event_ids: the id and the timestamp it is stored with */
 static int
-pgw_row(pgw_buf_t *b, const event_t *ev)
+pgw_id_row(pgw_buf_t *b, const void *item)
+{
+    const event_t  *ev;
+
+    ev = ((const pgw_pick_t *) item)->ev;
+
+    if (pgw_field(b, ev->id, 0) != 0 || pgw_field(b, ev->timestamp, 1) != 0)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static int
+pgw_log_row(pgw_buf_t *b, const void *item)
+{
+    const pgw_pick_t  *p;
+
+    p = item;
+
+    return pgw_row(b, p->ev, p->details, p->dlen);
+}
+
+
+/* activity_stg: details holds the whole event when there are any */
+static int
+pgw_stg_row(pgw_buf_t *b, const void *item)
+{
+    const event_t  *ev;
+
+    ev = item;
+
+    if (pgw_details(ev)) {
+        return pgw_row(b, ev, ev->text, strlen(ev->text));
+    }
+
+    return pgw_row(b, ev, "{}", 2);
+}
+
+
+static int
+pgw_row(pgw_buf_t *b, const event_t *ev, const char *details, size_t dlen)
 {
     char  status[16], duration[32];
 
@@ -258,7 +518,7 @@ pgw_row(pgw_buf_t *b, const event_t *ev)
         || pgw_field(b, ev->method, 0) != 0
         || pgw_field(b, ev->has_status ? status : NULL, 0) != 0
         || pgw_field(b, ev->has_duration ? duration : NULL, 0) != 0
-        || pgw_field(b, pgw_details(ev) ? ev->text : "{}", 1) != 0)
+        || pgw_field_n(b, details, dlen, 1) != 0)
     {
         return -1;
     }
@@ -269,9 +529,7 @@ pgw_row(pgw_buf_t *b, const event_t *ev)
 
 /*
  * Whether metadata.details is an object with something in it: only then
- * is the event text sent for PostgreSQL to take details from (parsing
- * the whole event as jsonb was a large part of a row's cost); else the
- * column is {} and the row gets {}, as it would from the text.
+ * is its text sent; else the row gets {}, as it would from the text.
  */
 static int
 pgw_details(const event_t *ev)
@@ -286,48 +544,192 @@ pgw_details(const event_t *ev)
 
 
 /*
- * One COPY text-format field: NULL is \N; backslash, tab, newline and
+ * Where the value of metadata.details lies in the event's text: 0, or
+ * -1 when it is not found by key names as written (a key spelled with
+ * an escape, such as "det\u0061ils"). The text is JSON that jansson has
+ * accepted (no duplicate keys), so this only needs to skip values.
+ */
+static int
+pgw_details_span(const char *text, const char **span, size_t *len)
+{
+    static const char  *path[] = { "\"metadata\"", "\"details\"" };
+    const char         *p, *key, *end;
+    size_t              depth, klen;
+    int                 found;
+
+    p = pgw_json_ws(text);
+
+    for (depth = 0; depth < 2; depth++) {
+        if (*p != '{') {
+            return -1;
+        }
+
+        p = pgw_json_ws(p + 1);
+        klen = strlen(path[depth]);
+
+        for ( ;; ) {
+            if (*p != '"') {
+                return -1;
+            }
+
+            key = p;
+            p = pgw_json_skip(p);
+            if (p == NULL) {
+                return -1;
+            }
+
+            found = (size_t) (p - key) == klen
+                    && memcmp(key, path[depth], klen) == 0;
+
+            p = pgw_json_ws(p);
+            if (*p != ':') {
+                return -1;
+            }
+            p = pgw_json_ws(p + 1);
+
+            if (found) {
+                break;
+            }
+
+            end = pgw_json_skip(p);
+            if (end == NULL) {
+                return -1;
+            }
+
+            p = pgw_json_ws(end);
+            if (*p != ',') {
+                /* the object ends without the key */
+                return -1;
+            }
+            p = pgw_json_ws(p + 1);
+        }
+    }
+
+    end = pgw_json_skip(p);
+    if (end == NULL || *p != '{') {
+        return -1;
+    }
+
+    *span = p;
+    *len = (size_t) (end - p);
+    return 0;
+}
+
+
+/* Past one JSON value starting at p, or NULL. */
+static const char *
+pgw_json_skip(const char *p)
+{
+    size_t  depth;
+    int     in_string;
+
+    if (*p != '{' && *p != '[' && *p != '"') {
+        /* number, true, false, null */
+        while (*p != '\0' && strchr(",}] \t\r\n", *p) == NULL) {
+            p++;
+        }
+        return p;
+    }
+
+    depth = 0;
+    in_string = 0;
+
+    for ( ; *p != '\0'; p++) {
+        if (in_string) {
+            if (*p == '\\' && p[1] != '\0') {
+                p++;
+            } else if (*p == '"') {
+                in_string = 0;
+                if (depth == 0) {
+                    return p + 1;
+                }
+            }
+            continue;
+        }
+
+        switch (*p) {
+        case '"':
+            in_string = 1;
+            break;
+        case '{':
+        case '[':
+            depth++;
+            break;
+        case '}':
+        case ']':
+            if (--depth == 0) {
+                return p + 1;
+            }
+            break;
+        }
+    }
+
+    return NULL;
+}
+
+
+static const char *
+pgw_json_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+        p++;
+    }
+
+    return p;
+}
+
+
+/*
+ * One COPY text-format field: NULL is \\N; backslash, tab, newline and
  * carriage return are escaped, everything else is literal.
  */
 static int
 pgw_field(pgw_buf_t *b, const char *s, int last)
 {
-    const char  *p;
-
     if (s == NULL) {
         if (pgw_reserve(b, 3) != 0) {
             return -1;
         }
         memcpy(b->data + b->len, "\\N", 2);
         b->len += 2;
+        b->data[b->len++] = last ? '\n' : '\t';
+        return 0;
+    }
 
-    } else {
-        /* worst case: every byte escaped */
-        if (pgw_reserve(b, strlen(s) * 2 + 1) != 0) {
-            return -1;
-        }
+    return pgw_field_n(b, s, strlen(s), last);
+}
 
-        for (p = s; *p != '\0'; p++) {
-            switch (*p) {
-            case '\\':
-                b->data[b->len++] = '\\';
-                b->data[b->len++] = '\\';
-                break;
-            case '\t':
-                b->data[b->len++] = '\\';
-                b->data[b->len++] = 't';
-                break;
-            case '\n':
-                b->data[b->len++] = '\\';
-                b->data[b->len++] = 'n';
-                break;
-            case '\r':
-                b->data[b->len++] = '\\';
-                b->data[b->len++] = 'r';
-                break;
-            default:
-                b->data[b->len++] = *p;
-            }
+
+static int
+pgw_field_n(pgw_buf_t *b, const char *s, size_t len, int last)
+{
+    const char  *p, *end;
+
+    /* worst case: every byte escaped */
+    if (pgw_reserve(b, len * 2 + 1) != 0) {
+        return -1;
+    }
+
+    for (p = s, end = s + len; p < end; p++) {
+        switch (*p) {
+        case '\\':
+            b->data[b->len++] = '\\';
+            b->data[b->len++] = '\\';
+            break;
+        case '\t':
+            b->data[b->len++] = '\\';
+            b->data[b->len++] = 't';
+            break;
+        case '\n':
+            b->data[b->len++] = '\\';
+            b->data[b->len++] = 'n';
+            break;
+        case '\r':
+            b->data[b->len++] = '\\';
+            b->data[b->len++] = 'r';
+            break;
+        default:
+            b->data[b->len++] = *p;
         }
     }
 
