@@ -734,23 +734,25 @@ consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
  * Move up to want events from the queue into the processing list in one
  * script, atomic like LMOVE and in the same order (the oldest is taken
  * first and ends up left of what was taken before), and add each to
- * the batch. RPOP comes first: Redis checks maxmemory only at a script's
- * first write, and this one frees memory, so events keep moving (and
- * reach PostgreSQL) when Redis is full and refuses BLMOVE. *drained: the
- * queue ran empty.
+ * the batch. Three calls, not two an event: LRANGE reads the oldest
+ * (rightmost) k, LTRIM cuts them off, one LPUSH pushes them oldest
+ * first. LTRIM is the first write: Redis checks maxmemory only at a
+ * script's first write, and LTRIM frees memory (it is no "denyoom"
+ * command), so events keep moving (and reach PostgreSQL) when Redis is
+ * full and refuses BLMOVE. *drained: the queue ran empty.
  */
 static int
 consumer_take(consumer_t *c, size_t want, int *drained, char *err,
     size_t errlen)
 {
     static const char  script[] =
+        "local v = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)\n"
+        "local k = #v\n"
+        "if k == 0 then return v end\n"
+        "redis.call('LTRIM', KEYS[1], 0, -k - 1)\n"
         "local out = {}\n"
-        "for i = 1, tonumber(ARGV[1]) do\n"
-        "  local v = redis.call('RPOP', KEYS[1])\n"
-        "  if not v then break end\n"
-        "  redis.call('LPUSH', KEYS[2], v)\n"
-        "  out[i] = v\n"
-        "end\n"
+        "for i = 1, k do out[i] = v[k + 1 - i] end\n"
+        "redis.call('LPUSH', KEYS[2], unpack(out))\n"
         "return out\n";
     redisReply  *r;
     const char  *argv[6];
