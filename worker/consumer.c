@@ -85,6 +85,12 @@
 #define CONSUMER_CHUNK_MIN        16
 #define CONSUMER_CHUNK_MAX        1024
 
+/*
+ * Most events taken (and so counted and published, in one message) at a
+ * time: a bigger --batch makes fewer transactions, not bigger messages.
+ */
+#define CONSUMER_COLLECT_MAX      500
+
 
 typedef struct {
     char    *data;
@@ -555,6 +561,10 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
     if (room == 0) {
         /* cannot happen: a full batch is handed over at once */
         return 0;
+    }
+
+    if (room > CONSUMER_COLLECT_MAX) {
+        room = CONSUMER_COLLECT_MAX;
     }
 
     now = time_mono_ms();
