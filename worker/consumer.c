@@ -153,6 +153,8 @@ static int consumer_is_oom(const char *err);
 static int consumer_process(consumer_t *c);
 static int consumer_bury(consumer_t *c, const size_t *bad, char **letters,
     size_t nbad, char *err, size_t errlen);
+static int consumer_parse(store_batch_t *b, const char *data, size_t len,
+    char *err, size_t errlen);
 static store_batch_t *consumer_batch_new(size_t cap);
 static void consumer_flush(consumer_t *c, int force);
 static void consumer_pend_drop(consumer_t *c);
@@ -862,8 +864,8 @@ consumer_process(consumer_t *c)
         if (memchr(c->items[i].data, '\0', c->items[i].len) != NULL) {
             snprintf(err, sizeof(err), "the event holds a NUL byte");
 
-        } else if (event_parse(&b->events[b->nvalid], c->items[i].data,
-                               c->items[i].len, err, sizeof(err)) == 0)
+        } else if (consumer_parse(b, c->items[i].data, c->items[i].len,
+                                  err, sizeof(err)) == 0)
         {
             /* the text moves into the batch: the event borrows from it */
             if (b->n == 0) {
@@ -1003,6 +1005,21 @@ consumer_bury(consumer_t *c, const size_t *bad, char **letters,
 }
 
 
+/* Parse into the next event of b, the tree in b's arena. */
+static int
+consumer_parse(store_batch_t *b, const char *data, size_t len, char *err,
+    size_t errlen)
+{
+    int  rc;
+
+    evmem_use(b->mem);
+    rc = event_parse(&b->events[b->nvalid], data, len, err, errlen);
+    evmem_use(NULL);
+
+    return rc;
+}
+
+
 /* An empty batch with room for cap events. */
 static store_batch_t *
 consumer_batch_new(size_t cap)
@@ -1017,8 +1034,11 @@ consumer_batch_new(size_t cap)
     b->texts = calloc(cap, sizeof(char *));
     b->events = calloc(cap, sizeof(event_t));
     b->letters = calloc(cap, sizeof(char *));
+    b->mem = evmem_new();
 
-    if (b->texts == NULL || b->events == NULL || b->letters == NULL) {
+    if (b->texts == NULL || b->events == NULL || b->letters == NULL
+        || b->mem == NULL)
+    {
         store_batch_free(b);
         return NULL;
     }
