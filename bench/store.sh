@@ -49,6 +49,10 @@ $t->redis_start;
 $t->pg_start;
 $t->worker_migrate;
 
+# the daily partitions a worker makes at start, made once here: every
+# round of every mode writes into today's partition
+$t->dbh->do('SELECT activity_ensure_partitions(7)');
+
 # N events spread over today so far (UTC), as the module makes them
 my $day = strftime('%Y-%m-%d', gmtime);
 my $secs = time % 86400;
