@@ -86,7 +86,7 @@
 #define CONSUMER_CHUNK_MAX        1024
 
 /*
- * Most events taken (and so counted and published, in one message) at a
+ * Most events taken, and counted and published in one message, at a
  * time: a bigger --batch makes fewer transactions, not bigger messages.
  */
 #define CONSUMER_COLLECT_MAX      500
@@ -908,11 +908,15 @@ consumer_process(consumer_t *c)
     }
 
     /*
-     * Live first: dashboards must not wait for PostgreSQL. Nothing is
-     * applied when this fails; the events stay in the processing list.
+     * Live first: dashboards must not wait for PostgreSQL. A slice that
+     * fails applies nothing; the events stay in the processing list, and
+     * the slices before it are not counted again when read again.
      */
-    if (rc == 0 && b->nvalid > first) {
-        rc = consumer_aggregate(c, b->events + first, b->nvalid - first,
+    for (i = first; rc == 0 && i < b->nvalid; i += CONSUMER_COLLECT_MAX) {
+        /* a recovered chunk may be a whole --batch: messages stay small */
+        rc = consumer_aggregate(c, b->events + i,
+                                b->nvalid - i < CONSUMER_COLLECT_MAX
+                                ? b->nvalid - i : CONSUMER_COLLECT_MAX,
                                 err, sizeof(err));
     }
 
