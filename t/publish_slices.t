@@ -71,4 +71,4 @@ ok(!grep({ $_ > 500 } @messages), 'at most 500 events a message')
 ok(wait_for(sub { !$r->exists('activity:processing:w1') }, 30),
     'every batch retired');
 
-done_testing;
+$t->done;

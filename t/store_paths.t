@@ -159,4 +159,4 @@ is($t->sql_value('SELECT count(*) FROM activity_logs l WHERE NOT EXISTS'
 is_deeply([ $t->log_lines(qr/level=(?:warn|error)/, $t->worker_log) ], [],
     'no warning in the worker log');
 
-done_testing;
+$t->done;
