@@ -531,7 +531,9 @@ pgw_row(pgw_buf_t *b, const event_t *ev, const char *details, size_t dlen)
 
 /*
  * Whether metadata.details is an object with something in it: only then
- * is its text sent; else the row gets {}, as it would from the text.
+ * is its text sent; else the row gets {}, as it would from the text. An
+ * event read without a jansson tree (root NULL) has none: event_parse()
+ * reads that way only events whose details are {} or absent.
  */
 static int
 pgw_details(const event_t *ev)
