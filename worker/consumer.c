@@ -5,8 +5,10 @@
  * event is at the right end of the queue:
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
- *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, until the
- *                                                  queue is empty
+ *   EVAL <take script> k                           LRANGE, LTRIM, LPUSH:
+ *                                                  k more, until the queue
+ *                                                  is empty or 500 are in
+ *                                                  hand
  *   EVALSHA <aggregate script> <valid events>      count and publish now
  *   ... repeat, adding to the batch being built ...
  *   hand the batch to the store thread (store.c) once it holds --batch
@@ -14,8 +16,8 @@
  *
  * and the store thread, in the order the batches were taken:
  *
- *   ... store the batch in PostgreSQL, COMMIT ...
- *   MULTI; LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1); EXEC
+ *   ... store the batch in PostgreSQL (pgwriter.c), COMMIT ...
+ *   EVAL: LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1)
  *
  * An event leaves Redis only after the transaction holding it committed,
  * so a crash at any point loses nothing: the next start finds the
