@@ -17,10 +17,13 @@
  *
  * Within the batch the earliest timestamp of an id wins (the first on a
  * tie to the millisecond): one row an id is sent. An id that
- * activity_event_ids already holds (an earlier batch, a replay after a
- * crash, another worker storing the same batch) makes the first COPY
- * fail with unique_violation (23505); then the batch is rolled back and
- * goes the staged path, which skips what is known:
+ * activity_event_ids already holds (an earlier batch, a client's retry,
+ * a replay after a crash) makes the first COPY fail with
+ * unique_violation (23505); then the transaction is rolled back, one
+ * query finds which ids are stored (SELECT ... WHERE id = ANY), and the
+ * direct path runs again without them. Should it fail so again (another
+ * worker stored one of the ids meanwhile), the batch goes the staged
+ * path, which skips what is known in the statement that stores:
  *
  *   BEGIN; CREATE TEMP TABLE IF NOT EXISTS activity_stg
  *       (LIKE activity_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
@@ -34,7 +37,8 @@
  * So does a row key activity_logs already holds without its id (a row
  * written by hand: the second COPY fails alike), and a batch holding a
  * details object the direct path cannot find in the text by its key
- * names. Any other error is the caller's (retry.c), as before. Both
+ * names. A batch with a stored id costs one failed COPY and a query
+ * more, so clients' retries keep to the direct path. Any other error is the caller's (retry.c), as before. Both
  * paths send ids in order, so two workers storing the same ids wait for
  * each other, never deadlock. PostgreSQL spends about 1.3 times a raw
  * COPY of the rows on the direct path (the COPY of the ids) and about
@@ -90,6 +94,8 @@ typedef int (*pgw_row_pt)(pgw_buf_t *b, const void *item);
 
 
 static int pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted,
+    char *err, size_t errlen);
+static int pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick,
     char *err, size_t errlen);
 static int pgw_staged(PGconn *conn, event_t *evs, size_t n, long *inserted,
     char *err, size_t errlen);
@@ -168,7 +174,7 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
 {
     pgw_pick_t  *pick;
     size_t       npick, i;
-    int          rc;
+    int          rc, probed;
 
     pick = pgw_pick(evs, n, &npick);
     if (pick == NULL) {
@@ -189,23 +195,45 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
         }
     }
 
-    /* ids in order (pgw_pick sorted them): two workers never deadlock */
-    rc = pgw_copy(conn, "BEGIN; COPY activity_event_ids (id, created_at)"
-                  " FROM STDIN", pick, sizeof(pgw_pick_t), npick,
-                  pgw_id_row, err, errlen);
+    for (probed = 0; /* void */; probed = 1) {
 
-    if (rc == 0) {
+        /* ids in order (pgw_pick sorted them): two workers never deadlock */
+        rc = pgw_copy(conn, "BEGIN; COPY activity_event_ids (id, created_at)"
+                      " FROM STDIN", pick, sizeof(pgw_pick_t), npick,
+                      pgw_id_row, err, errlen);
+
+        if (rc != 0) {
+            pgw_rollback(conn);
+
+            if (!probed && pgw_unique_violation()
+                && PQstatus(conn) == CONNECTION_OK)
+            {
+                /* some ids are stored: leave them out, try once more */
+                db_sqlstate_clear();
+                rc = pgw_known(conn, pick, &npick, err, errlen);
+                if (rc == 0) {
+                    continue;
+                }
+            }
+
+            break;
+        }
+
         rc = pgw_copy(conn, "COPY activity_logs (" PGW_COLUMNS ")"
                       " FROM STDIN", pick, sizeof(pgw_pick_t), npick,
                       pgw_log_row, err, errlen);
+
+        if (rc != 0) {
+            pgw_rollback(conn);
+        }
+
+        break;
     }
 
     free(pick);
 
     if (rc != 0) {
-        pgw_rollback(conn);
-
-        /* only a key already stored; an outage is the caller's */
+        /* a key stored meanwhile, or a row key stored without its id */
         if (pgw_unique_violation() && PQstatus(conn) == CONNECTION_OK) {
             return PGW_STAGED;
         }
@@ -219,6 +247,93 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
 
     *inserted = (long) npick;
     return PGW_STORED;
+}
+
+
+/*
+ * Leave out of pick the ids activity_event_ids holds already: one
+ * query of index lookups, outside any transaction (what another worker
+ * stores meanwhile makes the next COPY fail again, and the batch goes
+ * the staged path).
+ */
+static int
+pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, char *err,
+    size_t errlen)
+{
+    const char  *param;
+    PGresult    *res;
+    pgw_buf_t    b;
+    size_t       i, k, known;
+    int          row, nrows;
+
+    memset(&b, 0, sizeof(b));
+
+    /* '{id,id,...}': ids are checked UUIDs, nothing to quote */
+    if (pgw_reserve(&b, *npick * 37 + 3) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    b.data[b.len++] = '{';
+
+    for (i = 0; i < *npick; i++) {
+        if (i > 0) {
+            b.data[b.len++] = ',';
+        }
+        memcpy(b.data + b.len, pick[i].ev->id, 36);
+        b.len += 36;
+    }
+
+    b.data[b.len++] = '}';
+    b.data[b.len] = '\0';
+
+    param = b.data;
+
+    /* in id order, as pick is */
+    res = PQexecParams(conn, "SELECT id::text FROM activity_event_ids"
+                       " WHERE id = ANY ($1::uuid[]) ORDER BY id",
+                       1, NULL, &param, NULL, NULL, 0);
+
+    free(b.data);
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        db_error(conn, res, err, errlen);
+        if (res != NULL) {
+            PQclear(res);
+        }
+        return -1;
+    }
+
+    nrows = PQntuples(res);
+    row = 0;
+    k = 0;
+    known = 0;
+
+    /* both sorted: one merge */
+    for (i = 0; i < *npick; i++) {
+        while (row < nrows
+               && strcmp(PQgetvalue(res, row, 0), pick[i].ev->id) < 0)
+        {
+            row++;
+        }
+
+        if (row < nrows && strcmp(PQgetvalue(res, row, 0), pick[i].ev->id)
+                           == 0)
+        {
+            known++;
+            continue;
+        }
+
+        pick[k++] = pick[i];
+    }
+
+    PQclear(res);
+
+    log_debug("batch holds stored ids", "events=%zu stored=%zu", *npick,
+              known);
+
+    *npick = k;
+    return 0;
 }
 
 
