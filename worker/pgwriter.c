@@ -93,10 +93,14 @@ typedef struct {
 typedef int (*pgw_row_pt)(pgw_buf_t *b, const void *item);
 
 
+/* the last batch held stored ids: ask before the next COPY (store thread) */
+static __thread int  pgw_ask_first;
+
+
 static int pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted,
     char *err, size_t errlen);
 static int pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick,
-    char *err, size_t errlen);
+    size_t *known, char *err, size_t errlen);
 static int pgw_staged(PGconn *conn, event_t *evs, size_t n, long *inserted,
     char *err, size_t errlen);
 static pgw_pick_t *pgw_pick(event_t *evs, size_t n, size_t *npick);
@@ -173,7 +177,7 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
     size_t errlen)
 {
     pgw_pick_t  *pick;
-    size_t       npick, i;
+    size_t       npick, i, known;
     int          rc, probed;
 
     pick = pgw_pick(evs, n, &npick);
@@ -195,7 +199,22 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
         }
     }
 
-    for (probed = 0; /* void */; probed = 1) {
+    /*
+     * Where clients retry, batch after batch holds a stored id: then ask
+     * first (about 1 us a row) rather than fail a COPY (half a batch).
+     */
+    probed = 0;
+    known = 0;
+
+    if (pgw_ask_first) {
+        if (pgw_known(conn, pick, &npick, &known, err, errlen) != 0) {
+            free(pick);
+            return PGW_FAILED;
+        }
+        probed = 1;
+    }
+
+    for ( ;; probed = 1) {
 
         /* ids in order (pgw_pick sorted them): two workers never deadlock */
         rc = pgw_copy(conn, "BEGIN; COPY activity_event_ids (id, created_at)"
@@ -210,7 +229,7 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
             {
                 /* some ids are stored: leave them out, try once more */
                 db_sqlstate_clear();
-                rc = pgw_known(conn, pick, &npick, err, errlen);
+                rc = pgw_known(conn, pick, &npick, &known, err, errlen);
                 if (rc == 0) {
                     continue;
                 }
@@ -231,6 +250,8 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
     }
 
     free(pick);
+
+    pgw_ask_first = known > 0;
 
     if (rc != 0) {
         /* a key stored meanwhile, or a row key stored without its id */
@@ -257,13 +278,13 @@ pgw_direct(PGconn *conn, event_t *evs, size_t n, long *inserted, char *err,
  * the staged path).
  */
 static int
-pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, char *err,
-    size_t errlen)
+pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, size_t *known,
+    char *err, size_t errlen)
 {
     const char  *param;
     PGresult    *res;
     pgw_buf_t    b;
-    size_t       i, k, known;
+    size_t       i, k;
     int          row, nrows;
 
     memset(&b, 0, sizeof(b));
@@ -307,7 +328,7 @@ pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, char *err,
     nrows = PQntuples(res);
     row = 0;
     k = 0;
-    known = 0;
+    *known = 0;
 
     /* both sorted: one merge */
     for (i = 0; i < *npick; i++) {
@@ -320,7 +341,7 @@ pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, char *err,
         if (row < nrows && strcmp(PQgetvalue(res, row, 0), pick[i].ev->id)
                            == 0)
         {
-            known++;
+            (*known)++;
             continue;
         }
 
@@ -330,7 +351,7 @@ pgw_known(PGconn *conn, pgw_pick_t *pick, size_t *npick, char *err,
     PQclear(res);
 
     log_debug("batch holds stored ids", "events=%zu stored=%zu", *npick,
-              known);
+              *known);
 
     *npick = k;
     return 0;
