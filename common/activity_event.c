@@ -20,6 +20,34 @@
 #include "activity_utf8.h"
 
 
+typedef struct {
+    const char  *p;                         /* the value's first byte */
+    size_t       len;                       /* its bytes (strings: inside
+                                               the quotes) */
+    int          type;                      /* EVENT_FAST_* */
+} event_fast_value_t;
+
+
+#define EVENT_FAST_NONE     0               /* member absent */
+#define EVENT_FAST_NULL     1
+#define EVENT_FAST_STRING   2
+#define EVENT_FAST_INT      3
+#define EVENT_FAST_REAL     4
+#define EVENT_FAST_OBJECT   5               /* only "metadata" */
+#define EVENT_FAST_EMPTY    6               /* only "details": {} */
+
+
+static int event_fast(event_t *ev, const char *text, size_t len);
+static int event_fast_object(const char **pp, const char *end,
+    const char *const *keys, event_fast_value_t *vals,
+    event_fast_value_t *meta);
+static int event_fast_value(const char **pp, const char *end,
+    event_fast_value_t *v);
+static const char *event_fast_ws(const char *p, const char *end);
+static const char *event_fast_copy(event_t *ev, char **pos,
+    const event_fast_value_t *v, size_t max, unsigned flag);
+static void event_set_ip(event_t *ev, const char *s);
+static void event_set_duration(event_t *ev, double d);
 static int event_repair(event_t *ev, const char *text, size_t *len);
 static int event_hex4(const char *s, unsigned *value);
 static const char *event_opt_string(json_t *obj, const char *key);
@@ -34,13 +62,32 @@ int
 event_parse(event_t *ev, const char *text, size_t len, char *err,
     size_t errlen)
 {
+    int  rc;
+
+    rc = event_fast(ev, text, len);
+
+    if (rc == 0) {
+        return 0;
+    }
+
+    if (rc < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
+    return event_parse_tree(ev, text, len, err, errlen);
+}
+
+
+int
+event_parse_tree(event_t *ev, const char *text, size_t len, char *err,
+    size_t errlen)
+{
     json_error_t   jerr;
     json_t        *v, *meta;
     json_int_t     st;
     const char    *s;
-    unsigned char  addr[sizeof(struct in6_addr)];
     size_t         i;
-    float          f;
 
     memset(ev, 0, sizeof(*ev));
     ev->text = text;
@@ -120,14 +167,7 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
     if (meta != NULL) {
         s = event_opt_string(meta, "ipAddress");
         if (s != NULL) {
-            /* store inet_ntop's form: the one PostgreSQL surely accepts */
-            if (inet_pton(AF_INET, s, addr) == 1) {
-                ev->has_ip = inet_ntop(AF_INET, addr, ev->ip,
-                                       sizeof(ev->ip)) != NULL;
-            } else if (inet_pton(AF_INET6, s, addr) == 1) {
-                ev->has_ip = inet_ntop(AF_INET6, addr, ev->ip,
-                                       sizeof(ev->ip)) != NULL;
-            }
+            event_set_ip(ev, s);
         }
 
         ev->user_agent = event_cut_string(ev, meta, "userAgent",
@@ -162,21 +202,10 @@ event_parse(event_t *ev, const char *text, size_t len, char *err,
             }
         }
 
-        /*
-         * duration_ms is real (float4): a double beyond its range makes
-         * PostgreSQL refuse the row, and one that would round to zero
-         * raises "underflow". Clamp such values here instead.
-         */
+        /* clamped to what float4 holds (event_set_duration) */
         v = json_object_get(meta, "durationMs");
         if (json_is_number(v)) {
-            f = (float) json_number_value(v);
-            if (isfinite(f)) {
-                if (fabsf(f) < FLT_MIN) {
-                    f = 0.0f;
-                }
-                ev->duration_ms = f;
-                ev->has_duration = 1;
-            }
+            event_set_duration(ev, json_number_value(v));
         }
     }
 
@@ -208,6 +237,427 @@ event_free(event_t *ev)
 
     free(ev->repaired);
     ev->repaired = NULL;
+
+    free(ev->strings);
+    ev->strings = NULL;
+}
+
+
+/*
+ * The shape nearly every event has (the module's own): one object of
+ * the known members, each at most once; strings without escapes or
+ * control characters; integers of at most 18 digits, reals without an
+ * exponent; metadata an object of its known members with details {}.
+ * Such a text is read here in one pass, without a jansson tree, into
+ * the fields event_parse_tree() would give (t/: the fuzz target
+ * event_json compares the two). Anything else (an escape, another
+ * member, an exponent, details with something in them, bytes that are
+ * not UTF-8, a value that is invalid) is left to jansson, which decides
+ * and words the error. 0 with ev filled, 1 for "not this shape", -1 out
+ * of memory.
+ */
+static int
+event_fast(event_t *ev, const char *text, size_t len)
+{
+    static const char *const  top[] = {
+        "id", "eventType", "userId", "timestamp", "metadata", NULL
+    };
+    event_fast_value_t  t[5], m[7];
+    const char         *p, *end, *s;
+    char               *pos;
+    long long           st;
+    size_t              i;
+
+    if (memchr(text, '\\', len) != NULL
+        || activity_utf8_check((const unsigned char *) text, len) != len)
+    {
+        return 1;
+    }
+
+    memset(t, 0, sizeof(t));
+    memset(m, 0, sizeof(m));
+
+    p = text;
+    end = text + len;
+
+    if (event_fast_object(&p, end, top, t, m) != 0
+        || event_fast_ws(p, end) != end
+        || t[0].type != EVENT_FAST_STRING || t[0].len != 36
+        || t[1].type != EVENT_FAST_STRING
+        || t[3].type != EVENT_FAST_STRING
+        || (t[2].type != EVENT_FAST_NONE && t[2].type != EVENT_FAST_NULL
+            && t[2].type != EVENT_FAST_STRING
+            && t[2].type != EVENT_FAST_INT)
+        || (t[4].type != EVENT_FAST_NONE && t[4].type != EVENT_FAST_OBJECT))
+    {
+        return 1;
+    }
+
+    if (t[4].type == EVENT_FAST_OBJECT) {
+        for (i = 0; i < 4; i++) {
+            if (m[i].type > EVENT_FAST_STRING) {
+                return 1;
+            }
+        }
+
+        if (m[4].type > EVENT_FAST_INT
+            || (m[4].type == EVENT_FAST_STRING)
+            || (m[5].type != EVENT_FAST_NONE && m[5].type != EVENT_FAST_NULL
+                && m[5].type != EVENT_FAST_INT
+                && m[5].type != EVENT_FAST_REAL)
+            || (m[6].type != EVENT_FAST_NONE
+                && m[6].type != EVENT_FAST_EMPTY))
+        {
+            return 1;
+        }
+    }
+
+    memset(ev, 0, sizeof(*ev));
+    ev->text = text;
+
+    /* every string fits: their bytes plus a NUL each come from the text */
+    ev->strings = malloc(len + 1);
+    if (ev->strings == NULL) {
+        return -1;
+    }
+
+    pos = ev->strings;
+
+    s = event_fast_copy(ev, &pos, &t[0], 36, 0);
+    if (!event_valid_uuid(s)) {
+        goto other;
+    }
+    for (i = 0; i < 36; i++) {
+        ev->id[i] = (char) tolower((unsigned char) s[i]);
+    }
+    ev->id[36] = '\0';
+
+    ev->type = event_fast_copy(ev, &pos, &t[1], len, 0);
+    if (!event_valid_type(ev->type)) {
+        goto other;
+    }
+
+    ev->timestamp = event_fast_copy(ev, &pos, &t[3], len, 0);
+    if (event_timestamp_ms(ev->timestamp, &ev->ts_ms) != 0) {
+        goto other;
+    }
+
+    if (t[2].type == EVENT_FAST_STRING) {
+        ev->user_id = event_fast_copy(ev, &pos, &t[2], EVENT_USER_ID_MAX,
+                                      EVENT_CUT_USER_ID);
+
+    } else if (t[2].type == EVENT_FAST_INT) {
+        snprintf(ev->user_buf, sizeof(ev->user_buf), "%lld",
+                 strtoll(t[2].p, NULL, 10));
+        ev->user_id = ev->user_buf;
+    }
+
+    if (m[0].type == EVENT_FAST_STRING) {
+        event_set_ip(ev, event_fast_copy(ev, &pos, &m[0], len, 0));
+    }
+
+    ev->user_agent = event_fast_copy(ev, &pos, &m[1], EVENT_USER_AGENT_MAX,
+                                     EVENT_CUT_USER_AGENT);
+    ev->endpoint = event_fast_copy(ev, &pos, &m[2], EVENT_ENDPOINT_MAX,
+                                   EVENT_CUT_ENDPOINT);
+    ev->method = event_fast_copy(ev, &pos, &m[3], EVENT_METHOD_MAX,
+                                 EVENT_CUT_METHOD);
+
+    if (m[4].type == EVENT_FAST_INT) {
+        st = strtoll(m[4].p, NULL, 10);
+        if (st >= 0 && st <= 32767) {
+            ev->status = (int) st;
+            ev->has_status = 1;
+        }
+    }
+
+    if (m[5].type == EVENT_FAST_INT || m[5].type == EVENT_FAST_REAL) {
+        event_set_duration(ev, strtod(m[5].p, NULL));
+    }
+
+    return 0;
+
+other:
+
+    /* invalid: jansson's path words the error */
+    free(ev->strings);
+    ev->strings = NULL;
+    return 1;
+}
+
+
+/*
+ * An object at *pp of the members keys (each at most once) into vals:
+ * the event's (meta: where its metadata goes) or its metadata's (meta
+ * NULL). 0, or 1 when not of the shape.
+ */
+static int
+event_fast_object(const char **pp, const char *end,
+    const char *const *keys, event_fast_value_t *vals,
+    event_fast_value_t *meta)
+{
+    static const char *const  meta_keys[] = {
+        "ipAddress", "userAgent", "endpoint", "method", "status",
+        "durationMs", "details", NULL
+    };
+    event_fast_value_t        key, v;
+    const char          *p;
+    size_t               i;
+
+    p = event_fast_ws(*pp, end);
+
+    if (p == end || *p != '{') {
+        return 1;
+    }
+
+    p = event_fast_ws(p + 1, end);
+
+    if (p < end && *p == '}') {
+        /* empty: nothing of what an event needs */
+        return 1;
+    }
+
+    for ( ;; ) {
+        if (p == end || *p != '"'
+            || event_fast_value(&p, end, &key) != 0)
+        {
+            return 1;
+        }
+
+        for (i = 0; keys[i] != NULL; i++) {
+            if (strlen(keys[i]) == key.len
+                && memcmp(keys[i], key.p, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (keys[i] == NULL || vals[i].type != EVENT_FAST_NONE) {
+            /* another member, or one twice */
+            return 1;
+        }
+
+        p = event_fast_ws(p, end);
+        if (p == end || *p != ':') {
+            return 1;
+        }
+        p = event_fast_ws(p + 1, end);
+
+        if (p == end) {
+            return 1;
+        }
+
+        if (*p == '{') {
+            v.p = p;
+            v.len = 0;
+
+            if (meta != NULL && strcmp(keys[i], "metadata") == 0) {
+                v.type = EVENT_FAST_OBJECT;
+                if (event_fast_object(&p, end, meta_keys, meta, NULL) != 0)
+                {
+                    return 1;
+                }
+
+            } else if (meta == NULL && strcmp(keys[i], "details") == 0) {
+                p = event_fast_ws(p + 1, end);
+                if (p == end || *p != '}') {
+                    return 1;
+                }
+                p++;
+                v.type = EVENT_FAST_EMPTY;
+
+            } else {
+                return 1;
+            }
+
+        } else if (event_fast_value(&p, end, &v) != 0) {
+            return 1;
+        }
+
+        vals[i] = v;
+
+        p = event_fast_ws(p, end);
+
+        if (p < end && *p == ',') {
+            p = event_fast_ws(p + 1, end);
+            continue;
+        }
+
+        if (p < end && *p == '}') {
+            *pp = p + 1;
+            return 0;
+        }
+
+        return 1;
+    }
+}
+
+
+/* A string, number or null at *pp; 1 for anything else. */
+static int
+event_fast_value(const char **pp, const char *end, event_fast_value_t *v)
+{
+    const char  *p, *digits;
+    size_t       n;
+
+    p = *pp;
+
+    if (*p == '"') {
+        v->p = ++p;
+
+        /* no backslash in the text: the next quote ends the string */
+        while (p < end && *p != '"') {
+            if ((unsigned char) *p < 0x20) {
+                return 1;
+            }
+            p++;
+        }
+
+        if (p == end) {
+            return 1;
+        }
+
+        v->len = (size_t) (p - v->p);
+        v->type = EVENT_FAST_STRING;
+        *pp = p + 1;
+        return 0;
+    }
+
+    if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+        v->p = p;
+        v->len = 4;
+        v->type = EVENT_FAST_NULL;
+        *pp = p + 4;
+        return 0;
+    }
+
+    /* -?(0|[1-9][0-9]*)(\.[0-9]+)?, no exponent */
+    v->p = p;
+
+    if (p < end && *p == '-') {
+        p++;
+    }
+
+    digits = p;
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        p++;
+    }
+
+    n = (size_t) (p - digits);
+
+    if (n == 0 || (n > 1 && *digits == '0')) {
+        return 1;
+    }
+
+    v->type = EVENT_FAST_INT;
+
+    if (p < end && *p == '.') {
+        digits = ++p;
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+        if (p == digits) {
+            return 1;
+        }
+
+        v->type = EVENT_FAST_REAL;
+
+    } else if (n > 18) {
+        /* what jansson might find too big */
+        return 1;
+    }
+
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        return 1;
+    }
+
+    v->len = (size_t) (p - v->p);
+    *pp = p;
+    return 0;
+}
+
+
+static const char *
+event_fast_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+/*
+ * A string value as a C string in ev->strings, cut to max bytes at a
+ * character boundary (flagging the cut); NULL for any other value.
+ */
+static const char *
+event_fast_copy(event_t *ev, char **pos, const event_fast_value_t *v,
+    size_t max, unsigned flag)
+{
+    char    *s;
+    size_t   len;
+
+    if (v->type != EVENT_FAST_STRING) {
+        return NULL;
+    }
+
+    len = v->len;
+
+    if (len > max) {
+        len = activity_utf8_cut((const unsigned char *) v->p, len, max);
+        ev->cut |= flag;
+    }
+
+    s = *pos;
+    memcpy(s, v->p, len);
+    s[len] = '\0';
+    *pos += len + 1;
+
+    return s;
+}
+
+
+/* store inet_ntop's form: the one PostgreSQL surely accepts */
+static void
+event_set_ip(event_t *ev, const char *s)
+{
+    unsigned char  addr[sizeof(struct in6_addr)];
+
+    if (inet_pton(AF_INET, s, addr) == 1) {
+        ev->has_ip = inet_ntop(AF_INET, addr, ev->ip, sizeof(ev->ip))
+                     != NULL;
+    } else if (inet_pton(AF_INET6, s, addr) == 1) {
+        ev->has_ip = inet_ntop(AF_INET6, addr, ev->ip, sizeof(ev->ip))
+                     != NULL;
+    }
+}
+
+
+/*
+ * duration_ms is real (float4): a double beyond its range makes
+ * PostgreSQL refuse the row, and one that would round to zero raises
+ * "underflow". Clamp such values here instead.
+ */
+static void
+event_set_duration(event_t *ev, double d)
+{
+    float  f;
+
+    f = (float) d;
+
+    if (isfinite(f)) {
+        if (fabsf(f) < FLT_MIN) {
+            f = 0.0f;
+        }
+        ev->duration_ms = f;
+        ev->has_duration = 1;
+    }
 }
 
 

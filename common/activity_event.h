@@ -36,7 +36,8 @@
 
 
 /*
- * Field pointers borrow from root (or from the small buffers here); all
+ * Field pointers borrow from root, from strings (an event read without
+ * a jansson tree: root is NULL then) or from the small buffers here; all
  * of them stay valid until event_free(). A NULL pointer / has_* == 0
  * means SQL NULL.
  */
@@ -51,6 +52,7 @@ typedef struct {
     const char  *method;
     const char  *text;                      /* the event as queued */
     char        *repaired;                  /* text, when it was repaired */
+    char        *strings;                   /* the fields, without a tree */
     unsigned     cut;                       /* EVENT_CUT_* */
     int64_t      ts_ms;                     /* timestamp, epoch ms UTC */
     double       duration_ms;
@@ -74,6 +76,13 @@ typedef struct {
  * becomes U+FFFD): ev->text is then the repaired copy.
  */
 int event_parse(event_t *ev, const char *text, size_t len, char *err,
+    size_t errlen);
+
+/*
+ * The same, always through a jansson tree (event_parse() reads the
+ * common shape without one): for tests, which compare the two.
+ */
+int event_parse_tree(event_t *ev, const char *text, size_t len, char *err,
     size_t errlen);
 
 void event_free(event_t *ev);

@@ -281,6 +281,10 @@ $t->worker_start(args => ['--flush-ms', 20, '--sql-dir', $sql]);
 $t->push_events(make_event(endpoint => '/term/warm'));
 ok(wait_for(sub { $t->row_count("endpoint = '/term/warm'") == 1 }, 30),
     'worker running and storing');
+# partition maintenance at start locks partitions, then reads the
+# parent: a LOCK TABLE taken meanwhile would deadlock with it
+ok(wait_for(sub { $t->log_lines(qr/partitions maintained/,
+    $t->worker_log) }, 30), 'partitions made');
 
 # PostgreSQL held by a lock: the batch cannot be stored for now
 my $dbh = $t->dbh;

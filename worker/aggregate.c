@@ -53,10 +53,10 @@
 #include "redisconn.h"
 
 
-/* "EVALSHA" sha numkeys, then the fixed ARGV, then 5 per event */
+/* "EVALSHA" sha numkeys, then the fixed ARGV, then 6 per event */
 #define AGG_HEAD_ARGS    3
 #define AGG_FIXED_ARGS   13
-#define AGG_EVENT_ARGS   5
+#define AGG_EVENT_ARGS   6
 #define AGG_NUM_LEN      24
 
 
@@ -67,11 +67,13 @@ struct aggregate_s {
     const char        **argv;
     size_t             *argvlen;
     char               *nums;           /* each event's time as text */
+    unsigned char      *bins;           /* each event's id, 16 bytes */
     size_t              cap;            /* events the arrays hold */
 };
 
 
 static int aggregate_reserve(aggregate_t *a, size_t n);
+static void aggregate_uuid_bytes(const char *id, unsigned char *bin);
 static int aggregate_load(aggregate_t *a, redisContext *rc, char *err,
     size_t errlen);
 static redisReply *aggregate_eval(aggregate_t *a, redisContext *rc,
@@ -85,8 +87,8 @@ static int aggregate_result(redisReply *r, aggregate_result_t *res,
  * 5 recent TTL (s), 6 stats key, 7 events channel, 8 stats channel,
  * 9 seen TTL (ms), 10 stats min interval (ms), 11 stats max interval
  * (ms), 12 stream key, 13 stream max length (0: no stream); then per
- * event: id, eventType, userId ("" for none), timestamp
- * (epoch ms), the event's JSON text as queued.
+ * event: id, the id as its 16 bytes, eventType, userId ("" for none),
+ * timestamp (epoch ms), the event's JSON text as queued.
  *
  * Reply: { new events, stats published (0/1), ms until held-back stats
  * are due (0: none), stats JSON }.
@@ -105,7 +107,7 @@ static const char  aggregate_script[] =
     "local seen_ms = tonumber(ARGV[9])\n"
     "local min_ms, max_ms = tonumber(ARGV[10]), tonumber(ARGV[11])\n"
     "local stream_key, stream_max = ARGV[12], tonumber(ARGV[13])\n"
-    "local FIRST, STRIDE = 14, 5\n"
+    "local FIRST, STRIDE = 14, 6\n"
     "local USERS_MS, SKEW_MS = 300000, 60000\n"
     "local floor = math.floor\n"
     "\n"
@@ -137,19 +139,15 @@ static const char  aggregate_script[] =
     "\n"
     "-- which events are new: only reads, so a failure here changes nothing.\n"
     "-- The marks live in one set a minute of event time; an id is kept\n"
-    "-- as its 16 bytes, not its 36 characters.\n"
-    "local function bin(id)\n"
-    "  return (id:gsub('-', ''):gsub('%x%x', function(h)\n"
-    "    return string.char(tonumber(h, 16)) end))\n"
-    "end\n"
+    "-- as its 16 bytes (sent as such), not its 36 characters.\n"
     "local fresh, taken, marks = {}, {}, {}\n"
     "for i = FIRST, #ARGV, STRIDE do\n"
-    "  local id, ts = ARGV[i], tonumber(ARGV[i + 3])\n"
+    "  local id, ts = ARGV[i], tonumber(ARGV[i + 4])\n"
     "  -- far ahead of the clock: neither counted nor published, ever\n"
     "  -- twice (its mark could not outlive the window it would enter)\n"
     "  if ts > now - seen_ms and ts <= now + SKEW_MS and not taken[id] then\n"
     "    local m = floor(ts / 60000)\n"
-    "    local key, b = seen_prefix .. 'm:' .. m, bin(id)\n"
+    "    local key, b = seen_prefix .. 'm:' .. m, ARGV[i + 1]\n"
     "    -- and the one key an id of the previous release (read only,\n"
     "    -- for one release: a rolling upgrade publishes nothing twice)\n"
     "    if redis.call('SISMEMBER', key, b) == 0\n"
@@ -179,13 +177,13 @@ static const char  aggregate_script[] =
     "end\n"
     "\n"
     "for k, i in ipairs(fresh) do\n"
-    "  local kind, user = ARGV[i + 1], ARGV[i + 2]\n"
-    "  local ts = tonumber(ARGV[i + 3])\n"
+    "  local kind, user = ARGV[i + 2], ARGV[i + 3]\n"
+    "  local ts = tonumber(ARGV[i + 4])\n"
     "  -- a clock a little ahead counts as now\n"
     "  local at = ts > now and now or ts\n"
     "  local s = floor(at / 1000)\n"
     "  local w = windows[kind]\n"
-    "  texts[k] = ARGV[i + 4]\n"
+    "  texts[k] = ARGV[i + 5]\n"
     "  if user ~= '' and at > now - USERS_MS\n"
     "     and (users[user] == nil or users[user] < at) then\n"
     "    users[user] = at\n"
@@ -338,6 +336,7 @@ aggregate_free(aggregate_t *a)
     free(a->argv);
     free(a->argvlen);
     free(a->nums);
+    free(a->bins);
     free(a);
 }
 
@@ -351,6 +350,7 @@ aggregate_apply(aggregate_t *a, redisContext *rc, const event_t *events,
     const char       **argv;
     size_t             i;
     char              *num;
+    unsigned char     *bin;
     int                argc, status;
 
     memset(res, 0, sizeof(*res));
@@ -386,20 +386,30 @@ aggregate_apply(aggregate_t *a, redisContext *rc, const event_t *events,
     argv[argc++] = s->stream_key;
     argv[argc++] = a->fixed[5];
 
-    for (i = 0; i < n; i++) {
-        num = a->nums + i * AGG_NUM_LEN;
-        snprintf(num, AGG_NUM_LEN, "%lld", (long long) events[i].ts_ms);
-
-        argv[argc++] = events[i].id;
-        argv[argc++] = events[i].type;
-        argv[argc++] = events[i].user_id ? events[i].user_id : "";
-        argv[argc++] = num;
-        argv[argc++] = events[i].text;
-    }
-
-    /* every argument is a C string: event texts hold no NUL (JSON) */
+    /* every argument but the binary ids is a C string (JSON holds no NUL) */
     for (i = 0; i < (size_t) argc; i++) {
         a->argvlen[i] = strlen(argv[i]);
+    }
+
+    for (i = 0; i < n; i++) {
+        num = a->nums + i * AGG_NUM_LEN;
+        bin = a->bins + i * 16;
+        aggregate_uuid_bytes(events[i].id, bin);
+
+        a->argvlen[argc] = 36;
+        argv[argc++] = events[i].id;
+        a->argvlen[argc] = 16;
+        argv[argc++] = (const char *) bin;
+        a->argvlen[argc] = strlen(events[i].type);
+        argv[argc++] = events[i].type;
+        argv[argc] = events[i].user_id ? events[i].user_id : "";
+        a->argvlen[argc] = strlen(argv[argc]);
+        argc++;
+        a->argvlen[argc] = (size_t) snprintf(num, AGG_NUM_LEN, "%lld",
+                                             (long long) events[i].ts_ms);
+        argv[argc++] = num;
+        a->argvlen[argc] = strlen(events[i].text);
+        argv[argc++] = events[i].text;
     }
 
     r = aggregate_eval(a, rc, argc, err, errlen);
@@ -413,13 +423,14 @@ aggregate_apply(aggregate_t *a, redisContext *rc, const event_t *events,
 }
 
 
-/* Room for n events' arguments (and their time stamps as text). */
+/* Room for n events' arguments (their times as text, ids as bytes). */
 static int
 aggregate_reserve(aggregate_t *a, size_t n)
 {
-    const char  **argv;
-    size_t        cap, *argvlen, args;
-    char         *nums;
+    const char     **argv;
+    size_t           cap, *argvlen, args;
+    char            *nums;
+    unsigned char   *bins;
 
     if (n <= a->cap && a->argv != NULL) {
         return 0;
@@ -439,6 +450,12 @@ aggregate_reserve(aggregate_t *a, size_t n)
         return -1;
     }
     a->argvlen = argvlen;
+
+    bins = realloc(a->bins, cap * 16);
+    if (bins == NULL) {
+        return -1;
+    }
+    a->bins = bins;
 
     nums = realloc(a->nums, cap * AGG_NUM_LEN);
     if (nums == NULL) {
@@ -538,4 +555,23 @@ aggregate_result(redisReply *r, aggregate_result_t *res, char *err,
     res->published = r->element[1]->integer != 0;
     res->pending_ms = r->element[2]->integer;
     return 0;
+}
+
+
+/* A UUID's 16 bytes from its text (checked and lower-cased by the parser). */
+static void
+aggregate_uuid_bytes(const char *id, unsigned char *bin)
+{
+    size_t  i;
+    int     hi, lo;
+
+    for (i = 0; i < 16; i++) {
+        if (*id == '-') {
+            id++;
+        }
+        hi = id[0] <= '9' ? id[0] - '0' : id[0] - 'a' + 10;
+        lo = id[1] <= '9' ? id[1] - '0' : id[1] - 'a' + 10;
+        bin[i] = (unsigned char) (hi << 4 | lo);
+        id += 2;
+    }
 }

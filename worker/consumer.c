@@ -5,8 +5,10 @@
  * event is at the right end of the queue:
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
- *   LMOVE  queue processing:<id> RIGHT LEFT  x k  pipelined, until the
- *                                                  queue is empty
+ *   EVAL <take script> k                           LRANGE, LTRIM, LPUSH:
+ *                                                  k more, until the queue
+ *                                                  is empty or 500 are in
+ *                                                  hand
  *   EVALSHA <aggregate script> <valid events>      count and publish now
  *   ... repeat, adding to the batch being built ...
  *   hand the batch to the store thread (store.c) once it holds --batch
@@ -14,8 +16,8 @@
  *
  * and the store thread, in the order the batches were taken:
  *
- *   ... store the batch in PostgreSQL, COMMIT ...
- *   MULTI; LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1); EXEC
+ *   ... store the batch in PostgreSQL (pgwriter.c), COMMIT ...
+ *   EVAL: LPUSH dead <letters>; LTRIM processing:<id> 0 -(n+1)
  *
  * An event leaves Redis only after the transaction holding it committed,
  * so a crash at any point loses nothing: the next start finds the
@@ -85,6 +87,12 @@
 #define CONSUMER_CHUNK_MIN        16
 #define CONSUMER_CHUNK_MAX        1024
 
+/*
+ * Most events taken, and counted and published in one message, at a
+ * time: a bigger --batch makes fewer transactions, not bigger messages.
+ */
+#define CONSUMER_COLLECT_MAX      500
+
 
 typedef struct {
     char    *data;
@@ -147,6 +155,8 @@ static int consumer_is_oom(const char *err);
 static int consumer_process(consumer_t *c);
 static int consumer_bury(consumer_t *c, const size_t *bad, char **letters,
     size_t nbad, char *err, size_t errlen);
+static int consumer_parse(store_batch_t *b, const char *data, size_t len,
+    char *err, size_t errlen);
 static store_batch_t *consumer_batch_new(size_t cap);
 static void consumer_flush(consumer_t *c, int force);
 static void consumer_pend_drop(consumer_t *c);
@@ -566,6 +576,10 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
         return 0;
     }
 
+    if (room > CONSUMER_COLLECT_MAX) {
+        room = CONSUMER_COLLECT_MAX;
+    }
+
     now = time_mono_ms();
 
     /* wake up for the next stats tick; 1 ms at least (0 blocks forever) */
@@ -743,23 +757,25 @@ consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
  * Move up to want events from the queue into the processing list in one
  * script, atomic like LMOVE and in the same order (the oldest is taken
  * first and ends up left of what was taken before), and add each to
- * the batch. RPOP comes first: Redis checks maxmemory only at a script's
- * first write, and this one frees memory, so events keep moving (and
- * reach PostgreSQL) when Redis is full and refuses BLMOVE. *drained: the
- * queue ran empty.
+ * the batch. Three calls, not two an event: LRANGE reads the oldest
+ * (rightmost) k, LTRIM cuts them off, one LPUSH pushes them oldest
+ * first. LTRIM is the first write: Redis checks maxmemory only at a
+ * script's first write, and LTRIM frees memory (it is no "denyoom"
+ * command), so events keep moving (and reach PostgreSQL) when Redis is
+ * full and refuses BLMOVE. *drained: the queue ran empty.
  */
 static int
 consumer_take(consumer_t *c, size_t want, int *drained, char *err,
     size_t errlen)
 {
     static const char  script[] =
+        "local v = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)\n"
+        "local k = #v\n"
+        "if k == 0 then return v end\n"
+        "redis.call('LTRIM', KEYS[1], 0, -k - 1)\n"
         "local out = {}\n"
-        "for i = 1, tonumber(ARGV[1]) do\n"
-        "  local v = redis.call('RPOP', KEYS[1])\n"
-        "  if not v then break end\n"
-        "  redis.call('LPUSH', KEYS[2], v)\n"
-        "  out[i] = v\n"
-        "end\n"
+        "for i = 1, k do out[i] = v[k + 1 - i] end\n"
+        "redis.call('LPUSH', KEYS[2], unpack(out))\n"
         "return out\n";
     redisReply  *r;
     const char  *argv[6];
@@ -859,8 +875,8 @@ consumer_process(consumer_t *c)
         if (memchr(c->items[i].data, '\0', c->items[i].len) != NULL) {
             snprintf(err, sizeof(err), "the event holds a NUL byte");
 
-        } else if (event_parse(&b->events[b->nvalid], c->items[i].data,
-                               c->items[i].len, err, sizeof(err)) == 0)
+        } else if (consumer_parse(b, c->items[i].data, c->items[i].len,
+                                  err, sizeof(err)) == 0)
         {
             /* the text moves into the batch: the event borrows from it */
             if (b->n == 0) {
@@ -903,11 +919,15 @@ consumer_process(consumer_t *c)
     }
 
     /*
-     * Live first: dashboards must not wait for PostgreSQL. Nothing is
-     * applied when this fails; the events stay in the processing list.
+     * Live first: dashboards must not wait for PostgreSQL. A slice that
+     * fails applies nothing; the events stay in the processing list, and
+     * the slices before it are not counted again when read again.
      */
-    if (rc == 0 && b->nvalid > first) {
-        rc = consumer_aggregate(c, b->events + first, b->nvalid - first,
+    for (i = first; rc == 0 && i < b->nvalid; i += CONSUMER_COLLECT_MAX) {
+        /* a recovered chunk may be a whole --batch: messages stay small */
+        rc = consumer_aggregate(c, b->events + i,
+                                b->nvalid - i < CONSUMER_COLLECT_MAX
+                                ? b->nvalid - i : CONSUMER_COLLECT_MAX,
                                 err, sizeof(err));
     }
 
@@ -1000,6 +1020,21 @@ consumer_bury(consumer_t *c, const size_t *bad, char **letters,
 }
 
 
+/* Parse into the next event of b, the tree in b's arena. */
+static int
+consumer_parse(store_batch_t *b, const char *data, size_t len, char *err,
+    size_t errlen)
+{
+    int  rc;
+
+    evmem_use(b->mem);
+    rc = event_parse(&b->events[b->nvalid], data, len, err, errlen);
+    evmem_use(NULL);
+
+    return rc;
+}
+
+
 /* An empty batch with room for cap events. */
 static store_batch_t *
 consumer_batch_new(size_t cap)
@@ -1014,8 +1049,11 @@ consumer_batch_new(size_t cap)
     b->texts = calloc(cap, sizeof(char *));
     b->events = calloc(cap, sizeof(event_t));
     b->letters = calloc(cap, sizeof(char *));
+    b->mem = evmem_new();
 
-    if (b->texts == NULL || b->events == NULL || b->letters == NULL) {
+    if (b->texts == NULL || b->events == NULL || b->letters == NULL
+        || b->mem == NULL)
+    {
         store_batch_free(b);
         return NULL;
     }

@@ -24,6 +24,7 @@
 #include <libpq-fe.h>
 
 #include "consumer.h"
+#include "evmem.h"
 #include "db.h"
 #include "dlq.h"
 #include "http.h"
@@ -62,6 +63,9 @@ main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "dlq") == 0) {
         return dlq_main(argc - 1, argv + 1);
     }
+
+    /* before any thread: jansson's allocator is the whole process's */
+    evmem_init();
 
     settings_load(&s, argc, argv);
     main_validate(&s, &target);

@@ -124,7 +124,7 @@ static const setting_t  settings_table[] = {
       " start)",
       SET_STRING, 0, 0, OFF(worker_id) },
 
-    { "batch", "ACTIVITY_BATCH", "500", "N",
+    { "batch", "ACTIVITY_BATCH", "2000", "N",
       "most events stored in one transaction (1..10000)",
       SET_INT, 1, 10000, OFF(batch) },
 

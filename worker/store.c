@@ -271,8 +271,14 @@ store_batch_free(store_batch_t *b)
     }
 
     for (i = 0; b->events != NULL && i < b->nvalid; i++) {
+        /* a tree in the batch's arena goes with it, unwalked */
+        if (b->mem != NULL) {
+            b->events[i].root = NULL;
+        }
         event_free(&b->events[i]);
     }
+
+    evmem_free(b->mem);
 
     for (i = 0; b->letters != NULL && i < b->ndead; i++) {
         free(b->letters[i]);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "evmem.h"
 #include "../common/activity_event.h"
 #include "partitions.h"
 #include "redisconn.h"
@@ -30,6 +31,7 @@ struct store_batch_s {
     size_t           n;          /* its elements in the processing list */
     event_t         *events;     /* the valid ones; borrow from texts */
     size_t           nvalid;
+    evmem_t         *mem;        /* their parse trees (evmem.c) */
     char           **letters;    /* dead letters, room for n */
     size_t           ndead;
 };
