@@ -8,6 +8,7 @@
 #   make bench-store  worker store rate against raw COPY
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once
+#   make bench-scale  CPU per event of each shared part (docs/scale-out.md)
 #   make deb        Debian packages under build/deb/ (README "Debian packages")
 #   make test-deb   install them here, check, purge (root; leaves the
 #                   machine as found)
@@ -130,6 +131,11 @@ bench-soak: deps-test all
 # N dashboards (1000) connecting at once: time to every snapshot, CPU
 bench-connect: deps-test all
 	bench/connect.sh
+
+# CPU per event of Redis, nginx, the worker, PostgreSQL (docs/scale-out.md)
+.PHONY: bench-scale
+bench-scale: deps-test all
+	bench/scale.sh
 
 clean:
 	rm -rf $(BUILD)
