@@ -30,7 +30,8 @@
 #           each. Layouts in LAYOUTS ("0x0 1x1 1x2 2x2 4x2", instances x
 #           workers; 0x0: nobody subscribed, the baseline). The pub/sub
 #           output buffer limit is lifted for this part, so that a burst
-#           cannot get a subscriber disconnected.
+#           cannot get a subscriber disconnected. BATCH (1) events a
+#           message: a busy worker publishes many events in one array.
 #   store   N events (100,000) queued, then 1 or 2 activity-workers
 #           (default settings) started on the same queue, timed until
 #           every row is in activity_logs; CPU per stored row of the
@@ -66,6 +67,7 @@ my $duration = $ENV{DURATION} || 5;
 my $conns = $ENV{CONNECTIONS} || 50;
 my $msgs = $ENV{MSGS} || 50_000;
 my @pipelines = split ' ', ($ENV{PIPELINES} || '1 16');
+my $batch = $ENV{BATCH} || 1;
 my @layouts = split ' ', ($ENV{LAYOUTS} || '0x0 1x1 1x2 2x2 4x2');
 my $n = $ENV{N} || 100_000;
 
@@ -174,12 +176,12 @@ EOF
 # --- fanout -----------------------------------------------------------------
 
 if ($part{fanout}) {
-    my $payload = "[$event]";
+    my $payload = '[' . join(',', ($event) x $batch) . ']';
     my $redis = $t->redis_pid;
     $t->redis->config('set', 'client-output-buffer-limit', 'pubsub 0 0 0');
-    printf "\n== fanout: PUBLISH of %d messages (%d bytes: one event),"
+    printf "\n== fanout: PUBLISH of %d messages (%d bytes: %d event%s),"
         . " redis-benchmark -c 1, no dashboard connected\n", $msgs,
-        length $payload;
+        length $payload, $batch, $batch > 1 ? 's' : '';
 
     my %res;
     for my $round (1 .. $rounds) {
@@ -293,6 +295,7 @@ if ($part{store}) {
             $t->dbh->do('TRUNCATE activity_logs, activity_event_ids');
             $t->redis->flushall;
             $t->push_events(@json);
+            $t->redis->config_resetstat;
             # backends that outlive a round are counted from here
             my @pg = $pg_pids->();
             my %pg0 = map { $_ => cpu($_) } @pg;
@@ -308,11 +311,19 @@ if ($part{store}) {
             $pgcpu += cpu($_) - ($pg0{$_} // 0) for $pg_pids->();
             my $rcpu = cpu($redis) - $r0;
             $t->worker_stop(id => "s$_") for 1 .. $k;
+            # time inside each command (INFO commandstats), per row
+            my $info = $t->redis->info('commandstats');
+            for my $c (keys %$info) {
+                my ($usec) = $info->{$c} =~ /usec=(\d+)/ or next;
+                (my $name = $c) =~ s/^cmdstat_//;
+                push @{ $res{$k}{cmd}{$name} }, $usec / $n;
+            }
             my $rows = $t->row_count;
             die "stored $rows rows, not $n\n" unless $rows == $n;
             my $r = { rate => $n / $took, worker => $wcpu / $n * 1e6,
                 pg => $pgcpu / $n * 1e6, redis => $rcpu / $n * 1e6 };
             push @{ $res{$k}{$_} }, $r->{$_} for keys %$r;
+            $res{$k}{rounds}++;
             printf "round %d, %d worker%s: %7.0f rows/s; CPU per row:"
                 . " workers %.1f us, PostgreSQL %.1f us, Redis %.1f us\n",
                 $round, $k, $k > 1 ? 's' : ' ', $r->{rate}, $r->{worker},
@@ -321,12 +332,19 @@ if ($part{store}) {
     }
     print "median:\n";
     for my $k (1, 2) {
-        my %m = map { $_ => median(@{ $res{$k}{$_} }) } keys %{ $res{$k} };
+        my %m = map { $_ => median(@{ $res{$k}{$_} }) }
+            qw(rate worker pg redis);
         my $all = $m{worker} + $m{pg} + $m{redis};
         printf "  %d worker%s: %7.0f rows/s; CPU per row: workers %.1f us,"
             . " PostgreSQL %.1f us (%.0f %%), Redis %.1f us\n", $k,
             $k > 1 ? 's' : ' ', $m{rate}, $m{worker}, $m{pg},
             100 * $m{pg} / $all, $m{redis};
+        my $cmd = $res{$k}{cmd};
+        printf "    Redis time inside commands, per row: %s\n", join ', ',
+            map { sprintf '%s %.2f us', $_, median(@{ $cmd->{$_} }) }
+            grep { median(@{ $cmd->{$_} }) >= 0.05 }
+            sort { median(@{ $cmd->{$b} }) <=> median(@{ $cmd->{$a} }) }
+            keys %$cmd;
     }
     printf "ratio 2 workers / 1 worker (rows/s): %.2f\n",
         median(@{ $res{2}{rate} }) / median(@{ $res{1}{rate} });
