@@ -9,7 +9,9 @@
 # the replica stopped the API answers 503 and comes back by itself when
 # the replica does; a libpq host list with
 # target_session_attrs=prefer-standby reads the primary while the
-# replica is down (the fallback docs/scale-out.md describes).
+# replica is down (the fallback docs/scale-out.md describes); /metrics
+# reports postgres_read_up and the replay lag (0 caught up, > 0 while
+# replay is paused, absent while the replica is away).
 
 use strict;
 use warnings;
@@ -60,6 +62,13 @@ my $api = $t->port('api');
 $t->worker_start(args => ['--listen', "127.0.0.1:$api",
     '--pg-read', $t->pg_replica_url]);
 
+# a gauge of /metrics, undef when absent
+sub metric {
+    my ($port, $name) = @_;
+    my $text = get($port, '/metrics')->{content} // '';
+    return $text =~ /^\Q$name\E (\S+)$/m ? $1 : undef;
+}
+
 # --- rows reach the API once the replica has them --------------------------
 
 push_named(qw(a1 a2));
@@ -69,6 +78,10 @@ ok(wait_for(sub { (endpoints($api) // '') eq '/a1 /a2' }, 60),
 my $h = get($api, '/healthz');
 is_deeply($h->{json}, { status => 'ok', redis => 'ok', postgres => 'ok',
     postgresRead => 'ok' }, '/healthz: both databases answer');
+is(metric($api, 'activity_worker_postgres_read_up'), 1,
+    '/metrics: postgres_read_up 1');
+ok(wait_for(sub { (metric($api, 'activity_worker_postgres_read_lag_seconds')
+    // -1) == 0 }, 30), 'replica caught up: read_lag_seconds 0');
 
 # --- a lagging replica: the API shows what it has replayed -----------------
 
@@ -83,10 +96,14 @@ is($t->replica_value(q{SELECT count(*) FROM activity_logs
     WHERE endpoint = '/b1'}), 0, 'the replica has not replayed it');
 is(get($api, '/healthz')->{status}, 200,
     'a lagging replica does not make the worker unhealthy');
+ok(wait_for(sub { (metric($api, 'activity_worker_postgres_read_lag_seconds')
+    // 0) > 0 }, 30), 'received WAL waits for replay: read_lag_seconds > 0');
 
 $t->replica_value('SELECT pg_wal_replay_resume()');
 ok(wait_for(sub { (endpoints($api) // '') eq '/a1 /a2 /b1' }, 60),
     'replay resumed: the row appears');
+ok(wait_for(sub { (metric($api, 'activity_worker_postgres_read_lag_seconds')
+    // -1) == 0 }, 30), 'and read_lag_seconds is 0 again');
 
 my $ts = get($api, '/api/timeseries?from=' . (time - 3600) * 1000);
 is($ts->{status}, 200, '/api/timeseries answers from the replica');
@@ -119,6 +136,10 @@ like($ev->{json}{error} // '', qr/\S/, 'with an error message');
 ok(wait_for(sub { my $j = get($api, '/healthz')->{json};
     ($j->{postgresRead} // 'ok') ne 'ok' && $j->{status} eq 'ok' }, 30),
     '/healthz 200, postgresRead names the error');
+is(metric($api, 'activity_worker_postgres_read_up'), 0,
+    '/metrics: postgres_read_up 0');
+is(metric($api, 'activity_worker_postgres_read_lag_seconds'), undef,
+    'and no lag gauge: it cannot be measured');
 
 push_named(qw(d1));
 $t->pg_replica_start;
