@@ -510,10 +510,6 @@ http_probe(http_t *h, metrics_probe_t *p)
 static void
 http_probe_read(http_t *h, metrics_probe_t *p)
 {
-    PGresult  *res;
-    double     secs;
-    char       err[256], q[300];
-
     static const char  lag_sql[] =
         "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
         " WHEN pg_last_wal_receive_lsn() IS NOT NULL"
@@ -521,6 +517,9 @@ http_probe_read(http_t *h, metrics_probe_t *p)
         "  THEN 0"
         " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
         " END::float8";
+    PGresult  *res;
+    double     secs;
+    char       err[256], q[300];
 
     p->read_probed = 1;
 
