@@ -85,6 +85,10 @@ ok(wait_for(sub { (metric($api, 'activity_worker_postgres_read_lag_seconds')
 
 # --- a lagging replica: the API shows what it has replayed -----------------
 
+# paused only once caught up: a replay paused inside the worker's
+# partition maintenance would hold its ACCESS EXCLUSIVE lock on the
+# replica, and every read of activity_logs there would wait for it
+ok($t->pg_replica_caught_up, 'the replica has replayed everything');
 $t->replica_value('SELECT pg_wal_replay_pause()');
 ok(wait_for(sub { $t->replica_value('SELECT pg_get_wal_replay_pause_state()')
     eq 'paused' }, 30), 'replay paused on the replica');
@@ -155,6 +159,7 @@ my $list = sprintf 'postgresql://postgres@127.0.0.1:%d,127.0.0.1:%d'
 $t->worker_start(id => 'w2', args => ['--listen', "127.0.0.1:$api2",
     '--pg-read', $list]);
 
+ok($t->pg_replica_caught_up, 'the replica has replayed everything');
 $t->replica_value('SELECT pg_wal_replay_pause()');
 ok(wait_for(sub { $t->replica_value('SELECT pg_get_wal_replay_pause_state()')
     eq 'paused' }, 30), 'replay paused again');

@@ -1636,7 +1636,9 @@ sub pg_replica_stop {
     $self->{pg_replica_running} = 0;
 }
 
-# A DBI handle on the replica's activity database (RaiseError on).
+# A DBI handle on the replica's activity database (RaiseError on). Its
+# statements stop after 30 s: a read can wait behind a lock the standby
+# replays (and holds while replay is paused), and a test must not hang.
 sub replica_dbh {
     my ($self) = @_;
     return $self->{replica_dbh}
@@ -1648,6 +1650,7 @@ sub replica_dbh {
         { RaiseError => 1, AutoCommit => 1, PrintError => 0,
           pg_server_prepare => 0 },
     );
+    $self->{replica_dbh}->do("SET statement_timeout = '30s'");
     return $self->{replica_dbh};
 }
 
