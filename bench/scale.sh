@@ -32,6 +32,9 @@
 #           output buffer limit is lifted for this part, so that a burst
 #           cannot get a subscriber disconnected. BATCH (1) events a
 #           message: a busy worker publishes many events in one array.
+#           PERF=1: `perf record -e cpu-clock -g` of one nginx worker
+#           process during the first round with subscribers, printed
+#           by library and by function.
 #   store   N events (100,000) queued, then 1 or 2 activity-workers
 #           (default settings) started on the same queue, timed until
 #           every row is in activity_logs; CPU per stored row of the
@@ -183,7 +186,7 @@ if ($part{fanout}) {
         . " redis-benchmark -c 1, no dashboard connected\n", $msgs,
         length $payload, $batch, $batch > 1 ? 's' : '';
 
-    my %res;
+    my (%res, $perfed);
     for my $round (1 .. $rounds) {
         my @order = $round % 2 ? @layouts : reverse @layouts;
         for my $layout (@order) {
@@ -214,6 +217,17 @@ EOF
                 @names;
             sleep 0.5;
             for my $p (@pipelines) {
+                my $perf;
+                if ($ENV{PERF} && @pids && !$perfed++) {
+                    $perf = fork // die "fork: $!";
+                    if ($perf == 0) {
+                        exec 'perf', 'record', '-q', '-e', 'cpu-clock',
+                            '-g', '-o', $t->dir . '/perf.data', '-p',
+                            $pids[0];
+                        die "perf: $!";
+                    }
+                    sleep 1;
+                }
                 my ($r0, $n0) = (cpu($redis), cpu_sum(@pids));
                 my ($rc, $out) = $t->run_cmd('redis-benchmark', '-p',
                     $t->redis_port, '-c', 1, '-n', $msgs, '-P', $p, '-q',
@@ -224,6 +238,17 @@ EOF
                 wait_for(sub { my $c = cpu_sum(@pids); my $same = $c == $last;
                     $last = $c; $same }, 30, 0.3);
                 my ($r1, $n1) = (cpu($redis), cpu_sum(@pids));
+                if ($perf) {
+                    kill 'INT', $perf;
+                    waitpid $perf, 0;
+                    print "perf, one nginx worker process ($layout -P $p):\n";
+                    for my $sort (qw(dso sym)) {
+                        system('perf report -i ' . $t->dir . '/perf.data'
+                            . " --no-children --stdio --sort $sort -g none"
+                            . " 2>/dev/null | grep -v '^#' | grep . 2>/dev/null"
+                            . ' | head -' . ($sort eq 'dso' ? 10 : 25));
+                    }
+                }
                 my %h = $t->redis->pubsub_numsub('dashboard:events');
                 die "a subscriber was dropped during the round ($layout)\n"
                     unless ($h{'dashboard:events'} // 0) == $subs;
