@@ -34,7 +34,8 @@
 #           message: a busy worker publishes many events in one array.
 #           PERF=1: `perf record -e cpu-clock -g` of one nginx worker
 #           process during the first round with subscribers, printed
-#           by library and by function.
+#           by library and by function (that round's CPU figures then
+#           include perf's own overhead).
 #   store   N events (100,000) queued, then 1 or 2 activity-workers
 #           (default settings) started on the same queue, timed until
 #           every row is in activity_logs; CPU per stored row of the
@@ -241,7 +242,8 @@ EOF
                 if ($perf) {
                     kill 'INT', $perf;
                     waitpid $perf, 0;
-                    print "perf, one nginx worker process ($layout -P $p):\n";
+                    print "perf, one nginx worker process"
+                        . " ($layout -P $p):\n";
                     for my $sort (qw(dso sym)) {
                         system('perf report -i ' . $t->dir . '/perf.data'
                             . " --no-children --stdio --sort $sort -g none"
