@@ -10,6 +10,7 @@
 #   make bench-soak   the whole stack for minutes under production faults
 #   make bench-connect  1,000 dashboards connecting at once
 #   make bench-deflate  permessage-deflate against plain frames
+#   make bench-scale  CPU per event of each shared part (docs/scale-out.md)
 #   make deb        Debian packages under build/deb/ (README "Debian packages")
 #   make test-deb   install them here, check, purge (root; leaves the
 #                   machine as found)
@@ -143,6 +144,11 @@ bench-connect: deps-test all
 # bytes on the wire and nginx CPU per frame, with and without deflate
 bench-deflate: deps-test all
 	bench/deflate.sh
+
+# CPU per event of Redis, nginx, the worker, PostgreSQL (docs/scale-out.md)
+.PHONY: bench-scale
+bench-scale: deps-test all
+	bench/scale.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -81,6 +81,7 @@ static void http_metrics(http_t *h, history_reply_t *reply,
     const char **type);
 static void http_health(http_t *h, history_reply_t *reply);
 static void http_probe(http_t *h, metrics_probe_t *p);
+static void http_probe_read(http_t *h, metrics_probe_t *p);
 static redisContext *http_redis(http_t *h, char *err, size_t errlen);
 static void http_redis_drop(http_t *h, const char *err);
 static PGconn *http_pg(http_pg_t *pg, char *err, size_t errlen);
@@ -491,6 +492,62 @@ http_probe(http_t *h, metrics_probe_t *p)
 
     p->pg_up = http_pg_ping(h->same ? &h->read : &h->primary,
                             &p->pg_ping_s, err, sizeof(err)) == 0;
+
+    if (!h->same) {
+        http_probe_read(h, p);
+    }
+}
+
+
+/*
+ * The --pg-read server, when it is another one: does it answer, and how
+ * far behind is its replay. A standby only knows the WAL it received:
+ * while it has replayed all of that, its lag is 0 (also when the
+ * primary is away); while received WAL waits (replay paused, or slower
+ * than the primary), the lag is the age of the last transaction it
+ * replayed. A server that is not in recovery reports 0.
+ */
+static void
+http_probe_read(http_t *h, metrics_probe_t *p)
+{
+    static const char  lag_sql[] =
+        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0"
+        " WHEN pg_last_wal_receive_lsn() IS NOT NULL"
+        "  AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn()"
+        "  THEN 0"
+        " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+        " END::float8";
+    PGresult  *res;
+    double     secs;
+    char       err[256], q[300];
+
+    p->read_probed = 1;
+
+    if (http_pg_ping(&h->read, &secs, err, sizeof(err)) != 0) {
+        return;
+    }
+
+    p->read_up = 1;
+
+    res = db_query_within(h->read.conn, lag_sql, 0, NULL, HTTP_PG_WAIT_MS);
+
+    /* NULL: nothing replayed yet, the lag is unknown */
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+    {
+        p->read_lag_s = strtod(PQgetvalue(res, 0, 0), NULL);
+        p->read_lag_known = 1;
+
+    } else {
+        db_error(h->read.conn, res, err, sizeof(err));
+        http_first_line(err);
+        log_debug("http: replica lag unknown", "err=%s",
+                  log_quote(q, sizeof(q), err));
+    }
+
+    if (res != NULL) {
+        PQclear(res);
+    }
 }
 
 

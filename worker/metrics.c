@@ -267,6 +267,20 @@ metrics_render(metrics_buf_t *b, const metrics_probe_t *probe)
                       probe->pg_ping_s);
     }
 
+    if (probe->read_probed) {
+        metrics_gauge(b, "activity_worker_postgres_read_up",
+                      "1 when the --pg-read server answered at this scrape",
+                      probe->read_up);
+    }
+
+    if (probe->read_lag_known) {
+        metrics_gauge(b, "activity_worker_postgres_read_lag_seconds",
+                      "how far the --pg-read standby's replay is behind:"
+                      " age of its last replayed transaction while WAL"
+                      " it received waits for replay, else 0",
+                      probe->read_lag_s);
+    }
+
     if (probe->queue_len >= 0) {
         metrics_gauge(b, "activity_worker_queue_length",
                       "events waiting in the queue (LLEN)",

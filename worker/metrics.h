@@ -13,11 +13,15 @@
 typedef struct {
     double   redis_ping_s;
     double   pg_ping_s;
+    double   read_lag_s;
     long     queue_len;
     long     processing_len;
     long     dead_len;
     int      redis_up;
     int      pg_up;
+    int      read_probed;       /* --pg-read differs from --pg */
+    int      read_up;
+    int      read_lag_known;
 } metrics_probe_t;
 
 

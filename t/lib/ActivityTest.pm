@@ -881,6 +881,7 @@ sub stop_all {
         $self->_stop($name, 'TERM', 20);
     }
     $self->redis_stop if $self->{procs}{redis};
+    $self->pg_replica_stop;
     $self->pg_stop;
     $self->sentinel_stop;
 }
@@ -1749,5 +1750,102 @@ sub sentinel_stop {
         $self->_stop($name, 'TERM', 10);
     }
 }
+
+# --- scaleout (issue 12 section 4): a streaming replica ------------------
+# A hot standby of the harness's PostgreSQL for tests of --pg-read: made
+# with pg_basebackup -R (streaming replication from pg_start's server,
+# whose initdb -A trust already lets loopback replicate), started on a
+# port of its own, stopped by stop_all.
+
+package ActivityTest;
+
+sub pg_replica_port { $_[0]->port('pg_replica') }
+
+sub pg_replica_url {
+    my ($self) = @_;
+    return 'postgresql://postgres@127.0.0.1:' . $self->pg_replica_port
+        . '/activity';
+}
+
+# Makes the replica (first call only) and starts it; returns once it
+# accepts connections as a standby.
+sub pg_replica_start {
+    my ($self) = @_;
+    my $d = "$self->{dir}/pg_replica";
+    my $port = $self->pg_replica_port;
+    my ($uid, $gid) = (getpwnam 'postgres')[2, 3];
+
+    croak "pg_start first" unless $self->{pg_running};
+
+    unless (-d "$d/data") {
+        make_path($d);
+        chown $uid, $gid, $d or croak "chown $d: $!";
+        my ($rc, $out) = $self->_as_postgres("$BIN{pg}/pg_basebackup",
+            '-h', '127.0.0.1', '-p', $self->pg_port, '-U', 'postgres',
+            '-D', "$d/data", '-R', '-X', 'stream', '--no-sync',
+            '-c', 'fast');
+        croak "pg_basebackup failed:\n$out" if $rc;
+    }
+
+    my ($rc, $out) = $self->_as_postgres("$BIN{pg}/pg_ctl",
+        '-D', "$d/data", '-w', '-t', '60', '-l', "$d/postgresql.log",
+        '-o', "-c listen_addresses=127.0.0.1 -p $port -k $d"
+            . " -c fsync=off -c hot_standby=on -c timezone=UTC"
+            . " -c log_timezone=UTC -c max_connections=50",
+        'start');
+    croak "pg_ctl start (replica) failed:\n$out\n"
+        . _tail("$d/postgresql.log", 20) if $rc;
+    $self->{pg_replica_running} = 1;
+    return $self;
+}
+
+sub pg_replica_stop {
+    my ($self) = @_;
+    return unless $self->{pg_replica_running};
+    if ($self->{replica_dbh}) {
+        eval { $self->{replica_dbh}->disconnect };
+        delete $self->{replica_dbh};
+    }
+    my ($rc, $out) = $self->_as_postgres("$BIN{pg}/pg_ctl",
+        '-D', "$self->{dir}/pg_replica/data", '-m', 'fast', '-w', 'stop');
+    diag("pg_ctl stop (replica): $out") if $rc;
+    $self->{pg_replica_running} = 0;
+}
+
+# A DBI handle on the replica's activity database (RaiseError on). Its
+# statements stop after 30 s: a read can wait behind a lock the standby
+# replays (and holds while replay is paused), and a test must not hang.
+sub replica_dbh {
+    my ($self) = @_;
+    return $self->{replica_dbh}
+        if $self->{replica_dbh} && $self->{replica_dbh}->ping;
+    require DBI;
+    $self->{replica_dbh} = DBI->connect(
+        'dbi:Pg:dbname=activity;host=127.0.0.1;port='
+            . $self->pg_replica_port, 'postgres', '',
+        { RaiseError => 1, AutoCommit => 1, PrintError => 0,
+          pg_server_prepare => 0 },
+    );
+    $self->{replica_dbh}->do("SET statement_timeout = '30s'");
+    return $self->{replica_dbh};
+}
+
+# The first column of the first row, on the replica.
+sub replica_value {
+    my ($self, $sql, @bind) = @_;
+    my ($v) = $self->replica_dbh->selectrow_array($sql, undef, @bind);
+    return $v;
+}
+
+# Waits until the replica has replayed everything the primary has
+# written so far; false after $timeout seconds (60).
+sub pg_replica_caught_up {
+    my ($self, $timeout) = @_;
+    my $lsn = $self->sql_value('SELECT pg_current_wal_lsn()::text');
+    return wait_for(sub {
+        eval { $self->replica_value('SELECT pg_last_wal_replay_lsn()'
+            . ' >= ?::pg_lsn', $lsn) } }, $timeout // 60);
+}
+
 
 1;
