@@ -1,7 +1,7 @@
 
 /*
  * libFuzzer target: a stream of client WebSocket frames, taken the way
- * the dashboard's input loop takes them (ngx_http_activity_conn.c):
+ * the dashboard's input loop takes them (ngx_http_activity_conn_read.c):
  * parse a header, wait for the whole frame, unmask it, then act on the
  * opcode - control frames, close codes, fragments gathered up to the
  * message bound, UTF-8 checked text. The input is copied into a buffer
