@@ -16,6 +16,7 @@
 
 #include "ngx_http_activity_session.h"
 #include "ngx_http_activity_admit.h"
+#include "ngx_http_activity_event.h"
 #include "ngx_http_activity_status.h"
 #include "ngx_http_activity_ws.h"
 
@@ -630,8 +631,8 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
 
         ngx_http_activity_fanout_release(s->conn.fanout, l, NULL);
 
-        if (s->has_pid) {
-            ngx_http_activity_session_new_pid(s);
+        if (s->has_pid && ngx_http_activity_session_new_pid(s) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         if (s->resumed(s, 0) != NGX_OK) {
@@ -816,17 +817,34 @@ ngx_http_activity_session_restore(ngx_http_activity_session_t *s,
 }
 
 
-void
+/*
+ * The pid is all a client shows to take its session back (with a token
+ * of the same user): 120 bits from the kernel's CSPRNG, not from
+ * random(), whose state nginx seeds from the worker's pid and start time.
+ */
+
+ngx_int_t
 ngx_http_activity_session_new_pid(ngx_http_activity_session_t *s)
 {
     u_char  *p;
 
+    if (ngx_http_activity_random(s->pid, NGX_HTTP_ACTIVITY_PID_LEN)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                      "activity: getrandom() failed, no session id");
+        s->has_pid = 0;
+        return NGX_ERROR;
+    }
+
     for (p = s->pid; p < s->pid + NGX_HTTP_ACTIVITY_PID_LEN; p++) {
         *p = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-             "0123456789-_"[ngx_random() & 63];
+             "0123456789-_"[*p & 63];
     }
 
     s->has_pid = 1;
+
+    return NGX_OK;
 }
 
 
