@@ -29,6 +29,8 @@ static void ngx_http_activity_session_resume_done(void *data,
 static ngx_int_t ngx_http_activity_session_recoverable(
     ngx_http_activity_session_t *s, ngx_http_activity_resume_result_t *result,
     ngx_http_activity_offset_t *from);
+static ngx_uint_t ngx_http_activity_session_in_window(
+    ngx_http_activity_session_t *s, ngx_http_activity_offset_t *off);
 static ngx_int_t ngx_http_activity_session_restore(
     ngx_http_activity_session_t *s, ngx_str_t *record);
 static ngx_int_t ngx_http_activity_session_finish(
@@ -532,6 +534,20 @@ ngx_http_activity_session_resume(ngx_http_activity_session_t *s,
                                               &off)
                == NGX_OK;
 
+    /*
+     * asked of Redis only what can be recovered: nothing follows the
+     * largest id (Redis refuses to read after it), and a plain client's
+     * offset is at most the window old
+     */
+
+    if (valid
+        && ((off.ms == UINT64_MAX && off.seq == UINT64_MAX)
+            || (pid == NULL
+                && !ngx_http_activity_session_in_window(s, &off))))
+    {
+        valid = 0;
+    }
+
     if (valid && pid) {
         valid = pid->len == NGX_HTTP_ACTIVITY_PID_LEN;
 
@@ -710,9 +726,7 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     ngx_http_activity_offset_t *from)
 {
     size_t                         i, bytes;
-    uint64_t                       now;
     redisReply                    *e, *entries;
-    ngx_time_t                    *tp;
     ngx_http_activity_offset_t     off;
     ngx_http_activity_loc_conf_t  *conf;
 
@@ -726,13 +740,8 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
         return NGX_DECLINED;
     }
 
-    if (!s->has_pid) {
-        tp = ngx_timeofday();
-        now = (uint64_t) tp->sec * 1000 + tp->msec;
-
-        if (from->ms + conf->recovery < now) {
-            return NGX_DECLINED;
-        }
+    if (!s->has_pid && !ngx_http_activity_session_in_window(s, from)) {
+        return NGX_DECLINED;
     }
 
     bytes = 0;
@@ -769,6 +778,22 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     }
 
     return NGX_OK;
+}
+
+
+/* an offset at most the recovery window old by this clock (plain) */
+
+static ngx_uint_t
+ngx_http_activity_session_in_window(ngx_http_activity_session_t *s,
+    ngx_http_activity_offset_t *off)
+{
+    uint64_t     now;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    return off->ms >= now || now - off->ms <= s->conn.conf->recovery;
 }
 
 
