@@ -88,7 +88,7 @@ static ngx_http_activity_room_t *ngx_http_activity_fanout_room_of(
     const char *type, ngx_uint_t *bit);
 static void ngx_http_activity_fanout_hold_frame(
     ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *frame,
-    ngx_http_activity_offset_t *off);
+    ngx_http_activity_offset_t *off, ngx_uint_t room);
 static ngx_int_t ngx_http_activity_fanout_remember(
     ngx_http_activity_fanout_t *f, u_char *data, size_t len);
 static void ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f);
@@ -861,7 +861,12 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
             l->has_floor = 0;
         }
 
-        if (room && !(l->rooms & room)) {
+        /*
+         * a listener resuming holds every room's frames: its rooms may
+         * come back with its session only when the gap is read
+         */
+
+        if (room && !(l->rooms & room) && !l->holding) {
             continue;
         }
 
@@ -880,7 +885,7 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
         frame = ngx_http_activity_fanout_pick(f, l, frames[p], &zframes[p]);
 
         if (l->holding) {
-            ngx_http_activity_fanout_hold_frame(l, frame, off);
+            ngx_http_activity_fanout_hold_frame(l, frame, off, room);
             continue;
         }
 
@@ -1272,7 +1277,8 @@ ngx_http_activity_fanout_hold(ngx_http_activity_fanout_t *f,
 
 static void
 ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
-    ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off)
+    ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off,
+    ngx_uint_t room)
 {
     ngx_uint_t                 size;
     ngx_http_activity_held_t  *h;
@@ -1310,6 +1316,7 @@ ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
     h = &l->held[l->held_count++];
 
     h->frame = frame;
+    h->room = room;
     frame->refs++;
 
     if (off) {
@@ -1405,8 +1412,9 @@ done:
 
 /*
  * Ends holding.  last: the newest offset the client has now (its own or
- * the replay's last); held frames after it are sent, those up to it
- * dropped, and so are later broadcasts up to it.  last NULL: every held
+ * the replay's last); held frames after it are sent (a room's only if
+ * l is in the room now), those up to it dropped, and so are later
+ * broadcasts up to it.  last NULL: every held
  * frame is dropped (a snapshot replaces them).
  */
 
@@ -1427,6 +1435,7 @@ ngx_http_activity_fanout_release(ngx_http_activity_fanout_t *f,
         h = &l->held[i];
 
         if (last
+            && (h->room == 0 || (l->rooms & h->room))
             && (!h->has_offset
                 || ngx_http_activity_offset_cmp(&h->offset, last) > 0))
         {
