@@ -7,12 +7,16 @@
  * reconnects with its last offset gets, in one pipelined round trip:
  *
  *   GET    <resume prefix><pid>          its Socket.IO session record
- *   XRANGE <stream> <offset> <offset>    is the offset's own entry there
- *   XRANGE <stream> (<offset> + COUNT max+1   what came after it
+ *   XRANGE <stream> <offset> + COUNT max+2
+ *                                        the offset's own entry first,
+ *                                        then what came after it
  *
  * The offset's own entry proves the stream still reaches back that far
  * (it was neither trimmed nor lost with Redis), so the entries after it
- * are the whole gap.  The connection is this worker's own, apart from
+ * are the whole gap.  One command reads both: a trim between two reads
+ * (a worker's XADD … MAXLEN ~ runs between any two commands of a
+ * pipeline) could take the offset's entry and the gap's first ones
+ * after the first read said the offset was there.  The connection is this worker's own, apart from
  * the queue and the subscriber: a burst of reconnects never delays the
  * events on their way to Redis.  A request Redis does not answer within
  * NGX_HTTP_ACTIVITY_RESUME_TIMEOUT gives up and drops the connection.
@@ -44,6 +48,8 @@ struct ngx_http_activity_resume_req_s {
     ngx_uint_t                          replies;   /* still to come */
     ngx_uint_t                          step;      /* replies seen */
     ngx_uint_t                          with_record;
+    size_t                              offset_len;
+    u_char                              offset[64];
     unsigned                            failed:1;
 };
 
@@ -102,16 +108,13 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
     ngx_http_activity_resume_done_pt handler, void *data)
 {
     int                              rc;
-    u_char                           excl[64];
     ngx_str_t                       *key, *prefix;
     redisAsyncContext               *ac;
     ngx_http_activity_resume_req_t  *req;
 
     ac = rs->redis.ac;
 
-    if (ac == NULL || !rs->redis.ready || rs->closing
-        || offset->len + 2 > sizeof(excl))
-    {
+    if (ac == NULL || !rs->redis.ready || rs->closing) {
         return NULL;
     }
 
@@ -128,11 +131,16 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
     req->timer.log = rs->log;
     req->timer.cancelable = 1;
 
+    if (offset->len > sizeof(req->offset)) {
+        ngx_free(req);
+        return NULL;
+    }
+
+    ngx_memcpy(req->offset, offset->data, offset->len);
+    req->offset_len = offset->len;
+
     key = &rs->amcf->stream_key;
     prefix = &rs->amcf->resume_prefix;
-
-    excl[0] = '(';
-    ngx_memcpy(excl + 1, offset->data, offset->len);
 
     /* every command appended, or none: the replies must line up */
 
@@ -150,19 +158,9 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
 
     if (rc == REDIS_OK) {
         rc = redisAsyncCommand(ac, ngx_http_activity_resume_reply, req,
-                               "XRANGE %b %b %b", key->data, key->len,
-                               offset->data, offset->len,
-                               offset->data, offset->len);
-        if (rc == REDIS_OK) {
-            req->replies++;
-        }
-    }
-
-    if (rc == REDIS_OK) {
-        rc = redisAsyncCommand(ac, ngx_http_activity_resume_reply, req,
                                "XRANGE %b %b + COUNT %lu", key->data,
-                               key->len, excl, offset->len + 1,
-                               (unsigned long) max + 1);
+                               key->len, offset->data, offset->len,
+                               (unsigned long) max + 2);
         if (rc == REDIS_OK) {
             req->replies++;
         }
@@ -237,7 +235,7 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
 {
     ngx_http_activity_resume_req_t *req = privdata;
 
-    redisReply  *reply = r;
+    redisReply  *reply = r, *e;
     ngx_uint_t   step;
 
     step = req->step++;
@@ -279,10 +277,18 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
         goto next;
     }
 
-    if (req->replies) {
-        /* the offset's own entry */
-        req->result.found = reply->elements == 1;
-        goto next;
+    /* the offset's own entry first, if the stream still has it */
+
+    e = reply->elements ? reply->element[0] : NULL;
+
+    if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1
+        && e->element[0]->type == REDIS_REPLY_STRING
+        && (size_t) e->element[0]->len == req->offset_len
+        && ngx_strncmp(e->element[0]->str, req->offset, req->offset_len)
+           == 0)
+    {
+        req->result.found = 1;
+        req->result.first = 1;
     }
 
     ngx_http_activity_redis_healthy(&req->rs->redis);

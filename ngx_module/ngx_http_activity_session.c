@@ -671,7 +671,7 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "activity: dashboard %V recovered %uz missed events, "
                   "user \"%V\"", &s->conn.connection->addr_text,
-                  result->entries->elements, &s->user);
+                  result->entries->elements - result->first, &s->user);
 
     ngx_http_activity_stat_add(s->conn.amcf->stats, resumes_recovered, 1);
 
@@ -683,7 +683,7 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
 
     /* checked by recoverable(): [id, [field, value, ...]] each */
 
-    for (i = 0; i < result->entries->elements; i++) {
+    for (i = result->first; i < result->entries->elements; i++) {
         e = result->entries->element[i];
         id = e->element[0];
         fields = e->element[1];
@@ -734,7 +734,7 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     entries = result->entries;
 
     if (result->rc != NGX_OK || !result->found || entries == NULL
-        || entries->elements > conf->recovery_max
+        || entries->elements - result->first > conf->recovery_max
         || s->conn.listener.held_overflow)
     {
         return NGX_DECLINED;
@@ -746,7 +746,7 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
 
     bytes = 0;
 
-    for (i = 0; i < entries->elements; i++) {
+    for (i = result->first; i < entries->elements; i++) {
         e = entries->element[i];
 
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
