@@ -36,6 +36,9 @@ struct ngx_http_activity_resume_s {
     ngx_http_activity_main_conf_t      *amcf;
     ngx_log_t                          *log;
     unsigned                            closing:1;
+    /* logged once until Redis takes them again, not once per dashboard */
+    unsigned                            reads_refused:1;
+    unsigned                            saves_refused:1;
 };
 
 
@@ -243,9 +246,13 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
 
-        if (reply && !req->failed && !req->rs->closing) {
+        if (reply && !req->failed && !req->rs->closing
+            && !req->rs->reads_refused)
+        {
+            req->rs->reads_refused = 1;
             ngx_log_error(NGX_LOG_ERR, req->rs->log, 0,
-                          "activity: resume read refused by redis: %s",
+                          "activity: resume read refused by redis: %s "
+                          "(not logged again until one is answered)",
                           reply->str);
         }
 
@@ -292,6 +299,12 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_http_activity_redis_healthy(&req->rs->redis);
+
+    if (req->rs->reads_refused) {
+        req->rs->reads_refused = 0;
+        ngx_log_error(NGX_LOG_WARN, req->rs->log, 0,
+                      "activity: resume reads answered by redis again");
+    }
 
     ngx_http_activity_resume_finish(req, reply);
 
@@ -370,9 +383,26 @@ ngx_http_activity_resume_saved(redisAsyncContext *ac, void *r,
 
     redisReply  *reply = r;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && !rs->closing) {
+    if (reply == NULL || rs->closing) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (!rs->saves_refused) {
+            rs->saves_refused = 1;
+            ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                          "activity: cannot save a dashboard session for "
+                          "resume: %s (not logged again until one is "
+                          "saved)", reply->str);
+        }
+
+        return;
+    }
+
+    if (rs->saves_refused) {
+        rs->saves_refused = 0;
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
-                      "activity: cannot save a dashboard session for "
-                      "resume: %s", reply->str);
+                      "activity: dashboard sessions saved for resume "
+                      "again");
     }
 }
