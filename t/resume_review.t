@@ -200,4 +200,70 @@ is_deeply($m && [ $m->{event}, $m->{data} ],
 $ws->finish;
 is(xranges(), $x0 + 1, '  read from the stream');
 
+# 4. Redis refusing the session records (full: maxmemory, noeviction):
+# one warning, not one per dashboard; one line when it takes them again
+
+sub log_count {
+    my ($re) = @_;
+    my $text = do { local (@ARGV, $/) = $t->error_log; <> };
+    return scalar(() = $text =~ /$re/g);
+}
+
+$r->config_set('maxmemory-policy', 'noeviction');
+$r->config_set('maxmemory', 1);
+for my $n (1 .. 3) {
+    my $c = $t->node('sio-resume.js', url => $url, token => $token,
+        timeout => 30000);
+    ok($c->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 20),
+        "redis full: dashboard $n connected");
+    $c->finish;
+}
+ok(wait_for(sub { ($t->http(GET => '/status')->{content} // '')
+    =~ /^activity_dashboard_connections\{protocol="socketio"\} 0$/m },
+    20), 'redis full: the dashboards are gone');
+ok(wait_for(sub { log_count(qr/cannot save a dashboard session/) }, 20),
+    'redis full: a record refused is logged');
+is(log_count(qr/cannot save a dashboard session/), 1,
+    '  once, for six records refused');
+
+$r->config_set('maxmemory', 0);
+my $keys0 = scalar $r->keys('dashboard:resume:*');
+$sio = $t->node('sio-resume.js', url => $url, token => $token,
+    timeout => 30000);
+ok($sio->wait_line(sub { ($_->{event} // '') eq 'snapshot' }, 20),
+    'room again: a dashboard connected');
+ok(wait_for(sub { scalar($r->keys('dashboard:resume:*')) > $keys0 }, 20),
+    '  its record saved');
+ok(wait_for(sub { log_count(qr/sessions saved for resume again/) == 1 },
+    20), '  and that logged once');
+$sio->finish;
+
+# 5. the stream key of another type: every read refused, logged once
+
+$r->del('dashboard:events:stream');
+$r->set('dashboard:events:stream', 'not a stream');
+for my $n (1 .. 3) {
+    my $off = int(Time::HiRes::time() * 1000) . '-0';
+    my $c = $t->node('ws-client.js',
+        url => "ws://127.0.0.1:$port/ws?token=$token&offset=$off",
+        timeout => 30000, brief => 1);
+    my $m = $c->wait_line(sub { ($_->{t} // '') eq 'message' }, 20);
+    is_deeply($m && [ $m->{event}, $m->{data} ],
+        [ 'resume', { recovered => \0 } ], "wrong type: $n not recovered");
+    $c->finish;
+}
+is(log_count(qr/resume read refused by redis: WRONGTYPE/), 1,
+    '  logged once for three');
+
+$r->del('dashboard:events:stream');
+my $off = int(Time::HiRes::time() * 1000) . '-0';
+$ws = $t->node('ws-client.js',
+    url => "ws://127.0.0.1:$port/ws?token=$token&offset=$off",
+    timeout => 30000, brief => 1);
+ok($ws->wait_line(sub { ($_->{t} // '') eq 'message' }, 20),
+    'a stream again: answered');
+$ws->finish;
+ok(wait_for(sub { log_count(qr/resume reads answered by redis again/) == 1 },
+    20), '  and that logged once');
+
 $t->done;
