@@ -27,6 +27,7 @@ http {
 
     activity_redis_url redis://127.0.0.1:%%REDIS_PORT%%;
     activity_jwt_secret "review-secret";
+    limit_req_zone $binary_remote_addr zone=dash:1m rate=1r/m;
 
     server {
         listen 127.0.0.1:%%PORT%%;
@@ -38,6 +39,11 @@ http {
 
         location /ws {
             activity_dashboard websocket;
+        }
+
+        location /limited/socket.io/ {
+            limit_req zone=dash burst=1 nodelay;
+            activity_dashboard socketio;
         }
 
         location = /status {
@@ -265,5 +271,19 @@ ok($ws->wait_line(sub { ($_->{t} // '') eq 'message' }, 20),
 $ws->finish;
 ok(wait_for(sub { log_count(qr/resume reads answered by redis again/) == 1 },
     20), '  and that logged once');
+
+# 6. what bounds how often a client reconnects (README): nginx's
+# limit_req in the dashboard location sees every handshake
+
+my @limited = map {
+    my $c = $t->node('sio-resume.js', url => $url,
+        path => '/limited/socket.io/', token => $token,
+        auth => { pid => 'Q' x 20, offset => '1-0' }, timeout => 30000);
+    my $l = $c->wait_line(sub { ($_->{t} // '') =~ /^connect/ }, 20);
+    $c->finish;
+    $l->{t};
+} 1 .. 3;
+is_deeply(\@limited, [qw(connect connect connect_error)],
+    'limit_req refuses the reconnect past its burst');
 
 $t->done;
