@@ -143,6 +143,52 @@ is_deeply(users($sio, 'activity:new'), [qw(u0 u1 u2)],
 is_deeply(users($sio, 'api:call'), [qw(u0 u1 u2)],
     'the room events too: none lost while the resume was read');
 
+# a reload while a resume is read: the old worker process closes the
+# connection (1001) with the read in flight, and exits with it pending;
+# the client resumes from the same offset on a new worker process
+
+$sio->send({ drop => 1 });
+ok($sio->wait_line(sub { ($_->{t} // '') eq 'disconnect'
+    && (grep { ($_->{t} // '') eq 'disconnect' } $sio->lines) >= 2 }, 20),
+    'reload: the transport dropped');
+ok(wait_for(sub { !metric('activity_dashboard_connections{protocol="socketio"}') },
+    20), 'reload: nginx saw it go');
+publish('u3');
+
+$x0 = xranges();
+$sio->send({ connect => 1 });
+ok(wait_for(sub { xranges() > $x0 }, 20), 'reload: redis read the gap');
+
+my $master = do { open my $fh, '<', $t->dir . '/nginx.pid'; <$fh> };
+chomp $master;
+my ($old) = map { /^\s*(\d+)/ ? $1 : () } `ps -o pid= --ppid $master`;
+ok(kill('HUP', $master), 'reload: nginx reloaded mid-resume');
+ok(wait_for(sub { (grep { ($_->{t} // '') eq 'disconnect' } $sio->lines)
+    >= 3 }, 20), 'reload: the old worker process closed the connection');
+ok(wait_for(sub { !kill(0, $old) }, 30),
+    'reload: the old worker process exited, its read pending');
+kill 'USR1', $proxy;
+
+ok(wait_for(sub {
+    (metric('activity_redis_connected{connection="subscriber"}') // 0) == 1
+    }, 20), 'reload: the new worker process subscribed');
+$x0 = xranges();
+$sio->send({ connect => 1 });
+ok(wait_for(sub { xranges() > $x0 }, 20), 'reload: redis read the gap again');
+kill 'USR1', $proxy;
+ok(wait_for(sub { (grep { ($_->{t} // '') eq 'connect' } $sio->lines) >= 3 },
+    20), 'reload: connected to the new worker process');
+my $last = (grep { ($_->{t} // '') eq 'connect' } $sio->lines)[-1];
+ok($last->{recovered}, 'reload: recovered');
+
+publish('u4');
+ok(sees($sio, 'u4', 'activity:new') && sees($sio, 'u4', 'api:call'),
+    'reload: the next live event and its room event');
+is_deeply(users($sio, 'activity:new'), [qw(u0 u1 u2 u3 u4)],
+    'reload: activity:new once each, in order');
+is_deeply(users($sio, 'api:call'), [qw(u0 u1 u2 u3 u4)],
+    'reload: the room events too');
+
 $sio->finish;
 $t->nginx_stop;
 kill 'TERM', $proxy;
