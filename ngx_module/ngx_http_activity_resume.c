@@ -16,10 +16,11 @@
  * are the whole gap.  One command reads both: a trim between two reads
  * (a worker's XADD … MAXLEN ~ runs between any two commands of a
  * pipeline) could take the offset's entry and the gap's first ones
- * after the first read said the offset was there.  The connection is this worker's own, apart from
- * the queue and the subscriber: a burst of reconnects never delays the
- * events on their way to Redis.  A request Redis does not answer within
- * NGX_HTTP_ACTIVITY_RESUME_TIMEOUT gives up and drops the connection.
+ * after the first read said the offset was there.  The connection is
+ * this worker's own, apart from the queue and the subscriber: a burst
+ * of reconnects never delays the events on their way to Redis.  A
+ * request Redis does not answer within NGX_HTTP_ACTIVITY_RESUME_TIMEOUT
+ * gives up and drops the connection.
  */
 
 
