@@ -21,7 +21,6 @@ static size_t ngx_http_activity_json_len(ngx_str_t *s, size_t max);
 static u_char *ngx_http_activity_json_copy(u_char *p, ngx_str_t *s,
     size_t max);
 static u_char *ngx_http_activity_details_copy(u_char *p, ngx_array_t *a);
-static ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
 
 
 /* per process: refilled from getrandom() a page at a time */
@@ -322,7 +321,12 @@ ngx_http_activity_event_uuid(u_char *p, uint64_t msec)
 }
 
 
-static ngx_int_t
+/*
+ * Bytes from the kernel's CSPRNG (getrandom()), never from random():
+ * also what makes a Socket.IO pid unguessable.  Len at most 4096.
+ */
+
+ngx_int_t
 ngx_http_activity_random(u_char *buf, size_t len)
 {
     ssize_t  n;

@@ -40,6 +40,7 @@ u_char *ngx_http_activity_event_timestamp(u_char *p, time_t sec,
     ngx_msec_t msec);
 ngx_int_t ngx_http_activity_event_encode(ngx_pool_t *pool, ngx_str_t *type,
     ngx_http_activity_facts_t *f, ngx_str_t *body, ngx_str_t *json);
+ngx_int_t ngx_http_activity_random(u_char *buf, size_t len);
 
 
 #endif /* _NGX_HTTP_ACTIVITY_EVENT_H_INCLUDED_ */

@@ -25,6 +25,9 @@
 
 
 #define NGX_HTTP_ACTIVITY_RECENT_MAX     50
+
+/* most events a resubscribe sends to the connected dashboards */
+#define NGX_HTTP_ACTIVITY_GAP_MAX        1000
 #define NGX_HTTP_ACTIVITY_PROTOCOLS      2
 
 
@@ -73,6 +76,8 @@ static void ngx_http_activity_fanout_stats_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_activity_fanout_last_reply(redisAsyncContext *ac,
     void *r, void *privdata);
+static void ngx_http_activity_fanout_gap_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
 static void ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f,
@@ -88,7 +93,7 @@ static ngx_http_activity_room_t *ngx_http_activity_fanout_room_of(
     const char *type, ngx_uint_t *bit);
 static void ngx_http_activity_fanout_hold_frame(
     ngx_http_activity_listener_t *l, ngx_http_activity_frame_t *frame,
-    ngx_http_activity_offset_t *off);
+    ngx_http_activity_offset_t *off, ngx_uint_t room);
 static ngx_int_t ngx_http_activity_fanout_remember(
     ngx_http_activity_fanout_t *f, u_char *data, size_t len);
 static void ngx_http_activity_fanout_forget(ngx_http_activity_fanout_t *f);
@@ -486,6 +491,26 @@ ngx_http_activity_fanout_on_ready(ngx_http_activity_redis_t *rd)
      */
 
     /*
+     * after an outage, what was published meanwhile, from the last
+     * offset heard: the connected dashboards get it before the live
+     * events, as they would have
+     */
+
+    if (f->last_offset_len
+        && redisAsyncCommand(rd->ac, ngx_http_activity_fanout_gap_reply, f,
+                             "XRANGE %b %b + COUNT %d",
+                             amcf->stream_key.data, amcf->stream_key.len,
+                             f->last_offset, f->last_offset_len,
+                             NGX_HTTP_ACTIVITY_GAP_MAX + 2)
+           != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, f->log, 0,
+                      "activity: cannot subscribe to redis channels");
+        ngx_http_activity_redis_drop(rd);
+        return;
+    }
+
+    /*
      * the stream's newest offset before the recent list: an event in
      * between is then at worst sent twice to a resumed client, never
      * missed
@@ -610,6 +635,84 @@ ngx_http_activity_fanout_last_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_http_activity_fanout_invalidate(f);
+}
+
+
+/*
+ * The events published while the subscriber was away: the entry of the
+ * last offset heard first (else the stream does not reach back that
+ * far, and nothing is sent), then each as if heard live, in order.  A
+ * gap longer than NGX_HTTP_ACTIVITY_GAP_MAX is not sent either.
+ */
+
+static void
+ngx_http_activity_fanout_gap_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_http_activity_fanout_t *f = privdata;
+
+    size_t       i;
+    json_t      *event;
+    redisReply  *reply = r, *e, *id, *fields;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    e = reply->elements ? reply->element[0] : NULL;
+
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements < 1
+        || e->element[0]->type != REDIS_REPLY_STRING
+        || (size_t) e->element[0]->len != f->last_offset_len
+        || ngx_strncmp(e->element[0]->str, f->last_offset,
+                       f->last_offset_len) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, f->log, 0,
+                      "activity: the events published while the "
+                      "subscriber was away are no longer in the stream: "
+                      "connected dashboards miss them");
+        return;
+    }
+
+    if (reply->elements - 1 > NGX_HTTP_ACTIVITY_GAP_MAX) {
+        ngx_log_error(NGX_LOG_WARN, f->log, 0,
+                      "activity: more than %d events published while the "
+                      "subscriber was away: connected dashboards miss "
+                      "them", NGX_HTTP_ACTIVITY_GAP_MAX);
+        return;
+    }
+
+    for (i = 1; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
+            || e->element[1]->type != REDIS_REPLY_ARRAY
+            || e->element[1]->elements < 2
+            || e->element[1]->element[1]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        id = e->element[0];
+        fields = e->element[1];
+
+        if (id->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        event = json_loadb(fields->element[1]->str, fields->element[1]->len,
+                           0, NULL);
+
+        if (json_is_object(event)
+            && json_object_set_new(event, "offset",
+                                   json_stringn(id->str, id->len))
+               == 0)
+        {
+            ngx_http_activity_fanout_event(f, event);
+        }
+
+        json_decref(event);
+    }
 }
 
 
@@ -863,7 +966,12 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
             l->has_floor = 0;
         }
 
-        if (room && !(l->rooms & room)) {
+        /*
+         * a listener resuming holds every room's frames: its rooms may
+         * come back with its session only when the gap is read
+         */
+
+        if (room && !(l->rooms & room) && !l->holding) {
             continue;
         }
 
@@ -882,7 +990,7 @@ ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
         frame = ngx_http_activity_fanout_pick(f, l, frames[p], &zframes[p]);
 
         if (l->holding) {
-            ngx_http_activity_fanout_hold_frame(l, frame, off);
+            ngx_http_activity_fanout_hold_frame(l, frame, off, room);
             continue;
         }
 
@@ -1274,7 +1382,8 @@ ngx_http_activity_fanout_hold(ngx_http_activity_fanout_t *f,
 
 static void
 ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
-    ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off)
+    ngx_http_activity_frame_t *frame, ngx_http_activity_offset_t *off,
+    ngx_uint_t room)
 {
     ngx_uint_t                 size;
     ngx_http_activity_held_t  *h;
@@ -1312,6 +1421,7 @@ ngx_http_activity_fanout_hold_frame(ngx_http_activity_listener_t *l,
     h = &l->held[l->held_count++];
 
     h->frame = frame;
+    h->room = room;
     frame->refs++;
 
     if (off) {
@@ -1407,8 +1517,9 @@ done:
 
 /*
  * Ends holding.  last: the newest offset the client has now (its own or
- * the replay's last); held frames after it are sent, those up to it
- * dropped, and so are later broadcasts up to it.  last NULL: every held
+ * the replay's last); held frames after it are sent (a room's only if
+ * l is in the room now), those up to it dropped, and so are later
+ * broadcasts up to it.  last NULL: every held
  * frame is dropped (a snapshot replaces them).
  */
 
@@ -1429,6 +1540,7 @@ ngx_http_activity_fanout_release(ngx_http_activity_fanout_t *f,
         h = &l->held[i];
 
         if (last
+            && (h->room == 0 || (l->rooms & h->room))
             && (!h->has_offset
                 || ngx_http_activity_offset_cmp(&h->offset, last) > 0))
         {

@@ -39,6 +39,7 @@ typedef struct {
     ngx_http_activity_frame_t           *frame;
     ngx_http_activity_offset_t           offset;
     ngx_uint_t                           has_offset;
+    ngx_uint_t                           room;      /* 0: every listener */
 } ngx_http_activity_held_t;
 
 

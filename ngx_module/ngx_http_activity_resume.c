@@ -7,15 +7,20 @@
  * reconnects with its last offset gets, in one pipelined round trip:
  *
  *   GET    <resume prefix><pid>          its Socket.IO session record
- *   XRANGE <stream> <offset> <offset>    is the offset's own entry there
- *   XRANGE <stream> (<offset> + COUNT max+1   what came after it
+ *   XRANGE <stream> <offset> + COUNT max+2
+ *                                        the offset's own entry first,
+ *                                        then what came after it
  *
  * The offset's own entry proves the stream still reaches back that far
  * (it was neither trimmed nor lost with Redis), so the entries after it
- * are the whole gap.  The connection is this worker's own, apart from
- * the queue and the subscriber: a burst of reconnects never delays the
- * events on their way to Redis.  A request Redis does not answer within
- * NGX_HTTP_ACTIVITY_RESUME_TIMEOUT gives up and drops the connection.
+ * are the whole gap.  One command reads both: a trim between two reads
+ * (a worker's XADD … MAXLEN ~ runs between any two commands of a
+ * pipeline) could take the offset's entry and the gap's first ones
+ * after the first read said the offset was there.  The connection is
+ * this worker's own, apart from the queue and the subscriber: a burst
+ * of reconnects never delays the events on their way to Redis.  A
+ * request Redis does not answer within NGX_HTTP_ACTIVITY_RESUME_TIMEOUT
+ * gives up and drops the connection.
  */
 
 
@@ -32,6 +37,9 @@ struct ngx_http_activity_resume_s {
     ngx_http_activity_main_conf_t      *amcf;
     ngx_log_t                          *log;
     unsigned                            closing:1;
+    /* logged once until Redis takes them again, not once per dashboard */
+    unsigned                            reads_refused:1;
+    unsigned                            saves_refused:1;
 };
 
 
@@ -44,6 +52,8 @@ struct ngx_http_activity_resume_req_s {
     ngx_uint_t                          replies;   /* still to come */
     ngx_uint_t                          step;      /* replies seen */
     ngx_uint_t                          with_record;
+    size_t                              offset_len;
+    u_char                              offset[64];
     unsigned                            failed:1;
 };
 
@@ -102,16 +112,13 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
     ngx_http_activity_resume_done_pt handler, void *data)
 {
     int                              rc;
-    u_char                           excl[64];
     ngx_str_t                       *key, *prefix;
     redisAsyncContext               *ac;
     ngx_http_activity_resume_req_t  *req;
 
     ac = rs->redis.ac;
 
-    if (ac == NULL || !rs->redis.ready || rs->closing
-        || offset->len + 2 > sizeof(excl))
-    {
+    if (ac == NULL || !rs->redis.ready || rs->closing) {
         return NULL;
     }
 
@@ -128,11 +135,16 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
     req->timer.log = rs->log;
     req->timer.cancelable = 1;
 
+    if (offset->len > sizeof(req->offset)) {
+        ngx_free(req);
+        return NULL;
+    }
+
+    ngx_memcpy(req->offset, offset->data, offset->len);
+    req->offset_len = offset->len;
+
     key = &rs->amcf->stream_key;
     prefix = &rs->amcf->resume_prefix;
-
-    excl[0] = '(';
-    ngx_memcpy(excl + 1, offset->data, offset->len);
 
     /* every command appended, or none: the replies must line up */
 
@@ -150,19 +162,9 @@ ngx_http_activity_resume_fetch(ngx_http_activity_resume_t *rs,
 
     if (rc == REDIS_OK) {
         rc = redisAsyncCommand(ac, ngx_http_activity_resume_reply, req,
-                               "XRANGE %b %b %b", key->data, key->len,
-                               offset->data, offset->len,
-                               offset->data, offset->len);
-        if (rc == REDIS_OK) {
-            req->replies++;
-        }
-    }
-
-    if (rc == REDIS_OK) {
-        rc = redisAsyncCommand(ac, ngx_http_activity_resume_reply, req,
                                "XRANGE %b %b + COUNT %lu", key->data,
-                               key->len, excl, offset->len + 1,
-                               (unsigned long) max + 1);
+                               key->len, offset->data, offset->len,
+                               (unsigned long) max + 2);
         if (rc == REDIS_OK) {
             req->replies++;
         }
@@ -237,7 +239,7 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
 {
     ngx_http_activity_resume_req_t *req = privdata;
 
-    redisReply  *reply = r;
+    redisReply  *reply = r, *e;
     ngx_uint_t   step;
 
     step = req->step++;
@@ -245,9 +247,13 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
 
-        if (reply && !req->failed && !req->rs->closing) {
+        if (reply && !req->failed && !req->rs->closing
+            && !req->rs->reads_refused)
+        {
+            req->rs->reads_refused = 1;
             ngx_log_error(NGX_LOG_ERR, req->rs->log, 0,
-                          "activity: resume read refused by redis: %s",
+                          "activity: resume read refused by redis: %s "
+                          "(not logged again until one is answered)",
                           reply->str);
         }
 
@@ -279,13 +285,27 @@ ngx_http_activity_resume_reply(redisAsyncContext *ac, void *r,
         goto next;
     }
 
-    if (req->replies) {
-        /* the offset's own entry */
-        req->result.found = reply->elements == 1;
-        goto next;
+    /* the offset's own entry first, if the stream still has it */
+
+    e = reply->elements ? reply->element[0] : NULL;
+
+    if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1
+        && e->element[0]->type == REDIS_REPLY_STRING
+        && (size_t) e->element[0]->len == req->offset_len
+        && ngx_strncmp(e->element[0]->str, req->offset, req->offset_len)
+           == 0)
+    {
+        req->result.found = 1;
+        req->result.first = 1;
     }
 
     ngx_http_activity_redis_healthy(&req->rs->redis);
+
+    if (req->rs->reads_refused) {
+        req->rs->reads_refused = 0;
+        ngx_log_error(NGX_LOG_WARN, req->rs->log, 0,
+                      "activity: resume reads answered by redis again");
+    }
 
     ngx_http_activity_resume_finish(req, reply);
 
@@ -364,9 +384,26 @@ ngx_http_activity_resume_saved(redisAsyncContext *ac, void *r,
 
     redisReply  *reply = r;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && !rs->closing) {
+    if (reply == NULL || rs->closing) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (!rs->saves_refused) {
+            rs->saves_refused = 1;
+            ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                          "activity: cannot save a dashboard session for "
+                          "resume: %s (not logged again until one is "
+                          "saved)", reply->str);
+        }
+
+        return;
+    }
+
+    if (rs->saves_refused) {
+        rs->saves_refused = 0;
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
-                      "activity: cannot save a dashboard session for "
-                      "resume: %s", reply->str);
+                      "activity: dashboard sessions saved for resume "
+                      "again");
     }
 }

@@ -29,7 +29,8 @@ typedef struct {
     ngx_int_t      rc;         /* NGX_OK: answered; NGX_ERROR: no answer */
     ngx_str_t      record;     /* the session record; data NULL: none */
     unsigned       found:1;    /* the offset's own entry is in the stream */
-    redisReply    *entries;    /* XRANGE: the entries after the offset */
+    redisReply    *entries;    /* XRANGE from the offset: its own entry */
+    ngx_uint_t     first;      /* (if found), then the gap from here */
 } ngx_http_activity_resume_result_t;
 
 

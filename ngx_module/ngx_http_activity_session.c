@@ -16,6 +16,7 @@
 
 #include "ngx_http_activity_session.h"
 #include "ngx_http_activity_admit.h"
+#include "ngx_http_activity_event.h"
 #include "ngx_http_activity_status.h"
 #include "ngx_http_activity_ws.h"
 
@@ -28,6 +29,8 @@ static void ngx_http_activity_session_resume_done(void *data,
 static ngx_int_t ngx_http_activity_session_recoverable(
     ngx_http_activity_session_t *s, ngx_http_activity_resume_result_t *result,
     ngx_http_activity_offset_t *from);
+static ngx_uint_t ngx_http_activity_session_in_window(
+    ngx_http_activity_session_t *s, ngx_http_activity_offset_t *off);
 static ngx_int_t ngx_http_activity_session_restore(
     ngx_http_activity_session_t *s, ngx_str_t *record);
 static ngx_int_t ngx_http_activity_session_finish(
@@ -531,6 +534,20 @@ ngx_http_activity_session_resume(ngx_http_activity_session_t *s,
                                               &off)
                == NGX_OK;
 
+    /*
+     * asked of Redis only what can be recovered: nothing follows the
+     * largest id (Redis refuses to read after it), and a plain client's
+     * offset is at most the window old
+     */
+
+    if (valid
+        && ((off.ms == UINT64_MAX && off.seq == UINT64_MAX)
+            || (pid == NULL
+                && !ngx_http_activity_session_in_window(s, &off))))
+    {
+        valid = 0;
+    }
+
     if (valid && pid) {
         valid = pid->len == NGX_HTTP_ACTIVITY_PID_LEN;
 
@@ -630,8 +647,8 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
 
         ngx_http_activity_fanout_release(s->conn.fanout, l, NULL);
 
-        if (s->has_pid) {
-            ngx_http_activity_session_new_pid(s);
+        if (s->has_pid && ngx_http_activity_session_new_pid(s) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         if (s->resumed(s, 0) != NGX_OK) {
@@ -654,7 +671,7 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "activity: dashboard %V recovered %uz missed events, "
                   "user \"%V\"", &s->conn.connection->addr_text,
-                  result->entries->elements, &s->user);
+                  result->entries->elements - result->first, &s->user);
 
     ngx_http_activity_stat_add(s->conn.amcf->stats, resumes_recovered, 1);
 
@@ -666,7 +683,7 @@ ngx_http_activity_session_finish(ngx_http_activity_session_t *s,
 
     /* checked by recoverable(): [id, [field, value, ...]] each */
 
-    for (i = 0; i < result->entries->elements; i++) {
+    for (i = result->first; i < result->entries->elements; i++) {
         e = result->entries->element[i];
         id = e->element[0];
         fields = e->element[1];
@@ -709,9 +726,7 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     ngx_http_activity_offset_t *from)
 {
     size_t                         i, bytes;
-    uint64_t                       now;
     redisReply                    *e, *entries;
-    ngx_time_t                    *tp;
     ngx_http_activity_offset_t     off;
     ngx_http_activity_loc_conf_t  *conf;
 
@@ -719,24 +734,19 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     entries = result->entries;
 
     if (result->rc != NGX_OK || !result->found || entries == NULL
-        || entries->elements > conf->recovery_max
+        || entries->elements - result->first > conf->recovery_max
         || s->conn.listener.held_overflow)
     {
         return NGX_DECLINED;
     }
 
-    if (!s->has_pid) {
-        tp = ngx_timeofday();
-        now = (uint64_t) tp->sec * 1000 + tp->msec;
-
-        if (from->ms + conf->recovery < now) {
-            return NGX_DECLINED;
-        }
+    if (!s->has_pid && !ngx_http_activity_session_in_window(s, from)) {
+        return NGX_DECLINED;
     }
 
     bytes = 0;
 
-    for (i = 0; i < entries->elements; i++) {
+    for (i = result->first; i < entries->elements; i++) {
         e = entries->element[i];
 
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2
@@ -768,6 +778,22 @@ ngx_http_activity_session_recoverable(ngx_http_activity_session_t *s,
     }
 
     return NGX_OK;
+}
+
+
+/* an offset at most the recovery window old by this clock (plain) */
+
+static ngx_uint_t
+ngx_http_activity_session_in_window(ngx_http_activity_session_t *s,
+    ngx_http_activity_offset_t *off)
+{
+    uint64_t     now;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    return off->ms >= now || now - off->ms <= s->conn.conf->recovery;
 }
 
 
@@ -816,17 +842,34 @@ ngx_http_activity_session_restore(ngx_http_activity_session_t *s,
 }
 
 
-void
+/*
+ * The pid is all a client shows to take its session back (with a token
+ * of the same user): 120 bits from the kernel's CSPRNG, not from
+ * random(), whose state nginx seeds from the worker's pid and start time.
+ */
+
+ngx_int_t
 ngx_http_activity_session_new_pid(ngx_http_activity_session_t *s)
 {
     u_char  *p;
 
+    if (ngx_http_activity_random(s->pid, NGX_HTTP_ACTIVITY_PID_LEN)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                      "activity: getrandom() failed, no session id");
+        s->has_pid = 0;
+        return NGX_ERROR;
+    }
+
     for (p = s->pid; p < s->pid + NGX_HTTP_ACTIVITY_PID_LEN; p++) {
         *p = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-             "0123456789-_"[ngx_random() & 63];
+             "0123456789-_"[*p & 63];
     }
 
     s->has_pid = 1;
+
+    return NGX_OK;
 }
 
 

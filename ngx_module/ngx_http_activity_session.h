@@ -76,7 +76,7 @@ ngx_int_t ngx_http_activity_session_ready(ngx_http_activity_session_t *s,
 
 ngx_int_t ngx_http_activity_session_resume(ngx_http_activity_session_t *s,
     ngx_str_t *pid, ngx_str_t *offset);
-void ngx_http_activity_session_new_pid(ngx_http_activity_session_t *s);
+ngx_int_t ngx_http_activity_session_new_pid(ngx_http_activity_session_t *s);
 void ngx_http_activity_session_keep(ngx_http_activity_session_t *s);
 
 json_t *ngx_http_activity_session_rooms(ngx_http_activity_session_t *s,

@@ -58,10 +58,13 @@ ngx_http_activity_sio_session_create(ngx_http_request_t *r, ngx_str_t *token)
     s->expired.len = sizeof(expired) - 1;
     s->resumed = ngx_http_activity_sio_session_resumed;
 
-    /* connection state recovery: the CONNECT reply carries a pid */
+    /*
+     * connection state recovery: the CONNECT reply carries a pid (none
+     * if the kernel gave no random bytes: this one is not recoverable)
+     */
 
     if (s->conn.conf->recovery) {
-        ngx_http_activity_session_new_pid(s);
+        (void) ngx_http_activity_session_new_pid(s);
     }
 
     return s;

@@ -197,5 +197,31 @@ is_deeply(\@order,
     'each once, newest first: no hole, no duplicate');
 is_deeply($s->{pageErrors}, [], 'no page errors');
 
+# 3. (review) an event missed at the very millisecond of the newest row
+# the page has: the gap it fetches has that event too
+
+$clock += 0.01;
+my $same = $clock;
+$t->push_events(make_event(user => 'd1', endpoint => '/resume/d1',
+    time => $same));
+$s = page_until(sub { has_all($_, 'd1') }, 30);
+ok(has_all($s, 'd1'), 'an event live');
+
+$t->nginx_stop('QUIT');
+$s = page_until(sub { $_->{state} ne 'connected' }, 20);
+isnt($s->{state}, 'connected', 'the page lost its connection a third time');
+
+$t->push_events(make_event(user => 'd2', endpoint => '/resume/d2',
+    time => $same), events('e', 60));
+my @same = ('d2', map { "e$_" } 1 .. 60);
+ok(published(@same), 'one at the same millisecond, then 60, stored');
+$r->xtrim('dashboard:events:stream', 'MAXLEN', 0);
+
+$t->nginx_start;
+$s = page_until(sub { has_all($_, @same) }, 60);
+ok(has_all($s, @same), 'not recovered: the same millisecond one too')
+    or diag(explain([ users($s) ]));
+is_deeply($s->{pageErrors}, [], 'still no page errors');
+
 $b->finish(20);
 $t->done;

@@ -9,7 +9,7 @@
 //                        "timeout":60000}'
 //
 // stdout, one JSON line each:
-//   {"t":"connect","recovered":true|false}
+//   {"t":"connect","recovered":true|false,"pid":"<pid>"|null}
 //   {"t":"disconnect","reason":".."}  {"t":"connect_error","message":".."}
 //   {"t":"event","event":"activity:new","id":"<event id>",
 //    "offset":"<last string argument>"|null}
@@ -36,8 +36,11 @@ const socket = io(opts.url, {
     timeout: 10000,
 });
 
+// pid: the session id the server gave (t/resume_review.t checks it is
+// not predictable)
 socket.on('connect', () => out({ t: 'connect',
-                                 recovered: socket.recovered === true }));
+                                 recovered: socket.recovered === true,
+                                 pid: socket._pid || null }));
 socket.on('disconnect', (reason) => out({ t: 'disconnect', reason }));
 socket.on('connect_error', (err) => out({ t: 'connect_error',
                                           message: err.message }));

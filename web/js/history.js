@@ -165,9 +165,11 @@ export function createHistory(opts) {
         show('idle', '');
     }
 
-    // The events after `since` (ms), newest first: what a reconnect
+    // The events from `since` (ms) on, newest first: what a reconnect
     // that was not recovered missed (the snapshot holds only the last
     // ones). At most MAX_PAGES pages; stops at the first older event.
+    // Events of the same millisecond as the newest row are taken too:
+    // the feed keeps each id once.
     async function gap(since) {
         const ctl = new AbortController();
         const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
@@ -179,7 +181,7 @@ export function createHistory(opts) {
                 let older = false;
                 for (const e of r.events) {
                     const t = e && Date.parse(e.timestamp);
-                    if (!(t > since)) {
+                    if (!(t >= since)) {
                         older = true;
                         break;
                     }
