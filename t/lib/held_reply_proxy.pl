@@ -55,7 +55,9 @@ while (1) {
             next;
         }
 
-        my $other = $peer{ fileno $fh } or next;
+        my $fd = fileno $fh;
+        my $other = defined $fd ? $peer{$fd} : undef;
+        $other or next;
         my $n = sysread $fh, my $buf, 65536;
         if (!$n) {
             for my $x ($fh, $other) {
