@@ -182,4 +182,26 @@ ok((grep { /\bsub=2\b/ } @unix), 'the subscriber is on the unix socket')
     or diag(join "\n", @clients);
 is(scalar @tcp, 1, 'no TCP client but the test') or diag(join "\n", @tcp);
 
+# --- nginx -t never echoes a password (review-sentinel) -------------------
+# an unknown scheme, and a password holding a '/' (the part after it
+# looks like a path), were refused with the URL as typed
+
+for my $case (
+    [ 'rediss://:s3cretpw@127.0.0.1:6379',
+      qr{invalid redis url "rediss://:\*\*\*\@127\.0\.0\.1:6379" in "activity_redis_url": expected} ],
+    [ 'http://alice:s3cretpw@127.0.0.1/',
+      qr{invalid redis url "http://alice:\*\*\*\@127\.0\.0\.1/" in "activity_redis_url"} ],
+    [ 'redis://:ab/s3cretpw@127.0.0.1:6379/1',
+      qr{redis url "redis://:\*\*\*\@127\.0\.0\.1:6379/1" in "activity_redis_url"} ],
+    [ 'redis+sentinel://:ab/s3cretpw@127.0.0.1:26379/mymaster',
+      qr{redis url "redis\+sentinel://:\*\*\*\@127\.0\.0\.1:26379/mymaster" in "activity_redis_url"} ],
+) {
+    my ($url, $re) = @$case;
+    my ($rc, $out) = $t->nginx_test(conf_with($url));
+    ok($rc != 0, "nginx -t refuses a bad URL (" . ($url =~ s/:\/\/.*//r)
+        . ')');
+    like($out, $re, '... shows it with the password as ***') or diag($out);
+    unlike($out, qr/s3cretpw/, '... never the password') or diag($out);
+}
+
 $t->done;
