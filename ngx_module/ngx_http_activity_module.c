@@ -53,6 +53,8 @@ static char *ngx_http_activity_parse_redis_url(ngx_conf_t *cf,
     ngx_str_t *url, ngx_http_activity_redis_addr_t *addr);
 static char *ngx_http_activity_wait_replica(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_activity_url_decode(ngx_conf_t *cf, u_char *p,
+    u_char *last, ngx_str_t *out);
 static ngx_int_t ngx_http_activity_hide_password(ngx_conf_t *cf,
     ngx_str_t *url, ngx_str_t *shown);
 static char *ngx_http_activity_resolve_redis(ngx_conf_t *cf,
@@ -879,10 +881,16 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
             goto invalid;
         }
 
-        addr->username.data = p;
-        addr->username.len = colon - p;
-        addr->password.data = colon + 1;
-        addr->password.len = at - colon - 1;
+        /* percent-encoded as in the worker: "%40" for '@', "%2F" for '/' */
+
+        if (ngx_http_activity_url_decode(cf, p, colon, &addr->username)
+            != NGX_OK
+            || ngx_http_activity_url_decode(cf, colon + 1, at,
+                                            &addr->password)
+               != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
         p = at + 1;
     }
 
@@ -1076,6 +1084,44 @@ ngx_http_activity_hide_password(ngx_conf_t *cf, ngx_str_t *url,
     q = ngx_cpymem(shown->data, url->data, p - url->data);
     q = ngx_cpymem(q, "***", 3);
     ngx_memcpy(q, at, last - at);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The user or password of a redis URL with "%XX" decoded (anything else,
+ * a '%' not followed by two hex digits too, is taken as it is)
+ */
+
+static ngx_int_t
+ngx_http_activity_url_decode(ngx_conf_t *cf, u_char *p, u_char *last,
+    ngx_str_t *out)
+{
+    u_char      *d;
+    ngx_int_t    c;
+
+    out->data = ngx_pnalloc(cf->pool, last - p + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = out->data;
+
+    while (p < last) {
+        if (*p == '%' && last - p >= 3
+            && (c = ngx_hextoi(p + 1, 2)) != NGX_ERROR)
+        {
+            *d++ = (u_char) c;
+            p += 3;
+            continue;
+        }
+
+        *d++ = *p++;
+    }
+
+    out->len = d - out->data;
+    *d = '\0';
 
     return NGX_OK;
 }

@@ -129,6 +129,25 @@ my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
 is($rc, 0, 'the worker takes user:password and /db too (dlq list)');
 is(scalar(split /\n/, $out), 1, 'and reads database 2');
 
+# a percent-encoded user and password (review-sentinel): the module sent
+# them encoded, the worker decoded; both now send "p@ss/w%rd:1"
+$db0->acl('SETUSER', 'b:o%b', 'on', '>p@ss/w%rd:1', '~*', '&*', '+@all');
+my $pct = "redis://b%3Ao%25b:p%40ss%2Fw%25rd%3A1\@127.0.0.1:$port/4";
+$t->write_conf(conf_with($pct) =~ s/%%PORT%%/%%PORT_pct%%/r, undef, 'pct');
+$t->nginx_start(name => 'pct');
+is($t->http(GET => '/api/pct/1', port => $t->port('pct'))->{status}, 200,
+    'percent-encoded user:password: request');
+my $db4 = $t->redis_client(password => $pw, db => 4);
+ok(wait_for(sub { $db4->llen('activity:events') == 1 }, 20),
+    'percent-encoded user:password: AUTH succeeds, the event lands in db 4')
+    or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('pct')));
+$t->nginx_stop('QUIT', 'pct');
+($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
+    $pct, '--dead', 'dead:pct');
+is($rc, 0, 'the worker takes the same URL') or diag($out);
+is(scalar(grep { /p%40ss|p\@ss/ } $t->log_lines(qr/./, $t->error_log('pct'))),
+    0, 'the password is not logged, encoded or not');
+
 # a wrong password: refused, logged, nothing queued, requests still 200
 $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
     =~ s/%%PORT%%/%%PORT_bad%%/r, undef, 'bad');
