@@ -516,13 +516,16 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     ngx_http_activity_redis_healthy(rd);
-    ngx_http_activity_stat_add(q->stats, events_queued, n);
     q->held_logged = 0;
 
-    /* with a WAIT behind, the events stay until a replica has them */
+    /*
+     * with a WAIT behind, the events stay until a replica has them, and
+     * are counted then: a lost connection sends them again
+     */
 
     if (!q->waiting) {
         (void) ngx_http_activity_queue_release(q, n);
+        ngx_http_activity_stat_add(q->stats, events_queued, n);
 
         /* sent while no replica confirmed: the master's copy alone */
 
@@ -560,6 +563,7 @@ ngx_http_activity_queue_waited(redisAsyncContext *ac, void *r,
     /* every LPUSH before the WAIT was answered: Redis has the events */
 
     n = ngx_http_activity_queue_release(q, (uintptr_t) -1);
+    ngx_http_activity_stat_add(q->stats, events_queued, n);
 
     if (reply->type != REDIS_REPLY_INTEGER) {
 
