@@ -7,7 +7,8 @@
 #   2. no sentinel answers at all: requests still answer 200, one warn
 #      line per connection, attempts go on;
 #   3. nginx asked to quit while a connection waits on the silent
-#      sentinel exits, without an alert.
+#      sentinel exits, without an alert;
+#   4. a sentinel naming an IPv6 master: used, and shown as [::1]:port.
 
 use strict;
 use warnings;
@@ -124,4 +125,27 @@ ok(!grep({ /\[(alert|crit|emerg)\]/ } $t->log_lines(qr/./,
     $t->error_log('quit'))), 'nginx quits, no alert');
 
 $t->nginx_stop('QUIT', 'none');
+
+# --- 4. an IPv6 master ------------------------------------------------------
+
+$t->redis_stop;
+$t->redis_start_opts(args => ['--bind', '127.0.0.1', '::1']);
+my $v6 = $t->sentinel_start_extra('v6', 'v6', '::1', $port);
+$t->write_conf(conf_with("redis+sentinel://127.0.0.1:$v6/v6", 'v6'),
+    undef, 'v6');
+$t->nginx_start(name => 'v6');
+is($t->http(GET => '/t/v6', port => $t->port('v6'))->{status}, 200,
+    'v6: a request');
+$r = $t->redis_client;
+ok(wait_for(sub { $r->llen('activity:events') == 1 }, 30),
+    'the event reaches the master on ::1');
+my @v6 = $t->log_lines(qr/uses the master at/, $t->error_log('v6'));
+like($v6[0] // '', qr/uses the master at \[::1\]:$port$/,
+    'the log shows it as [::1]:port') or diag(join "\n", @v6);
+my $st = $t->http(GET => '/status', port => $t->port('v6'))->{content} // '';
+like($st, qr/^activity_redis_master\{connection="queue",address="\[::1\]:$port"\} 1$/m,
+    'and so does activity_status')
+    or diag(join "\n", grep { /master/ } split /\n/, $st);
+$t->nginx_stop('QUIT', 'v6');
+
 $t->done;
