@@ -398,9 +398,10 @@ ngx_http_activity_redis_sentinel_reply(redisAsyncContext *ac, void *r,
 
         text = "named a host name, not an IP address";
 
-        if (port > 0 && port < 65536
-            && (size_t) host->len < sizeof(rd->master_host))
-        {
+        if (port <= 0 || port > 65535) {
+            text = "named no valid port";
+
+        } else if ((size_t) host->len < sizeof(rd->master_host)) {
             ngx_memcpy(rd->master_host, host->str, host->len);
             rd->master_host[host->len] = '\0';
 

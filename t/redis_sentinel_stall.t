@@ -8,7 +8,10 @@
 #      line per connection, attempts go on;
 #   3. nginx asked to quit while a connection waits on the silent
 #      sentinel exits, without an alert;
-#   4. a sentinel naming an IPv6 master: used, and shown as [::1]:port.
+#   4. a sentinel naming an IPv6 master: used, and shown as [::1]:port;
+#   5. sentinels answering nonsense (scripted peers, each with one reply
+#      no redis-sentinel would give): nginx keeps serving, asks again
+#      and again, and says why for the last one asked.
 
 use strict;
 use warnings;
@@ -17,6 +20,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use IO::Socket::INET;
+use POSIX ();
 use Test::More;
 use ActivityTest qw(wait_for);
 
@@ -147,5 +151,75 @@ like($st, qr/^activity_redis_master\{connection="queue",address="\[::1\]:$port"\
     'and so does activity_status')
     or diag(join "\n", grep { /master/ } split /\n/, $st);
 $t->nginx_stop('QUIT', 'v6');
+
+# --- 5. nonsense answers ------------------------------------------------------
+
+my @replies = (
+    ":1\r\n",                                          # an integer
+    "+OK\r\n",                                         # a status
+    "*0\r\n",                                          # an empty array
+    "*3\r\n\$1\r\na\r\n\$1\r\nb\r\n\$1\r\nc\r\n",      # three elements
+    "*2\r\n*1\r\n\$1\r\na\r\n\$4\r\n6379\r\n",         # a nested array
+    "*2\r\n:1\r\n:2\r\n",                              # integers
+    "*2\r\n\$0\r\n\r\n\$4\r\n6379\r\n",                # an empty host
+    "*2\r\n\$200\r\n" . ('1' x 200) . "\r\n\$4\r\n6379\r\n",  # a long host
+    "*2\r\n\$-1\r\n\$4\r\n6379\r\n",                   # a nil host
+    "-ERR no such command\r\n",                        # an error
+    "HTTP/1.1 400 Bad Request\r\n\r\n",                # not RESP at all
+    "*2\r\n\$9\r\n127.0.0.1\r\n\$5\r\n99999\r\n",      # a bad port, last
+);
+my @socks = map {
+    IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Listen => 128, ReuseAddr => 1) or die "listen: $!"
+} @replies;
+my $parent = $$;
+my $pid = fork // die "fork: $!";
+if ($pid == 0) {
+    require IO::Select;
+    my %reply = map { fileno($socks[$_]) => $replies[$_] } 0 .. $#socks;
+    my $sel = IO::Select->new(@socks);
+    my %peer;    # fileno => reply for an accepted connection
+    for (;;) {
+        POSIX::_exit(0) if getppid() != $parent;    # the test is gone
+        for my $fh ($sel->can_read(1)) {
+            if (exists $reply{ fileno $fh }) {
+                my $c = $fh->accept or next;
+                $peer{ fileno $c } = $reply{ fileno $fh };
+                $sel->add($c);
+                next;
+            }
+            my $n = sysread($fh, my $buf, 4096);
+            if (!$n) {
+                delete $peer{ fileno $fh };
+                $sel->remove($fh);
+                close $fh;
+                next;
+            }
+            syswrite($fh, $peer{ fileno $fh });
+        }
+    }
+}
+my $fuzz = join ',', map { '127.0.0.1:' . $_->sockport } @socks;
+$t->write_conf(conf_with("redis+sentinel://$fuzz/mymaster", 'fuzz'),
+    undef, 'fuzz');
+$t->nginx_start(name => 'fuzz');
+is($t->http(GET => "/t/fuzz/$_", port => $t->port('fuzz'))->{status}, 200,
+    "nonsense from the sentinels: request $_ answers 200") for 1 .. 3;
+ok(wait_for(sub {
+    metric('fuzz',
+        qr/^activity_redis_reconnects_total\{connection="queue"\} (\d+)$/m)
+        >= 3 }, 60), 'every sentinel asked, again and again');
+my $lastp = $socks[-1]->sockport;
+my @fz = $t->log_lines(qr/no sentinel named the master/,
+    $t->error_log('fuzz'));
+is(scalar @fz, 3, 'one warn line for each connection')
+    or diag(join "\n", @fz);
+like($fz[0] // '', qr/the last: sentinel 127\.0\.0\.1:$lastp: named no valid port; retrying with backoff/,
+    'saying why for the last one asked (a bad port, not "a host name")');
+is(scalar(grep { /exited on signal|\[alert\]/ } $t->log_lines(qr/./,
+    $t->error_log('fuzz'))), 0, 'no nginx worker died');
+$t->nginx_stop('QUIT', 'fuzz');
+kill 'TERM', $pid;
+waitpid $pid, 0;
 
 $t->done;
