@@ -104,7 +104,8 @@ ASAN_SMOKE := t/hostile.t t/dashboard_socketio.t t/dashboard_websocket.t \
               t/ingest.t t/access_jwt.t t/event_json.t t/redis_outage.t \
               t/utf8.t t/field_sizes.t t/subscriber.t t/hostile_tls.t \
               t/dashboard_hardening.t t/dashboard_deflate.t t/resume.t \
-              t/resume_rooms.t t/redis_sentinel.t
+              t/resume_rooms.t t/redis_sentinel.t t/redis_sentinel_stall.t \
+              t/redis_wait_refused.t
 
 # every test file starts its own servers on free ports: two at a time
 test: deps-test all fuzz-smoke

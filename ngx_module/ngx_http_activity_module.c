@@ -53,6 +53,10 @@ static char *ngx_http_activity_parse_redis_url(ngx_conf_t *cf,
     ngx_str_t *url, ngx_http_activity_redis_addr_t *addr);
 static char *ngx_http_activity_wait_replica(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_activity_url_decode(ngx_conf_t *cf, u_char *p,
+    u_char *last, ngx_str_t *out);
+static ngx_int_t ngx_http_activity_hide_password(ngx_conf_t *cf,
+    ngx_str_t *url, ngx_str_t *shown);
 static char *ngx_http_activity_resolve_redis(ngx_conf_t *cf,
     ngx_http_activity_redis_addr_t *addr, u_char *p, u_char *end,
     in_port_t default_port, ngx_str_t *host, in_port_t *port);
@@ -803,12 +807,17 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
 {
     u_char                          *p, *q, *last, *at, *slash, *colon,
                                     *end, *comma;
-    size_t                           n, scheme;
+    size_t                           scheme;
     ngx_int_t                        db;
     ngx_http_activity_redis_node_t  *node;
 
-    addr->url = *url;
     addr->db = -1;
+
+    /* logs and errors show the URL with its password as "***" */
+
+    if (ngx_http_activity_hide_password(cf, url, &addr->url) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     p = url->data;
     last = url->data + url->len;
@@ -846,7 +855,7 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
                            "invalid redis url \"%V\" in \"activity_redis_url\""
                            ": expected redis://host:port, "
                            "redis+sentinel://host:port/MASTER or unix:/path",
-                           url);
+                           &addr->url);
         return NGX_CONF_ERROR;
     }
 
@@ -868,27 +877,20 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     if (at) {
         colon = ngx_strlchr(p, at, ':');
 
-        /* logs show the URL with its password as "***" */
-
-        n = (colon ? colon - p + 1 : 0);
-        addr->url.len = scheme + n + 3 + (url->data + url->len - at);
-        addr->url.data = ngx_pnalloc(cf->pool, addr->url.len);
-        if (addr->url.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        q = ngx_cpymem(addr->url.data, url->data, scheme + n);
-        q = ngx_cpymem(q, "***", 3);
-        ngx_memcpy(q, at, url->data + url->len - at);
-
         if (colon == NULL) {
             goto invalid;
         }
 
-        addr->username.data = p;
-        addr->username.len = colon - p;
-        addr->password.data = colon + 1;
-        addr->password.len = at - colon - 1;
+        /* percent-encoded as in the worker: "%40" for '@', "%2F" for '/' */
+
+        if (ngx_http_activity_url_decode(cf, p, colon, &addr->username)
+            != NGX_OK
+            || ngx_http_activity_url_decode(cf, colon + 1, at,
+                                            &addr->password)
+               != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
         p = at + 1;
     }
 
@@ -1026,6 +1028,102 @@ ngx_http_activity_wait_replica(ngx_conf_t *cf, ngx_command_t *cmd,
     amcf->wait_replica = t;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The URL as logs and errors show it: what lies between the scheme (or
+ * the user name and its ':') and the last '@' is "***".  The last '@' of
+ * the whole URL, not only of the part before the first '/': a password
+ * holding a '/' is then hidden too, even in the error that refuses it,
+ * and so is the password of a URL whose scheme is not known.
+ */
+
+static ngx_int_t
+ngx_http_activity_hide_password(ngx_conf_t *cf, ngx_str_t *url,
+    ngx_str_t *shown)
+{
+    u_char  *p, *q, *at, *colon, *last;
+
+    *shown = *url;
+
+    /* a socket path has no password, an '@' in it is part of the name */
+
+    if (url->len >= 5 && ngx_strncmp(url->data, "unix:", 5) == 0) {
+        return NGX_OK;
+    }
+
+    last = url->data + url->len;
+
+    p = (u_char *) ngx_strnstr(url->data, "://", url->len);
+    p = p ? p + 3 : url->data;
+
+    at = NULL;
+    for (q = last; q > p; q--) {
+        if (q[-1] == '@') {
+            at = q - 1;
+            break;
+        }
+    }
+
+    if (at == NULL) {
+        return NGX_OK;
+    }
+
+    colon = ngx_strlchr(p, at, ':');
+    if (colon) {
+        p = colon + 1;
+    }
+
+    shown->len = (p - url->data) + 3 + (last - at);
+    shown->data = ngx_pnalloc(cf->pool, shown->len);
+    if (shown->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_cpymem(shown->data, url->data, p - url->data);
+    q = ngx_cpymem(q, "***", 3);
+    ngx_memcpy(q, at, last - at);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The user or password of a redis URL with "%XX" decoded (anything else,
+ * a '%' not followed by two hex digits too, is taken as it is)
+ */
+
+static ngx_int_t
+ngx_http_activity_url_decode(ngx_conf_t *cf, u_char *p, u_char *last,
+    ngx_str_t *out)
+{
+    u_char      *d;
+    ngx_int_t    c;
+
+    out->data = ngx_pnalloc(cf->pool, last - p + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = out->data;
+
+    while (p < last) {
+        if (*p == '%' && last - p >= 3
+            && (c = ngx_hextoi(p + 1, 2)) != NGX_ERROR)
+        {
+            *d++ = (u_char) c;
+            p += 3;
+            continue;
+        }
+
+        *d++ = *p++;
+    }
+
+    out->len = d - out->data;
+    *d = '\0';
+
+    return NGX_OK;
 }
 
 

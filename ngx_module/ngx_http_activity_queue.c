@@ -24,7 +24,9 @@
  * When no replica confirms in time (none is connected, or it lags), the
  * events are let go anyway, counted as unreplicated and logged once, and
  * the next flushes do not wait for a while: the queue keeps its pace,
- * the master's copy is all there is.  min-replicas-to-write on the
+ * the master's copy is all there is.  A refused WAIT (an ACL without it)
+ * is the same case, logged once at error: the events are in Redis, sending
+ * them again would only push them again.  min-replicas-to-write on the
  * master turns that case into refused writes, which are kept and retried.
  */
 
@@ -50,6 +52,10 @@
 
 /* after a WAIT no replica answered in time, flushes do not wait this long */
 #define NGX_HTTP_ACTIVITY_WAIT_PAUSE    5000
+
+/* what was logged about WAIT (unreplicated_logged) */
+#define NGX_HTTP_ACTIVITY_WAIT_NO_REPLICA   1
+#define NGX_HTTP_ACTIVITY_WAIT_REFUSED      2
 
 
 typedef struct ngx_http_activity_entry_s  ngx_http_activity_entry_t;
@@ -78,7 +84,7 @@ struct ngx_http_activity_queue_s {
 
     ngx_msec_t                   wait;       /* WAIT timeout, 0: off */
     ngx_msec_t                   wait_paused;  /* since, while paused */
-    ngx_uint_t                   unreplicated_logged;
+    ngx_uint_t                   unreplicated_logged;  /* WAIT_* */
 
     ngx_uint_t                   dropped;   /* not yet reported */
     ngx_uint_t                   dropped_total;
@@ -510,13 +516,16 @@ ngx_http_activity_queue_ack(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     ngx_http_activity_redis_healthy(rd);
-    ngx_http_activity_stat_add(q->stats, events_queued, n);
     q->held_logged = 0;
 
-    /* with a WAIT behind, the events stay until a replica has them */
+    /*
+     * with a WAIT behind, the events stay until a replica has them, and
+     * are counted then: a lost connection sends them again
+     */
 
     if (!q->waiting) {
         (void) ngx_http_activity_queue_release(q, n);
+        ngx_http_activity_stat_add(q->stats, events_queued, n);
 
         /* sent while no replica confirmed: the master's copy alone */
 
@@ -549,18 +558,39 @@ ngx_http_activity_queue_waited(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type != REDIS_REPLY_INTEGER) {
-        q->broken = 1;
-        ngx_http_activity_redis_error(rd, NGX_HTTP_ACTIVITY_REDIS_REFUSED,
-                                      "WAIT refused",
-                                      reply->type == REDIS_REPLY_ERROR
-                                      ? reply->str : "unexpected reply");
-        return;
-    }
-
     q->waiting = 0;
 
+    /* every LPUSH before the WAIT was answered: Redis has the events */
+
     n = ngx_http_activity_queue_release(q, (uintptr_t) -1);
+    ngx_http_activity_stat_add(q->stats, events_queued, n);
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+
+        /*
+         * WAIT itself refused (an ACL without it, a renamed command):
+         * sending the events again would only push them again, and
+         * again; they are let go like those no replica confirmed
+         */
+
+        ngx_http_activity_stat_add(q->stats, events_unreplicated, n);
+
+        q->paused = 1;
+        q->wait_paused = ngx_current_msec;
+
+        if (q->unreplicated_logged != NGX_HTTP_ACTIVITY_WAIT_REFUSED) {
+            q->unreplicated_logged = NGX_HTTP_ACTIVITY_WAIT_REFUSED;
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "activity: WAIT refused (%s), needed by "
+                          "activity_redis_wait_replica; until it is "
+                          "answered, events are on the master only",
+                          reply->type == REDIS_REPLY_ERROR
+                          ? reply->str : "unexpected reply");
+        }
+
+        ngx_http_activity_queue_done(q);
+        return;
+    }
 
     if (reply->integer > 0) {
         if (q->unreplicated_logged) {
@@ -581,8 +611,8 @@ ngx_http_activity_queue_waited(redisAsyncContext *ac, void *r,
         q->paused = 1;
         q->wait_paused = ngx_current_msec;
 
-        if (!q->unreplicated_logged) {
-            q->unreplicated_logged = 1;
+        if (q->unreplicated_logged != NGX_HTTP_ACTIVITY_WAIT_NO_REPLICA) {
+            q->unreplicated_logged = NGX_HTTP_ACTIVITY_WAIT_NO_REPLICA;
             ngx_log_error(NGX_LOG_WARN, q->log, 0,
                           "activity: no replica confirmed %ui event(s) "
                           "within %M ms (activity_redis_wait_replica); "

@@ -323,7 +323,8 @@ ngx_http_activity_redis_about(ngx_http_activity_redis_t *rd,
         port = rd->master_port;
     }
 
-    p = ngx_snprintf(rd->detail, sizeof(rd->detail) - 1, "%s %s:%d: %s",
+    p = ngx_snprintf(rd->detail, sizeof(rd->detail) - 1,
+                     ngx_strchr(p, ':') ? "%s [%s]:%d: %s" : "%s %s:%d: %s",
                      who, p, (int) port, tmp);
     *p = '\0';
 }
@@ -397,9 +398,10 @@ ngx_http_activity_redis_sentinel_reply(redisAsyncContext *ac, void *r,
 
         text = "named a host name, not an IP address";
 
-        if (port > 0 && port < 65536
-            && (size_t) host->len < sizeof(rd->master_host))
-        {
+        if (port <= 0 || port > 65535) {
+            text = "named no valid port";
+
+        } else if ((size_t) host->len < sizeof(rd->master_host)) {
             ngx_memcpy(rd->master_host, host->str, host->len);
             rd->master_host[host->len] = '\0';
 
@@ -464,8 +466,11 @@ ngx_http_activity_redis_role_reply(redisAsyncContext *ac, void *r,
 
     /* one line per master: the first, and each one after a failover */
 
-    p = ngx_snprintf(text, sizeof(text), "%s:%d", rd->master_host,
-                     (int) rd->master_port);
+    /* an IPv6 address in brackets: "[::1]:6379", not "::1:6379" */
+
+    p = ngx_snprintf(text, sizeof(text),
+                     ngx_strchr(rd->master_host, ':') ? "[%s]:%d" : "%s:%d",
+                     rd->master_host, (int) rd->master_port);
 
     if (rd->master.len != (size_t) (p - text)
         || ngx_strncmp(rd->master.data, text, rd->master.len) != 0)

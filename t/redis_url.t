@@ -129,6 +129,25 @@ my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
 is($rc, 0, 'the worker takes user:password and /db too (dlq list)');
 is(scalar(split /\n/, $out), 1, 'and reads database 2');
 
+# a percent-encoded user and password (review-sentinel): the module sent
+# them encoded, the worker decoded; both now send "p@ss/w%rd:1"
+$db0->acl('SETUSER', 'b:o%b', 'on', '>p@ss/w%rd:1', '~*', '&*', '+@all');
+my $pct = "redis://b%3Ao%25b:p%40ss%2Fw%25rd%3A1\@127.0.0.1:$port/4";
+$t->write_conf(conf_with($pct) =~ s/%%PORT%%/%%PORT_pct%%/r, undef, 'pct');
+$t->nginx_start(name => 'pct');
+is($t->http(GET => '/api/pct/1', port => $t->port('pct'))->{status}, 200,
+    'percent-encoded user:password: request');
+my $db4 = $t->redis_client(password => $pw, db => 4);
+ok(wait_for(sub { $db4->llen('activity:events') == 1 }, 20),
+    'percent-encoded user:password: AUTH succeeds, the event lands in db 4')
+    or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('pct')));
+$t->nginx_stop('QUIT', 'pct');
+($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
+    $pct, '--dead', 'dead:pct');
+is($rc, 0, 'the worker takes the same URL') or diag($out);
+is(scalar(grep { /p%40ss|p\@ss/ } $t->log_lines(qr/./, $t->error_log('pct'))),
+    0, 'the password is not logged, encoded or not');
+
 # a wrong password: refused, logged, nothing queued, requests still 200
 $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
     =~ s/%%PORT%%/%%PORT_bad%%/r, undef, 'bad');
@@ -181,5 +200,27 @@ ok((grep { /\bcmd=lpush\b/ } @unix), 'the LPUSH came over the unix socket')
 ok((grep { /\bsub=2\b/ } @unix), 'the subscriber is on the unix socket')
     or diag(join "\n", @clients);
 is(scalar @tcp, 1, 'no TCP client but the test') or diag(join "\n", @tcp);
+
+# --- nginx -t never echoes a password (review-sentinel) -------------------
+# an unknown scheme, and a password holding a '/' (the part after it
+# looks like a path), were refused with the URL as typed
+
+for my $case (
+    [ 'rediss://:s3cretpw@127.0.0.1:6379',
+      qr{invalid redis url "rediss://:\*\*\*\@127\.0\.0\.1:6379" in "activity_redis_url": expected} ],
+    [ 'http://alice:s3cretpw@127.0.0.1/',
+      qr{invalid redis url "http://alice:\*\*\*\@127\.0\.0\.1/" in "activity_redis_url"} ],
+    [ 'redis://:ab/s3cretpw@127.0.0.1:6379/1',
+      qr{redis url "redis://:\*\*\*\@127\.0\.0\.1:6379/1" in "activity_redis_url"} ],
+    [ 'redis+sentinel://:ab/s3cretpw@127.0.0.1:26379/mymaster',
+      qr{redis url "redis\+sentinel://:\*\*\*\@127\.0\.0\.1:26379/mymaster" in "activity_redis_url"} ],
+) {
+    my ($url, $re) = @$case;
+    my ($rc, $out) = $t->nginx_test(conf_with($url));
+    ok($rc != 0, "nginx -t refuses a bad URL (" . ($url =~ s/:\/\/.*//r)
+        . ')');
+    like($out, $re, '... shows it with the password as ***') or diag($out);
+    unlike($out, qr/s3cretpw/, '... never the password') or diag($out);
+}
 
 $t->done;
