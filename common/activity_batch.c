@@ -8,6 +8,9 @@
  */
 
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "activity_batch.h"
@@ -21,6 +24,9 @@
 
 /* digits of an integer that is sure to fit json_int_t */
 #define BATCH_DIGITS  18
+
+/* longest real taken (the longest dump of a double is 24 bytes) */
+#define BATCH_REAL    32
 
 
 typedef struct {
@@ -88,18 +94,74 @@ batch_string(const char *p, const char *end, int *escaped)
 }
 
 
-/* an integer jansson dumps as it is written */
+/*
+ * A real as jansson dumps it (json_dumps() of a double): "%.17g", ".0"
+ * when that looks like an integer, the exponent without '+' or leading
+ * zeros. Its length, or 0.
+ */
+
+static size_t
+batch_real_dump(double d, char *buf, size_t size)
+{
+    int     n;
+    char   *e, *z;
+    size_t  len;
+
+    n = snprintf(buf, size, "%.17g", d);
+    if (n < 0 || (size_t) n + 3 > size) {
+        return 0;
+    }
+
+    len = n;
+
+    if (strchr(buf, '.') == NULL && strchr(buf, 'e') == NULL) {
+        memcpy(buf + len, ".0", 3);
+        len += 2;
+    }
+
+    e = strchr(buf, 'e');
+
+    if (e) {
+        e++;
+        z = e + 1;
+
+        if (*e == '-') {
+            e++;
+        }
+
+        while (*z == '0') {
+            z++;
+        }
+
+        if (z != e) {
+            memmove(e, z, len - (z - buf) + 1);
+            len -= z - e;
+        }
+    }
+
+    return len;
+}
+
+
+/*
+ * A number jansson dumps as it is written: an integer that surely fits
+ * json_int_t (not "-0"), or a real written as jansson writes it.
+ */
 
 static const char *
-batch_integer(const char *p, const char *end)
+batch_number(const char *p, const char *end)
 {
-    int          neg;
-    const char  *d;
+    int          neg, real;
+    char         num[BATCH_REAL], dump[BATCH_REAL + 8];
+    double       d;
+    size_t       len;
+    const char  *s, *digits;
 
+    s = p;
     neg = (*p == '-');
     p += neg;
-
-    d = p;
+    digits = p;
+    real = 0;
 
     if (p < end && *p == '0') {
         p++;
@@ -110,17 +172,55 @@ batch_integer(const char *p, const char *end)
         }
     }
 
-    /* "-0" is dumped as "0" */
-
-    if (p == d || p - d > BATCH_DIGITS || (neg && *d == '0'))
-    {
+    if (p == digits) {
         return NULL;
     }
 
-    /* a fraction or an exponent: a real, dumped in its own way */
+    if (p < end && *p == '.') {
+        real = 1;
 
-    if (p < end && (*p == '.' || *p == 'e' || *p == 'E'
-                    || (*p >= '0' && *p <= '9')))
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) { /* void */ }
+    }
+
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        for ( /* void */ ; p < end && *p >= '0' && *p <= '9'; p++) {
+            /* void */
+        }
+    }
+
+    if (p < end && *p >= '0' && *p <= '9') {
+        return NULL;
+    }
+
+    len = p - s;
+
+    if (!real) {
+        /* "-0" is dumped as "0" */
+        return (p - digits <= BATCH_DIGITS && !(neg && *digits == '0'))
+               ? p : NULL;
+    }
+
+    /* the dump of what strtod() reads (as jansson does) must be the text */
+
+    if (len >= BATCH_REAL) {
+        return NULL;
+    }
+
+    memcpy(num, s, len);
+    num[len] = '\0';
+
+    d = strtod(num, NULL);
+
+    if (!isfinite(d)
+        || batch_real_dump(d, dump, sizeof(dump)) != len
+        || memcmp(dump, s, len) != 0)
     {
         return NULL;
     }
@@ -287,7 +387,7 @@ batch_value(batch_ctx_t *c, const char *p, const char *end)
 
     default:
         if (*p == '-' || (*p >= '0' && *p <= '9')) {
-            return batch_integer(p, end);
+            return batch_number(p, end);
         }
 
         return NULL;

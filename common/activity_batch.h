@@ -35,7 +35,8 @@ typedef struct {
 
 /*
  * A JSON array of objects whose every event text is byte for byte what
- * jansson would dump of it: compact, integers only, strings of valid
+ * jansson would dump of it: compact, numbers as jansson writes them
+ * (integers of up to 18 digits, reals as "%.17g"), strings of valid
  * UTF-8 with no escape but \" \\ \b \f \n \r \t (none in keys that
  * matter, eventType or offset), no duplicate key, an "offset" member
  * only last and with a string value, at most ACTIVITY_BATCH_MAX events.
