@@ -192,7 +192,7 @@ FUZZ_DIR   := $(BUILD)/fuzz
 FUZZ_TIME  ?= 60
 FUZZ_SMOKE_TIME ?= 8
 FUZZERS    := ws_frames sio_packet event_json jwt_token event_writer \
-              ws_extensions
+              ws_extensions batch_scan
 
 $(FUZZ_DIR)/ws_frames:  ngx_module/ngx_http_activity_ws.c \
                         ngx_module/ngx_http_activity_ws.h
@@ -202,6 +202,8 @@ $(FUZZ_DIR)/sio_packet: ngx_module/ngx_http_activity_sio.c \
                         ngx_module/ngx_http_activity_sio.h
 $(FUZZ_DIR)/event_json: $(COMMON_SRCS) $(COMMON_HDRS)
 $(FUZZ_DIR)/event_writer: $(COMMON_SRCS) $(COMMON_HDRS)
+$(FUZZ_DIR)/batch_scan: common/activity_batch.c common/activity_batch.h \
+                        common/activity_utf8.c common/activity_utf8.h
 $(FUZZ_DIR)/jwt_token:  FUZZ_LIBS := -lcrypto
 
 $(FUZZ_DIR)/%: fuzz/%.c

@@ -16,6 +16,8 @@
 
 #include "ngx_http_activity_fanout_internal.h"
 #include "ngx_http_activity_status.h"
+#include "../common/activity_batch.h"
+#include "../common/activity_event.h"
 
 
 static void ngx_http_activity_fanout_recent_reply(redisAsyncContext *ac,
@@ -30,8 +32,13 @@ static void ngx_http_activity_fanout_message(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f,
     u_char *data, size_t len);
+static ngx_int_t ngx_http_activity_fanout_batch(
+    ngx_http_activity_fanout_t *f, u_char *data, size_t len);
 static void ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f,
     json_t *event);
+static void ngx_http_activity_fanout_deliver(ngx_http_activity_fanout_t *f,
+    ngx_str_t *data, ngx_str_t *offset, ngx_http_activity_offset_t *off,
+    const char *type);
 static void ngx_http_activity_fanout_stats(ngx_http_activity_fanout_t *f,
     u_char *data, size_t len);
 static void ngx_http_activity_fanout_broadcast(ngx_http_activity_fanout_t *f,
@@ -365,6 +372,10 @@ ngx_http_activity_fanout_events(ngx_http_activity_fanout_t *f, u_char *data,
     json_t       *root, *event;
     json_error_t  err;
 
+    if (ngx_http_activity_fanout_batch(f, data, len) == NGX_OK) {
+        return;
+    }
+
     root = json_loadb((const char *) data, len, 0, &err);
 
     if (root == NULL) {
@@ -393,9 +404,7 @@ ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f, json_t *event)
     char                        *text;
     u_char                       obuf[NGX_HTTP_ACTIVITY_OFFSET_LEN];
     ngx_str_t                    data, offset;
-    ngx_uint_t                   bit;
-    const char                  *type, *v;
-    ngx_http_activity_room_t    *room;
+    const char                  *v;
     ngx_http_activity_offset_t   off, *poff;
 
     if (!json_is_object(event)) {
@@ -434,21 +443,98 @@ ngx_http_activity_fanout_event(ngx_http_activity_fanout_t *f, json_t *event)
     data.data = (u_char *) text;
     data.len = ngx_strlen(text);
 
-    (void) ngx_http_activity_fanout_remember(f, data.data, data.len);
+    ngx_http_activity_fanout_deliver(f, &data, &offset, poff,
+                       json_string_value(json_object_get(event, "eventType")));
+
+    free(text);
+}
+
+
+/*
+ * The usual message, without a JSON tree: each event's text as
+ * published, its offset member cut (the frames carry it), which is what
+ * jansson would dump of it (activity_batch.h says when; fuzzed in
+ * fuzz/batch_scan.c). NGX_DECLINED, with nothing sent and the message
+ * untouched: anything else, for the jansson path.
+ */
+
+static ngx_int_t
+ngx_http_activity_fanout_batch(ngx_http_activity_fanout_t *f, u_char *data,
+    size_t len)
+{
+    int                          n, i;
+    u_char                       type[EVENT_TYPE_MAX + 1];
+    ngx_str_t                    text, offset;
+    activity_batch_event_t       ev[ACTIVITY_BATCH_MAX];
+    ngx_http_activity_offset_t   off[ACTIVITY_BATCH_MAX], *poff;
+
+    n = activity_batch_scan((char *) data, len, ev, ACTIVITY_BATCH_MAX);
+    if (n < 0) {
+        return NGX_DECLINED;
+    }
+
+    /* an offset the frames cannot carry stays in the event: jansson's */
+
+    for (i = 0; i < n; i++) {
+        if (ev[i].offset
+            && ngx_http_activity_offset_parse((u_char *) ev[i].offset,
+                                              ev[i].offset_len, &off[i])
+               != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        activity_batch_close(&ev[i]);
+
+        ngx_str_null(&offset);
+        poff = NULL;
+
+        if (ev[i].offset) {
+            offset.data = (u_char *) ev[i].offset;
+            offset.len = ev[i].offset_len;
+            poff = &off[i];
+
+            ngx_memcpy(f->last_offset, offset.data, offset.len);
+            f->last_offset_len = offset.len;
+        }
+
+        text.data = (u_char *) ev[i].text;
+        text.len = ev[i].len;
+
+        if (ev[i].type) {
+            *ngx_cpymem(type, ev[i].type, ev[i].type_len) = '\0';
+        }
+
+        ngx_http_activity_fanout_deliver(f, &text, &offset, poff,
+                                         ev[i].type ? (char *) type : NULL);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_activity_fanout_deliver(ngx_http_activity_fanout_t *f,
+    ngx_str_t *data, ngx_str_t *offset, ngx_http_activity_offset_t *off,
+    const char *type)
+{
+    ngx_uint_t                 bit;
+    ngx_http_activity_room_t  *room;
+
+    (void) ngx_http_activity_fanout_remember(f, data->data, data->len);
     ngx_http_activity_fanout_invalidate(f);
 
-    ngx_http_activity_fanout_broadcast(f, &ngx_http_activity_new_event, &data,
-                                       0, &offset, poff);
+    ngx_http_activity_fanout_broadcast(f, &ngx_http_activity_new_event, data,
+                                       0, offset, off);
 
-    type = json_string_value(json_object_get(event, "eventType"));
     room = ngx_http_activity_fanout_room_of(type, &bit);
 
     if (room) {
-        ngx_http_activity_fanout_broadcast(f, &room->event, &data, bit,
-                                           &offset, poff);
+        ngx_http_activity_fanout_broadcast(f, &room->event, data, bit,
+                                           offset, off);
     }
-
-    free(text);
 }
 
 
