@@ -59,6 +59,7 @@ struct db_s {
     const char       *app;
     PGconn           *conn;
     int               down;        /* an outage was logged, not recovery */
+    int              *outage;      /* &down, or a sibling's: one line */
     int               timeout_ms;  /* statement_timeout; 0: none */
     char              describe[256];
 
@@ -103,6 +104,7 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
     db->app = app;
     db->timeout_ms = timeout_ms;
     db->sock = -1;
+    db->outage = &db->down;
     db_describe_init(db);
 
     pthread_mutex_init(&db->lock, NULL);
@@ -125,6 +127,13 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
     }
 
     return db;
+}
+
+
+void
+db_share_outage(db_t *db, db_t *with)
+{
+    db->outage = with->outage;
 }
 
 
@@ -198,12 +207,11 @@ db_get(db_t *db)
     db->conn = db_connect(db->conninfo, db->app);
 
     if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
-        if (!db->down) {
+        if (!__atomic_exchange_n(db->outage, 1, __ATOMIC_RELAXED)) {
             log_error("postgres unavailable", "%s err=%s", db->describe,
                       log_quote(q, sizeof(q), db->conn
                                 ? PQerrorMessage(db->conn)
                                 : "out of memory"));
-            db->down = 1;
         }
 
         if (db->conn != NULL) {
@@ -227,10 +235,9 @@ db_get(db_t *db)
         if (cancel == NULL) {
             snprintf(err, sizeof(err), "out of memory");
         }
-        if (!db->down) {
+        if (!__atomic_exchange_n(db->outage, 1, __ATOMIC_RELAXED)) {
             log_error("postgres unavailable", "%s err=%s", db->describe,
                       log_quote(q, sizeof(q), err));
-            db->down = 1;
         }
         if (cancel != NULL) {
             PQfreeCancel(cancel);
@@ -247,7 +254,7 @@ db_get(db_t *db)
 
     log_info("postgres connected", "%s server_version=%d", db->describe,
              PQserverVersion(db->conn));
-    db->down = 0;
+    __atomic_store_n(db->outage, 0, __ATOMIC_RELAXED);
 
     return db->conn;
 }

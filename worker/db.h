@@ -25,6 +25,13 @@ db_t *db_new(const char *conninfo, const char *app, int timeout_ms);
 void db_free(db_t *db);
 
 /*
+ * db logs "postgres unavailable" only when with (a connection to the
+ * same server) has not: one line an outage, whatever the number of
+ * connections. with must outlive db.
+ */
+void db_share_outage(db_t *db, db_t *with);
+
+/*
  * A new connection with the options every connection of the worker
  * has: connect_timeout, TCP keepalives, tcp_user_timeout, client_encoding
  * UTF8. The caller checks PQstatus() and sets its session up.

@@ -159,6 +159,7 @@ store_start(const settings_t *settings, const redis_target_t *target,
                 goto failed;
             }
             st->own = 1;
+            db_share_outage(st->db, db);
         }
 
         /* signals stay with the main loop */
