@@ -60,6 +60,10 @@ struct db_s {
     PGconn           *conn;
     int               down;        /* an outage was logged, not recovery */
     int              *outage;      /* &down, or a sibling's: one line */
+    int               lost_own;
+    int              *lost;        /* &lost_own, or a sibling's: a */
+                                   /* connection broke, maybe unlogged */
+    int               shared;      /* db_share_outage() was called */
     int               timeout_ms;  /* statement_timeout; 0: none */
     char              describe[256];
 
@@ -105,6 +109,7 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
     db->timeout_ms = timeout_ms;
     db->sock = -1;
     db->outage = &db->down;
+    db->lost = &db->lost_own;
     db_describe_init(db);
 
     pthread_mutex_init(&db->lock, NULL);
@@ -134,6 +139,9 @@ void
 db_share_outage(db_t *db, db_t *with)
 {
     db->outage = with->outage;
+    db->lost = with->lost;
+    db->shared = 1;
+    with->shared = 1;
 }
 
 
@@ -197,9 +205,15 @@ db_get(db_t *db)
 {
     PGcancel  *cancel;
     char       err[512], q[600], set[128];
+    int        was;
 
     if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
         return db->conn;
+    }
+
+    if (db->conn != NULL) {
+        /* the reconnect says "postgres connected", once for siblings */
+        __atomic_store_n(db->lost, 1, __ATOMIC_RELAXED);
     }
 
     db_drop(db);
@@ -252,9 +266,17 @@ db_get(db_t *db)
     db->sock = PQsocket(db->conn);
     pthread_mutex_unlock(&db->lock);
 
-    log_info("postgres connected", "%s server_version=%d", db->describe,
-             PQserverVersion(db->conn));
-    __atomic_store_n(db->outage, 0, __ATOMIC_RELAXED);
+    was = __atomic_exchange_n(db->outage, 0, __ATOMIC_RELAXED);
+    was |= __atomic_exchange_n(db->lost, 0, __ATOMIC_RELAXED);
+
+    /* connections sharing an outage: the first one back says it */
+    if (!db->shared || was) {
+        log_info("postgres connected", "%s server_version=%d",
+                 db->describe, PQserverVersion(db->conn));
+    } else {
+        log_debug("postgres connected", "%s server_version=%d",
+                  db->describe, PQserverVersion(db->conn));
+    }
 
     return db->conn;
 }

@@ -25,9 +25,11 @@ db_t *db_new(const char *conninfo, const char *app, int timeout_ms);
 void db_free(db_t *db);
 
 /*
- * db logs "postgres unavailable" only when with (a connection to the
- * same server) has not: one line an outage, whatever the number of
- * connections. with must outlive db.
+ * db and with (connections to the same server) log "postgres
+ * unavailable" once an outage between them, and "postgres connected"
+ * (else at debug) only when the first of them is back after an outage
+ * or a broken connection. Before either is used by a thread; with must
+ * outlive db.
  */
 void db_share_outage(db_t *db, db_t *with);
 

@@ -80,6 +80,7 @@ struct store_s {
                                           /* turn it is to retire */
     store_thread_t         threads[STORE_MAX_THREADS];
     int                    nthreads;
+    int                    held;          /* retry.c: batches held */
     pthread_mutex_t        lock;
     pthread_cond_t         put;           /* a batch came, or closing */
     pthread_cond_t         done;          /* a batch was finished */
@@ -161,6 +162,10 @@ store_start(const settings_t *settings, const redis_target_t *target,
             st->own = 1;
             db_share_outage(st->db, db);
         }
+    }
+
+    for (i = 0; i < s->nthreads; i++) {
+        st = &s->threads[i];
 
         /* signals stay with the main loop */
         rc = signals_thread_create(&st->thread, store_thread, st);
@@ -491,6 +496,7 @@ store_batch(store_t *s, db_t *db, store_batch_t *b, long *inserted,
     rt.attempts = s->settings->retry_attempts;
     rt.wait = store_wait;
     rt.arg = s;
+    rt.held = &s->held;
     rt.errors = calloc(b->nvalid ? b->nvalid : 1, sizeof(char *));
 
     if (rt.errors == NULL) {
