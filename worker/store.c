@@ -152,7 +152,7 @@ store_start(const settings_t *settings, const redis_target_t *target,
         st->db = db;
 
         if (i > 0) {
-            /* connects on its first batch (db_get) */
+            /* its thread connects it first thing */
             st->db = db_new(settings->pg_conninfo, "activity-worker",
                             settings->pg_timeout * 1000);
             if (st->db == NULL) {
@@ -409,6 +409,11 @@ store_thread(void *arg)
 
     st = arg;
     s = st->store;
+
+    if (st->own) {
+        /* connected before the first batch, like the first thread's */
+        (void) db_get(st->db);
+    }
 
     for ( ;; ) {
         pthread_mutex_lock(&s->lock);
