@@ -159,21 +159,24 @@ ok(wait_for(sub { stored('/term/%') == 5 }, 30),
 ok(wait_for(sub { get('/healthz')->{status} == 200 }, 15),
     'healthz 200: its connection is open');
 
-my ($pid, $http_pid);
+# every store connection (--store-connections, 2 by default) is frozen
+my (@pids, $http_pid);
 ok(wait_for(sub {
-        $pid = $t->sql_value(q{SELECT pid FROM pg_stat_activity
-            WHERE application_name = 'activity-worker'}); $pid }, 15),
-    'the store connection is found') or diag('no backend');
+        @pids = map { $_->[0] } @{ $t->dbh->selectall_arrayref(
+            q{SELECT pid FROM pg_stat_activity
+              WHERE application_name = 'activity-worker'}) }; @pids >= 2 },
+        15),
+    'the store connections are found') or diag('no backend');
 $http_pid = $t->sql_value(q{SELECT pid FROM pg_stat_activity
     WHERE application_name = 'activity-worker-http'});
 ok($http_pid, 'the HTTP thread\'s connection is found');
-kill 'STOP', $pid, $http_pid;
+kill 'STOP', @pids, $http_pid;
 
 $t->push_events(map { make_event(endpoint => "/frozen/$_") } 1 .. 5);
 my $slow = HTTP::Tiny->new(timeout => 60)
     ->get("http://127.0.0.1:$port/healthz");
 my $stored = wait_for(sub { stored('/frozen/%') == 5 }, 60);
-kill 'CONT', $pid, $http_pid;
+kill 'CONT', @pids, $http_pid;
 ok($slow->{status} == 200 || $slow->{status} == 503,
     'healthz answers while its backend is frozen')
     or diag("$slow->{status} $slow->{content}");

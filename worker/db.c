@@ -59,6 +59,11 @@ struct db_s {
     const char       *app;
     PGconn           *conn;
     int               down;        /* an outage was logged, not recovery */
+    int              *outage;      /* &down, or a sibling's: one line */
+    int               lost_own;
+    int              *lost;        /* &lost_own, or a sibling's: a */
+                                   /* connection broke, maybe unlogged */
+    int               shared;      /* db_share_outage() was called */
     int               timeout_ms;  /* statement_timeout; 0: none */
     char              describe[256];
 
@@ -103,6 +108,8 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
     db->app = app;
     db->timeout_ms = timeout_ms;
     db->sock = -1;
+    db->outage = &db->down;
+    db->lost = &db->lost_own;
     db_describe_init(db);
 
     pthread_mutex_init(&db->lock, NULL);
@@ -125,6 +132,16 @@ db_new(const char *conninfo, const char *app, int timeout_ms)
     }
 
     return db;
+}
+
+
+void
+db_share_outage(db_t *db, db_t *with)
+{
+    db->outage = with->outage;
+    db->lost = with->lost;
+    db->shared = 1;
+    with->shared = 1;
 }
 
 
@@ -188,9 +205,15 @@ db_get(db_t *db)
 {
     PGcancel  *cancel;
     char       err[512], q[600], set[128];
+    int        was;
 
     if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK) {
         return db->conn;
+    }
+
+    if (db->conn != NULL) {
+        /* the reconnect says "postgres connected", once for siblings */
+        __atomic_store_n(db->lost, 1, __ATOMIC_RELAXED);
     }
 
     db_drop(db);
@@ -198,12 +221,11 @@ db_get(db_t *db)
     db->conn = db_connect(db->conninfo, db->app);
 
     if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
-        if (!db->down) {
+        if (!__atomic_exchange_n(db->outage, 1, __ATOMIC_RELAXED)) {
             log_error("postgres unavailable", "%s err=%s", db->describe,
                       log_quote(q, sizeof(q), db->conn
                                 ? PQerrorMessage(db->conn)
                                 : "out of memory"));
-            db->down = 1;
         }
 
         if (db->conn != NULL) {
@@ -227,10 +249,9 @@ db_get(db_t *db)
         if (cancel == NULL) {
             snprintf(err, sizeof(err), "out of memory");
         }
-        if (!db->down) {
+        if (!__atomic_exchange_n(db->outage, 1, __ATOMIC_RELAXED)) {
             log_error("postgres unavailable", "%s err=%s", db->describe,
                       log_quote(q, sizeof(q), err));
-            db->down = 1;
         }
         if (cancel != NULL) {
             PQfreeCancel(cancel);
@@ -245,9 +266,17 @@ db_get(db_t *db)
     db->sock = PQsocket(db->conn);
     pthread_mutex_unlock(&db->lock);
 
-    log_info("postgres connected", "%s server_version=%d", db->describe,
-             PQserverVersion(db->conn));
-    db->down = 0;
+    was = __atomic_exchange_n(db->outage, 0, __ATOMIC_RELAXED);
+    was |= __atomic_exchange_n(db->lost, 0, __ATOMIC_RELAXED);
+
+    /* connections sharing an outage: the first one back says it */
+    if (!db->shared || was) {
+        log_info("postgres connected", "%s server_version=%d",
+                 db->describe, PQserverVersion(db->conn));
+    } else {
+        log_debug("postgres connected", "%s server_version=%d",
+                  db->describe, PQserverVersion(db->conn));
+    }
 
     return db->conn;
 }

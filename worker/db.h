@@ -25,6 +25,15 @@ db_t *db_new(const char *conninfo, const char *app, int timeout_ms);
 void db_free(db_t *db);
 
 /*
+ * db and with (connections to the same server) log "postgres
+ * unavailable" once an outage between them, and "postgres connected"
+ * (else at debug) only when the first of them is back after an outage
+ * or a broken connection. Before either is used by a thread; with must
+ * outlive db.
+ */
+void db_share_outage(db_t *db, db_t *with);
+
+/*
  * A new connection with the options every connection of the worker
  * has: connect_timeout, TCP keepalives, tcp_user_timeout, client_encoding
  * UTF8. The caller checks PQstatus() and sets its session up.

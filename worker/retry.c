@@ -167,30 +167,51 @@ retry_try(retry_t *r, event_t *evs, size_t n, char *err, size_t errlen)
 /*
  * Hold the batch until PostgreSQL answers again. db_get() logs the
  * outage once and the recovery once; this adds one line saying what
- * waits. 0 once connected, -1 on a stop request.
+ * waits, and one when it goes on: for the first batch held, when other
+ * store threads hold theirs too. 0 once connected, -1 on a stop request.
  */
 static int
 retry_outage(retry_t *r, size_t n)
 {
     int64_t  backoff;
+    int      first, rc;
 
-    log_warn("batch held until postgres is back", "events=%zu", n);
+    first = r->held == NULL
+            || __atomic_fetch_add(r->held, 1, __ATOMIC_RELAXED) == 0;
+
+    if (first) {
+        log_warn("batch held until postgres is back", "events=%zu", n);
+    } else {
+        log_debug("batch held until postgres is back", "events=%zu", n);
+    }
 
     backoff = RETRY_OUTAGE_MIN_MS;
 
     for ( ;; ) {
         if (r->wait(r->arg, backoff) != 0) {
-            return -1;
+            rc = -1;
+            break;
         }
 
         if (db_get(r->db) != NULL) {
-            log_info("batch resumed", "events=%zu", n);
-            return 0;
+            if (first) {
+                log_info("batch resumed", "events=%zu", n);
+            } else {
+                log_debug("batch resumed", "events=%zu", n);
+            }
+            rc = 0;
+            break;
         }
 
         backoff = backoff * 2 > RETRY_OUTAGE_MAX_MS
                   ? RETRY_OUTAGE_MAX_MS : backoff * 2;
     }
+
+    if (r->held != NULL) {
+        (void) __atomic_fetch_sub(r->held, 1, __ATOMIC_RELAXED);
+    }
+
+    return rc;
 }
 
 

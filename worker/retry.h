@@ -25,6 +25,8 @@ typedef struct {
     int             attempts;     /* entries in delays */
     retry_wait_pt   wait;
     void           *arg;
+    int            *held;         /* batches held now, shared by the */
+                                  /* store threads; NULL: alone */
 
     long            inserted;     /* out: rows that were new */
     char          **errors;       /* out: per event, NULL or malloc'd */

@@ -139,6 +139,12 @@ static const setting_t  settings_table[] = {
       " PostgreSQL is slow or down, new events wait in the queue (1..64)",
       SET_INT, 1, 64, OFF(store_ahead) },
 
+    { "store-connections", "ACTIVITY_STORE_CONNECTIONS", "2", "N",
+      "PostgreSQL connections storing batches side by side, each on a"
+      " thread of its own; batches still leave the processing list in"
+      " the order they were taken (1..8)",
+      SET_INT, 1, 8, OFF(store_connections) },
+
     { "recent-key", "ACTIVITY_RECENT_KEY", "dashboard:events:recent",
       "KEY",
       "Redis list of the latest events, newest first, for dashboard"

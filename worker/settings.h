@@ -48,6 +48,7 @@ typedef struct {
     int    batch;
     int    flush_ms;
     int    store_ahead;
+    int    store_connections;
     int    retain_days;
     int    partitions_ahead;
     int    migrate;

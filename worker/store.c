@@ -22,11 +22,18 @@
  *
  * At most --store-ahead batches are in hand; then the consumer takes no
  * new events (they wait in the Redis queue) but keeps the heartbeat and
- * the stats going. The thread has its own PostgreSQL connection (db.c;
- * partition maintenance has another, on a thread of its own:
- * partitions.c) and its own Redis connection: hiredis contexts are not
- * thread-safe. It tells metrics.c when work waits and when a batch is
- * finished, so /healthz can say "store stalled".
+ * the stats going. --store-connections threads (2 by default) each
+ * store a batch on a PostgreSQL connection of their own (db.c; the
+ * first uses the one main() opened), so PostgreSQL stores the next
+ * batch while a thread waits for the previous one's COMMIT or retires
+ * it; batches are retired strictly in the order they were put, by the
+ * thread whose turn it is, on the store's one Redis connection
+ * (hiredis contexts are not thread-safe; the consumer has its own).
+ * Two transactions storing the same id wait for each other in
+ * PostgreSQL, like two workers do, and the second goes the staged path.
+ * Partition maintenance has a connection and a thread of its own
+ * (partitions.c). The threads tell metrics.c when work waits and when a
+ * batch is finished, so /healthz can say "store stalled".
  */
 
 #include <errno.h>
@@ -51,6 +58,17 @@
 /* with nothing to store, look at the closing flag this often */
 #define STORE_IDLE_MS       1000
 
+#define STORE_MAX_THREADS   8
+
+
+typedef struct {
+    store_t               *store;
+    db_t                  *db;            /* this thread's connection */
+    int                    own;           /* db made here, freed here */
+    int                    started;
+    pthread_t              thread;
+} store_thread_t;
+
 
 struct store_s {
     const settings_t      *settings;
@@ -58,16 +76,21 @@ struct store_s {
     db_t                  *db;
     partitions_t          *parts;
     const char            *proc_key;
-    redisContext          *rc;            /* the store thread's own */
-
-    pthread_t              thread;
+    redisContext          *rc;            /* used by the thread whose */
+                                          /* turn it is to retire */
+    store_thread_t         threads[STORE_MAX_THREADS];
+    int                    nthreads;
+    int                    held;          /* retry.c: batches held */
     pthread_mutex_t        lock;
     pthread_cond_t         put;           /* a batch came, or closing */
     pthread_cond_t         done;          /* a batch was finished */
 
     /* under lock */
-    store_batch_t         *head;          /* oldest first; head in work */
+    store_batch_t         *head;          /* oldest first, not finished */
+    store_batch_t         *next;          /* the next one to take */
     store_batch_t         *tail;
+    uint64_t               seq;           /* given to the next put */
+    uint64_t               turn;          /* the seq to retire next */
     size_t                 pending;       /* handed over, not finished */
     int                    closing;
     int                    broken;
@@ -76,12 +99,16 @@ struct store_s {
 
 
 static void *store_thread(void *arg);
-static void store_batch(store_t *s, store_batch_t *b);
+static int store_batch(store_t *s, db_t *db, store_batch_t *b,
+    long *inserted, size_t *nrefused);
+static void store_finish(store_t *s, store_batch_t *b, long inserted,
+    size_t nrefused, int64_t t0);
 static int store_retire(store_t *s, store_batch_t *b, char *err,
     size_t errlen);
 static void store_lost(store_t *s, const char *what, const char *err);
 static int store_wait(void *arg, int64_t ms);
 static void store_deadline(struct timespec *ts, int64_t ms);
+static void store_join(store_t *s);
 
 
 store_t *
@@ -90,8 +117,9 @@ store_start(const settings_t *settings, const redis_target_t *target,
     size_t errlen)
 {
     pthread_condattr_t   ca;
+    store_thread_t      *st;
     store_t             *s;
-    int                  rc;
+    int                  i, rc;
 
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -104,6 +132,11 @@ store_start(const settings_t *settings, const redis_target_t *target,
     s->db = db;
     s->parts = parts;     /* runs on its own thread: see partitions.c */
     s->proc_key = proc_key;
+    s->nthreads = settings->store_connections;
+
+    if (s->nthreads < 1 || s->nthreads > STORE_MAX_THREADS) {
+        s->nthreads = 1;
+    }
 
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -112,20 +145,50 @@ store_start(const settings_t *settings, const redis_target_t *target,
     pthread_cond_init(&s->done, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* signals stay with the main loop */
-    rc = signals_thread_create(&s->thread, store_thread, s);
+    /* the first thread stores on the connection main() opened */
+    for (i = 0; i < s->nthreads; i++) {
+        st = &s->threads[i];
+        st->store = s;
+        st->db = db;
 
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot start the store thread: %s",
-                 strerror(rc));
-        pthread_cond_destroy(&s->done);
-        pthread_cond_destroy(&s->put);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-        return NULL;
+        if (i > 0) {
+            /* its thread connects it first thing */
+            st->db = db_new(settings->pg_conninfo, "activity-worker",
+                            settings->pg_timeout * 1000);
+            if (st->db == NULL) {
+                snprintf(err, errlen, "out of memory");
+                goto failed;
+            }
+            st->own = 1;
+            db_share_outage(st->db, db);
+        }
+    }
+
+    for (i = 0; i < s->nthreads; i++) {
+        st = &s->threads[i];
+
+        /* signals stay with the main loop */
+        rc = signals_thread_create(&st->thread, store_thread, st);
+
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start the store thread: %s",
+                     strerror(rc));
+            goto failed;
+        }
+
+        st->started = 1;
     }
 
     return s;
+
+failed:
+
+    store_join(s);
+    pthread_cond_destroy(&s->done);
+    pthread_cond_destroy(&s->put);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    return NULL;
 }
 
 
@@ -134,12 +197,7 @@ store_stop(store_t *s, store_summary_t *sum)
 {
     store_batch_t  *b;
 
-    pthread_mutex_lock(&s->lock);
-    s->closing = 1;
-    pthread_cond_signal(&s->put);
-    pthread_mutex_unlock(&s->lock);
-
-    pthread_join(s->thread, NULL);
+    store_join(s);
 
     *sum = s->sum;
 
@@ -160,6 +218,34 @@ store_stop(store_t *s, store_summary_t *sum)
 }
 
 
+/* Close: the threads finish what was put, then end; their own dbs go. */
+static void
+store_join(store_t *s)
+{
+    store_thread_t  *st;
+    int              i;
+
+    pthread_mutex_lock(&s->lock);
+    s->closing = 1;
+    pthread_cond_broadcast(&s->put);
+    pthread_mutex_unlock(&s->lock);
+
+    for (i = 0; i < s->nthreads; i++) {
+        st = &s->threads[i];
+
+        if (st->started) {
+            pthread_join(st->thread, NULL);
+            st->started = 0;
+        }
+
+        if (st->own) {
+            db_free(st->db);
+            st->own = 0;
+        }
+    }
+}
+
+
 void
 store_put(store_t *s, store_batch_t *b)
 {
@@ -167,10 +253,16 @@ store_put(store_t *s, store_batch_t *b)
 
     pthread_mutex_lock(&s->lock);
 
+    b->seq = s->seq++;
+
     if (s->tail != NULL) {
         s->tail->next = b;
     } else {
         s->head = b;
+    }
+
+    if (s->next == NULL) {
+        s->next = b;
     }
 
     s->tail = b;
@@ -296,28 +388,45 @@ store_batch_free(store_batch_t *b)
 
 
 /*
- * Take the batches in order; a batch stays at the head (and counts as
- * pending) until it is finished. Runs until closing and nothing is left.
+ * Take the batches in order, store one on this thread's connection
+ * while the other threads store the next ones, then wait for its turn:
+ * batches are retired in the order they were put, since each must be
+ * the oldest in the processing list when it leaves. A batch stays in
+ * the list (and counts as pending) until it is retired or given up.
+ * Runs until closing and nothing is left to take.
  */
 static void *
 store_thread(void *arg)
 {
     struct timespec   ts;
+    store_thread_t   *st;
     store_batch_t    *b;
     store_t          *s;
-    int               closing;
+    size_t            nrefused;
+    int64_t           t0;
+    long              inserted;
+    int               closing, stored;
 
-    s = arg;
+    st = arg;
+    s = st->store;
+
+    if (st->own) {
+        /* connected before the first batch, like the first thread's */
+        (void) db_get(st->db);
+    }
 
     for ( ;; ) {
         pthread_mutex_lock(&s->lock);
 
-        if (s->head == NULL && !s->closing) {
+        if (s->next == NULL && !s->closing) {
             store_deadline(&ts, STORE_IDLE_MS);
             (void) pthread_cond_timedwait(&s->put, &s->lock, &ts);
         }
 
-        b = s->head;
+        b = s->next;
+        if (b != NULL) {
+            s->next = b->next;
+        }
         closing = s->closing;
 
         pthread_mutex_unlock(&s->lock);
@@ -331,13 +440,27 @@ store_thread(void *arg)
 
         metrics_store_waiting(1);
 
-        store_batch(s, b);
+        t0 = time_mono_us();
+        stored = store_batch(s, st->db, b, &inserted, &nrefused) == 0;
+
+        /* the batches before this one leave the list first */
+        pthread_mutex_lock(&s->lock);
+        while (s->turn != b->seq) {
+            (void) pthread_cond_wait(&s->done, &s->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
+
+        if (stored) {
+            store_finish(s, b, inserted, nrefused, t0);
+        }
 
         pthread_mutex_lock(&s->lock);
+        /* the oldest: every batch put before it is finished */
         s->head = b->next;
         if (s->head == NULL) {
             s->tail = NULL;
         }
+        s->turn++;
         s->pending--;
         metrics_store_waiting(s->pending > 0);
         pthread_cond_broadcast(&s->done);
@@ -351,38 +474,42 @@ store_thread(void *arg)
 
 
 /*
- * Store the good events, then retire the batch from Redis together with
- * the dead letters of the bad ones. A batch that cannot be finished is
- * left in the processing list, where the consumer finds it again.
+ * Store the good events; the events PostgreSQL refused become dead
+ * letters of the batch. 0 when the batch may be retired, -1 when it
+ * must stay in the processing list, where the consumer finds it again.
  */
-static void
-store_batch(store_t *s, store_batch_t *b)
+static int
+store_batch(store_t *s, db_t *db, store_batch_t *b, long *inserted,
+    size_t *nrefused)
 {
     retry_t   rt;
-    size_t    i, nrefused;
-    int64_t   t0;
-    char      err[1024], q[300];
+    size_t    i;
+    char      q[300];
+    int       rc;
+
+    *inserted = 0;
+    *nrefused = 0;
 
     if (store_broken(s)) {
         /* an earlier batch was not retired: the consumer re-reads */
-        return;
+        return -1;
     }
 
-    t0 = time_mono_us();
-    nrefused = 0;
-
     memset(&rt, 0, sizeof(rt));
-    rt.db = s->db;
+    rt.db = db;
     rt.delays = s->settings->retry_ms;
     rt.attempts = s->settings->retry_attempts;
     rt.wait = store_wait;
     rt.arg = s;
+    rt.held = &s->held;
     rt.errors = calloc(b->nvalid ? b->nvalid : 1, sizeof(char *));
 
     if (rt.errors == NULL) {
         store_lost(s, "out of memory", "out of memory");
-        return;
+        return -1;
     }
+
+    rc = -1;
 
     if (b->nvalid > 0 && retry_store(&rt, b->events, b->nvalid) != 0) {
         /* the batch stays in the processing list: safe to leave */
@@ -410,42 +537,11 @@ store_batch(store_t *s, store_batch_t *b)
             goto done;
         }
         b->ndead++;
-        nrefused++;
+        (*nrefused)++;
     }
 
-    if (s->rc == NULL) {
-        s->rc = redis_open(s->target, STORE_SOCKET_MS, err, sizeof(err));
-        if (s->rc == NULL) {
-            store_lost(s, "redis", err);
-            goto done;
-        }
-    }
-
-    if (store_retire(s, b, err, sizeof(err)) != 0) {
-        store_lost(s, "redis", err);
-        goto done;
-    }
-
-    if (nrefused > 0) {
-        log_warn("batch stored without refused events",
-                 "events=%zu inserted=%ld refused=%zu dead=%s", b->n,
-                 rt.inserted, nrefused,
-                 log_quote(q, sizeof(q), s->settings->dead_key));
-    }
-
-    log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
-              b->n, rt.inserted, b->ndead,
-              (double) (time_mono_us() - t0) / 1000.0);
-
-    pthread_mutex_lock(&s->lock);
-    s->sum.batches++;
-    s->sum.events += (long) b->n;
-    s->sum.inserted += rt.inserted;
-    s->sum.dead += (long) b->ndead;
-    pthread_mutex_unlock(&s->lock);
-
-    metrics_batch(b->n, rt.inserted, b->ndead, time_mono_us() - t0);
-    metrics_store_progress();
+    *inserted = rt.inserted;
+    rc = 0;
 
 done:
 
@@ -454,6 +550,61 @@ done:
     }
 
     free(rt.errors);
+
+    return rc;
+}
+
+
+/*
+ * Retire a stored batch from Redis together with its dead letters: on
+ * the thread whose turn it is, so the one Redis connection is its alone.
+ */
+static void
+store_finish(store_t *s, store_batch_t *b, long inserted, size_t nrefused,
+    int64_t t0)
+{
+    char  err[1024], q[300];
+
+    if (store_broken(s)) {
+        /* an earlier batch was not retired: this one must wait too */
+        return;
+    }
+
+    if (s->rc == NULL) {
+        s->rc = redis_open(s->target, STORE_SOCKET_MS, err, sizeof(err));
+        if (s->rc == NULL) {
+            store_lost(s, "redis", err);
+            return;
+        }
+    }
+
+    if (store_retire(s, b, err, sizeof(err)) != 0) {
+        redisFree(s->rc);
+        s->rc = NULL;
+        store_lost(s, "redis", err);
+        return;
+    }
+
+    if (nrefused > 0) {
+        log_warn("batch stored without refused events",
+                 "events=%zu inserted=%ld refused=%zu dead=%s", b->n,
+                 inserted, nrefused,
+                 log_quote(q, sizeof(q), s->settings->dead_key));
+    }
+
+    log_debug("batch stored", "events=%zu inserted=%ld dead=%zu ms=%.1f",
+              b->n, inserted, b->ndead,
+              (double) (time_mono_us() - t0) / 1000.0);
+
+    pthread_mutex_lock(&s->lock);
+    s->sum.batches++;
+    s->sum.events += (long) b->n;
+    s->sum.inserted += inserted;
+    s->sum.dead += (long) b->ndead;
+    pthread_mutex_unlock(&s->lock);
+
+    metrics_batch(b->n, inserted, b->ndead, time_mono_us() - t0);
+    metrics_store_progress();
 }
 
 
@@ -553,11 +704,6 @@ store_lost(store_t *s, const char *what, const char *err)
     log_warn("batch left in processing list", "processing=%s cause=%s"
              " err=%s", log_quote(qp, sizeof(qp), s->proc_key), what,
              log_quote(q, sizeof(q), err));
-
-    if (s->rc != NULL) {
-        redisFree(s->rc);
-        s->rc = NULL;
-    }
 
     pthread_mutex_lock(&s->lock);
     s->broken = 1;

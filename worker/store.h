@@ -27,6 +27,7 @@ typedef struct store_batch_s  store_batch_t;
 
 struct store_batch_s {
     store_batch_t   *next;
+    uint64_t         seq;        /* order of store_put(), set there */
     char           **texts;      /* the events as queued, oldest first */
     size_t           n;          /* its elements in the processing list */
     event_t         *events;     /* the valid ones; borrow from texts */
