@@ -14,9 +14,9 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use ActivityTest qw(wait_for jwt_hs256);
+use ActivityTest qw(wait_for);
 use ResumeRelay qw(resume_conf resume_bind relay_start relay_listens
-    metric connections_up publish sees users xranges);
+    relay_stop resume_client metric connections_up publish sees users xranges);
 
 my $t = ActivityTest->new(needs => [qw(module redis node)]);
 
@@ -35,11 +35,7 @@ $t->nginx_start;
 ok(wait_for(sub { connections_up() }, 20),
     "nginx's subscriber and resume connections are up");
 
-my $token = jwt_hs256('trim-secret', { sub => 'dash', role => 'admin',
-    exp => time + 3600 });
-my $sio = $t->node('sio-resume.js',
-    url => 'http://127.0.0.1:' . $t->port('http') . '/dashboard',
-    token => $token, timeout => 60000);
+my $sio = resume_client('trim-secret');
 ok($sio->wait_line(sub { ($_->{t} // '') eq 'connect' }, 20), 'connected');
 
 publish('u0');
@@ -74,8 +70,7 @@ is_deeply(users($sio, 'activity:new'), [qw(u0 u1 u2 u3)],
 
 $sio->finish;
 $t->nginx_stop;
-kill 'TERM', $proxy;
-waitpid $proxy, 0;
+relay_stop($proxy);
 $proxy = 0;
 
 $t->done;

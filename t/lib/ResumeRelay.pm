@@ -9,6 +9,8 @@ package ResumeRelay;
 #   resume_bind($t, $r);             # the test and its Redis handle
 #   my $proxy = relay_start(@args);  # extra arguments of the relay
 #   relay_listens()                  # true once the relay accepts
+#   relay_stop($proxy)               # ends the relay and reaps it
+#   my $sio = resume_client('x-secret');  # t/js/sio-resume.js, an admin
 #   metric($name)                    # a value of /status
 #   connections_up()                 # nginx's subscriber and resume
 #                                    # connections to Redis are up
@@ -24,10 +26,10 @@ use Exporter 'import';
 use FindBin;
 use IO::Socket::INET;
 use POSIX ();
-use ActivityTest qw(make_event to_json);
+use ActivityTest qw(jwt_hs256 make_event to_json);
 
 our @EXPORT_OK = qw(resume_conf resume_bind relay_start relay_listens
-    metric connections_up publish sees users xranges);
+    relay_stop resume_client metric connections_up publish sees users xranges);
 
 my ($t, $r);
 
@@ -77,6 +79,21 @@ sub relay_start {
 sub relay_listens {
     return IO::Socket::INET->new(PeerAddr => '127.0.0.1',
         PeerPort => $t->port('proxy'));
+}
+
+sub relay_stop {
+    my ($pid) = @_;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
+sub resume_client {
+    my ($secret) = @_;
+    my $token = jwt_hs256($secret, { sub => 'dash', role => 'admin',
+        exp => time + 3600 });
+    return $t->node('sio-resume.js',
+        url => 'http://127.0.0.1:' . $t->port('http') . '/dashboard',
+        token => $token, timeout => 60000);
 }
 
 sub metric {
