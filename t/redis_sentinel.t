@@ -36,46 +36,16 @@ use POSIX ();
 use Test::More;
 use Time::HiRes qw(sleep time);
 use ActivityTest qw(wait_for jwt_hs256);
+use SentinelConf qw(sentinel_conf);
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 
 my $measure = ($ENV{TEST_SENTINEL_WAIT} // '') eq 'off';
 
-my $conf = <<'EOF';
-%%GLOBALS%%
-worker_processes 2;
-http {
-    %%GLOBALS_HTTP%%
-
-    activity_redis_url URL;
-    WAIT
-    activity_jwt_secret "sentinel-secret";
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        server_name localhost;
-
-        location /t/ {
-            activity_track on;
-            return 200 "ok\n";
-        }
-
-        location /ws {
-            activity_dashboard websocket;
-        }
-
-        location = /status {
-            activity_status;
-        }
-    }
-}
-EOF
-
 sub conf_with {
     my ($url, $wait) = @_;
-    (my $c = $conf) =~ s/URL/$url/;
-    $c =~ s/WAIT/$wait \/\/ ''/e;
-    return $c;
+    return sentinel_conf(url => $url, wait => $wait, workers => 2,
+        secret => 'sentinel-secret');
 }
 
 # --- 1. nginx -t ----------------------------------------------------------

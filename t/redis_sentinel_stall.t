@@ -23,43 +23,14 @@ use IO::Socket::INET;
 use POSIX ();
 use Test::More;
 use ActivityTest qw(wait_for);
+use SentinelConf qw(sentinel_conf);
 
 my $t = ActivityTest->new(needs => [qw(module redis)]);
 
-my $conf = <<'EOF';
-%%GLOBALS%%
-worker_processes 1;
-http {
-    %%GLOBALS_HTTP%%
-
-    activity_redis_url URL;
-    activity_jwt_secret "stall-secret";
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        server_name localhost;
-
-        location /t/ {
-            activity_track on;
-            return 200 "ok\n";
-        }
-
-        location /ws {
-            activity_dashboard websocket;
-        }
-
-        location = /status {
-            activity_status;
-        }
-    }
-}
-EOF
-
 sub conf_with {
     my ($url, $name) = @_;
-    (my $c = $conf) =~ s/URL/$url/;
-    $c =~ s/%%PORT%%/%%PORT_$name%%/ if defined $name;
-    return $c;
+    return sentinel_conf(url => $url, port => $name, workers => 1,
+        secret => 'stall-secret');
 }
 
 $t->redis_start;

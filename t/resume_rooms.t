@@ -14,95 +14,28 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use IO::Socket::INET;
-use POSIX ();
-use ActivityTest qw(wait_for jwt_hs256 make_event to_json);
+use ActivityTest qw(wait_for);
+use ResumeRelay qw(resume_conf resume_bind relay_start relay_listens
+    relay_stop resume_client metric connections_up publish sees users xranges);
 
 my $t = ActivityTest->new(needs => [qw(module redis node)]);
 
-$t->write_conf(<<'EOF');
-%%GLOBALS%%
-
-http {
-    %%GLOBALS_HTTP%%
-
-    activity_redis_url redis://127.0.0.1:%%PORT_proxy%%;
-    activity_jwt_secret "rooms-secret";
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        server_name localhost;
-
-        location /socket.io/ {
-            activity_dashboard socketio;
-        }
-
-        location = /status {
-            activity_status;
-        }
-    }
-}
-EOF
+$t->write_conf(resume_conf('rooms-secret'));
 
 $t->redis_start;
 my $r = $t->redis;
+resume_bind($t, $r);
 
-my $proxy = fork;
-die "fork: $!" unless defined $proxy;
-if ($proxy == 0) {
-    exec($^X, "$FindBin::Bin/lib/held_reply_proxy.pl", $t->port('proxy'),
-        $t->redis_port) or POSIX::_exit(127);
-}
+my $proxy = relay_start();
 END { kill 'TERM', $proxy if $proxy }
-ok(wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-    PeerPort => $t->port('proxy')) }, 10), 'the relay listens');
+ok(wait_for(sub { relay_listens() }, 10), 'the relay listens');
 
 $t->nginx_start;
 
-sub metric {
-    my ($name) = @_;
-    my $text = $t->http(GET => '/status')->{content} // '';
-    return $text =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
-
-ok(wait_for(sub {
-    (metric('activity_redis_connected{connection="subscriber"}') // 0) == 1
-    && $r->info('clients')->{connected_clients} >= 3 }, 20),
+ok(wait_for(sub { connections_up() }, 20),
     "nginx's subscriber and resume connections are up");
 
-# what the worker does: the event into the stream, then published with
-# its entry id as "offset"
-sub publish {
-    my ($user) = @_;
-    my $text = to_json(make_event(type => 'API_CALL', user => $user));
-    my $id = $r->xadd('dashboard:events:stream', '*', e => $text);
-    (my $msg = $text) =~ s/\}\s*$/,"offset":"$id"}/;
-    $r->publish('dashboard:events', "[$msg]");
-    return $id;
-}
-
-sub sees {
-    my ($c, $user, $event) = @_;
-    return $c->wait_line(sub { ($_->{event} // '') eq $event
-        && ($_->{user} // '') eq $user }, 20);
-}
-
-sub users {
-    my ($c, $event) = @_;
-    return [ map { $_->{user} } grep { ($_->{t} // '') eq 'event'
-        && $_->{event} eq $event } $c->lines ];
-}
-
-sub xranges {
-    my $info = $r->info('commandstats');
-    return ($info->{cmdstat_xrange} // '') =~ /calls=(\d+)/ ? $1 : 0;
-}
-
-my $token = jwt_hs256('rooms-secret', { sub => 'dash', role => 'admin',
-    exp => time + 3600 });
-my $sio = $t->node('sio-resume.js',
-    url => 'http://127.0.0.1:' . $t->port('http') . '/dashboard',
-    token => $token, timeout => 60000);
+my $sio = resume_client('rooms-secret');
 ok($sio->wait_line(sub { ($_->{t} // '') eq 'connect' }, 20), 'connected');
 $sio->send({ emit => 'subscribe', args => [ ['dashboard:api-activity'] ],
     tag => 'rooms' });
@@ -191,8 +124,7 @@ is_deeply(users($sio, 'api:call'), [qw(u0 u1 u2 u3 u4)],
 
 $sio->finish;
 $t->nginx_stop;
-kill 'TERM', $proxy;
-waitpid $proxy, 0;
+relay_stop($proxy);
 $proxy = 0;
 
 $t->done;
