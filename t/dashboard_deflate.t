@@ -181,22 +181,7 @@ sub wait_msg {
 }
 
 # A masked client frame: frame(OPCODE, PAYLOAD, fin => 0, rsv => 0x40).
-sub frame {
-    my ($op, $payload, %o) = @_;
-    my $fin = exists $o{fin} ? $o{fin} : 1;
-    my $n = length $payload;
-    my $h = pack 'C', ($fin ? 0x80 : 0) | ($o{rsv} // 0) | $op;
-    if ($n < 126) {
-        $h .= pack 'C', 0x80 | $n;
-    } elsif ($n <= 0xffff) {
-        $h .= pack 'Cn', 0x80 | 126, $n;
-    } else {
-        $h .= pack 'CNN', 0x80 | 127, 0, $n;
-    }
-    my $key = pack 'N', 0x7a3c1e55;
-    my $mask = substr($key x (int($n / 4) + 1), 0, $n);
-    return $h . $key . ($payload ^ $mask);
-}
+sub frame { ActivityTest::RawWS::frame(@_) }
 
 # all of it: over TLS one syswrite takes at most a record
 sub send_raw {

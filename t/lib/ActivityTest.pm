@@ -1473,12 +1473,13 @@ sub next_frame {
     }
 }
 
-# A masked client frame.
+# A masked client frame: frame(OPCODE, PAYLOAD[, fin => 0, rsv => 0x40]).
 sub frame {
-    my ($op, $payload) = @_;
+    my ($op, $payload, %o) = @_;
     $payload //= '';
+    my $fin = exists $o{fin} ? $o{fin} : 1;
     my $n = length $payload;
-    my $h = pack 'C', 0x80 | $op;
+    my $h = pack 'C', ($fin ? 0x80 : 0) | ($o{rsv} // 0) | $op;
     if ($n < 126) {
         $h .= pack 'C', 0x80 | $n;
     } elsif ($n <= 0xffff) {
