@@ -54,7 +54,22 @@ case " ${STACKS:-module node} " in
     } ;;
 esac
 
-exec perl -I"$ROOT/t/lib" - "$@" <<'PERL'
+# The clients stand in for dashboards on other machines: on a machine
+# with cores to spare they should not take the servers' CPU, nor the
+# servers theirs. PIN=1 (the default, with 2 CPUs or more) runs the
+# servers of both stacks (Redis, PostgreSQL, the worker, nginx, the Node
+# stack) on every CPU but the last, and the harness (the load generator
+# and the clients) on the last one; PIN=0 lets the scheduler place
+# everything (on 2 cores it then often runs nginx and the clients on
+# the same core while the other idles).
+ncpu=$(nproc)
+stack_cpus=
+if [ "${PIN:-1}" = 1 ] && [ "$ncpu" -ge 2 ]; then
+    export BENCH_HARNESS_CPU=$((ncpu - 1))
+    stack_cpus="taskset -c 0-$((ncpu - 2))"
+fi
+
+exec $stack_cpus perl -I"$ROOT/t/lib" - "$@" <<'PERL'
 use strict;
 use warnings;
 
@@ -69,6 +84,8 @@ my $workers = $ENV{WORKERS} || 1;
 my $procs = $ENV{PROCS} ? "--procs $ENV{PROCS}" : '';
 my $client = $ENV{CLIENT} || 'c';
 my $monitor = $ENV{MONITOR} ? '--monitor %%REDIS%%' : '';
+my $harness = defined $ENV{BENCH_HARNESS_CPU}
+    ? "taskset -c $ENV{BENCH_HARNESS_CPU}" : '';
 
 my $t = ActivityTest->new(needs => [qw(module redis pg worker node)]);
 my $secret = 'bench-secret';
@@ -147,8 +164,10 @@ sub median {
 }
 
 printf "rate %d events/s for %d s, %d round(s), defaults, "
-    . "%d nginx worker(s), %s clients\n",
-    $rate, $seconds, $rounds, $workers, $client;
+    . "%d nginx worker(s), %s clients, %s\n",
+    $rate, $seconds, $rounds, $workers, $client, $harness
+        ? "harness on CPU $ENV{BENCH_HARNESS_CPU}, servers on the others"
+        : 'unpinned';
 printf "%-10s %8s %6s %9s %9s %9s %10s %11s %11s %11s\n",
     'stack', 'clients', 'round', 'p50 ms', 'p99 ms', 'max ms', 'delivered',
     'client CPU', 'us/frame', 'KiB/client';
@@ -163,7 +182,7 @@ for my $n (@clients) {
                     . ' --cpu-pids ' . join(',', @nginx)
                 : "--cpu-pids $t->{procs}{'baseline:server'}";
             (my $mon = $monitor) =~ s/%%REDIS%%/$t->redis_port/e;
-            my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules node \\
+            my $out = `NODE_PATH=$ENV{ROOT}/t/js/node_modules $harness node \\
                 $ENV{ROOT}/bench/dashboard.js $wsarg --token '$token' \\
                 --http '$url' --clients $n --rate $rate --client $client \\
                 --seconds $seconds $procs $pids $mon`;
