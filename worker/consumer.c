@@ -5,6 +5,8 @@
  * event is at the right end of the queue:
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
+ *   EVAL <take script> 16                          in the same write: Redis
+ *                                                  runs it as BLMOVE returns
  *   EVAL <take script> k                           LRANGE, LTRIM, LPUSH:
  *                                                  k more, until the queue
  *                                                  is empty or 500 are in
@@ -147,9 +149,13 @@ static int consumer_collect(consumer_t *c, char *err, size_t errlen);
 static int consumer_tick(consumer_t *c, char *err, size_t errlen);
 static int consumer_aggregate(consumer_t *c, const event_t *events,
     size_t n, char *err, size_t errlen);
-static int consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
-    size_t errlen);
+static int consumer_blmove(consumer_t *c, int64_t ms, size_t want, int *got,
+    int *drained, char *err, size_t errlen);
 static int consumer_take(consumer_t *c, size_t want, int *drained,
+    char *err, size_t errlen);
+static int consumer_take_append(consumer_t *c, size_t want, char *err,
+    size_t errlen);
+static int consumer_take_reply(consumer_t *c, size_t want, int *drained,
     char *err, size_t errlen);
 static int consumer_is_oom(const char *err);
 static int consumer_process(consumer_t *c);
@@ -590,7 +596,10 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
     block = block < 1 ? 1 : block > CONSUMER_BLOCK_MS ? CONSUMER_BLOCK_MS
                                                       : block;
 
-    if (consumer_blmove(c, block, &got, err, errlen) != 0) {
+    /* the take script rides behind BLMOVE; BLMOVE itself may take one */
+    want = room - 1 < CONSUMER_CHUNK_MIN ? room - 1 : CONSUMER_CHUNK_MIN;
+
+    if (consumer_blmove(c, block, want, &got, &drained, err, errlen) != 0) {
         if (!consumer_is_oom(err)) {
             return -1;
         }
@@ -602,7 +611,7 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
             c->oom_queue = 1;
         }
 
-        if (consumer_take(c, 1, &drained, err, errlen) != 0) {
+        if (want == 0 && consumer_take(c, 1, &drained, err, errlen) != 0) {
             return -1;
         }
 
@@ -612,19 +621,18 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
             return 0;
         }
 
-        got = 1;
-
     } else if (c->oom_queue) {
         log_info("redis accepts BLMOVE again", "queue=%s",
                  c->settings->queue);
         c->oom_queue = 0;
     }
 
-    if (!got) {
+    /* an event may arrive between BLMOVE's timeout and the script */
+    if ((!got && c->n == 0) || drained) {
         return 0;
     }
 
-    chunk = CONSUMER_CHUNK_MIN;
+    chunk = CONSUMER_CHUNK_MIN * 2;
 
     while (c->n < room && !signals_stop_requested()) {
         want = room - c->n < chunk ? room - c->n : chunk;
@@ -637,7 +645,7 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
             break;
         }
 
-        /* the queue keeps giving: ask for more per round trip */
+    /* the queue keeps giving: ask for more per round trip */
         chunk = chunk * 2 > CONSUMER_CHUNK_MAX ? CONSUMER_CHUNK_MAX
                                                : chunk * 2;
     }
@@ -710,33 +718,58 @@ consumer_aggregate(consumer_t *c, const event_t *events, size_t n,
 }
 
 
-/* One BLMOVE of at most ms milliseconds; *got says whether it moved one. */
+/*
+ * One BLMOVE of at most ms milliseconds, and behind it in the same write
+ * the take script for up to want more (0: none): Redis runs the script
+ * the moment BLMOVE returns, so a lone event costs one round trip, not
+ * two, before it is published. *got: BLMOVE moved one; *drained: the
+ * script found the queue empty. When Redis refuses BLMOVE (maxmemory)
+ * the script still ran and what it took is in hand; the error is
+ * BLMOVE's.
+ */
 static int
-consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
-    size_t errlen)
+consumer_blmove(consumer_t *c, int64_t ms, size_t want, int *got,
+    int *drained, char *err, size_t errlen)
 {
     redisReply  *r;
+    void        *reply;
     char         timeout[32];
     int          rc;
 
     *got = 0;
+    *drained = 0;
 
     /* Redis >= 6.2 takes fractional seconds */
     snprintf(timeout, sizeof(timeout), "%.3f", (double) ms / 1000.0);
 
-    r = redisCommand(c->rc, "BLMOVE %s %s RIGHT LEFT %s",
-                     c->settings->queue, c->proc_key, timeout);
+    if (redisAppendCommand(c->rc, "BLMOVE %s %s RIGHT LEFT %s",
+                           c->settings->queue, c->proc_key, timeout)
+        != REDIS_OK)
+    {
+        snprintf(err, errlen, "BLMOVE: %s", c->rc->errstr);
+        return -1;
+    }
 
-    if (redis_reply_check(c->rc, r, err, errlen) != 0) {
-        if (r != NULL) {
-            freeReplyObject(r);
-        }
+    if (want > 0 && consumer_take_append(c, want, err, errlen) != 0) {
+        return -1;
+    }
+
+    reply = NULL;
+    (void) redisGetReply(c->rc, &reply);
+    r = reply;
+
+    if (r == NULL) {
+        /* the connection failed: the context is dropped */
+        snprintf(err, errlen, "%s", c->rc->err ? c->rc->errstr : "no reply");
         return -1;
     }
 
     rc = 0;
 
-    if (r->type == REDIS_REPLY_STRING) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%.*s", (int) r->len, r->str);
+        rc = -1;
+    } else if (r->type == REDIS_REPLY_STRING) {
         if (consumer_push(c, r->str, r->len) != 0) {
             snprintf(err, errlen, "out of memory");
             rc = -1;
@@ -749,6 +782,16 @@ consumer_blmove(consumer_t *c, int64_t ms, int *got, char *err,
     }
 
     freeReplyObject(r);
+
+    if (want == 0 || (rc != 0 && !consumer_is_oom(err))) {
+        /* any error but OOM drops the context, the script's reply too */
+        return rc;
+    }
+
+    if (consumer_take_reply(c, want, drained, err, errlen) != 0) {
+        return -1;
+    }
+
     return rc;
 }
 
@@ -768,6 +811,18 @@ static int
 consumer_take(consumer_t *c, size_t want, int *drained, char *err,
     size_t errlen)
 {
+    if (consumer_take_append(c, want, err, errlen) != 0) {
+        return -1;
+    }
+
+    return consumer_take_reply(c, want, drained, err, errlen);
+}
+
+
+/* Queue the take script for up to want (>= 1) events on the context. */
+static int
+consumer_take_append(consumer_t *c, size_t want, char *err, size_t errlen)
+{
     static const char  script[] =
         "local v = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)\n"
         "local k = #v\n"
@@ -777,13 +832,9 @@ consumer_take(consumer_t *c, size_t want, int *drained, char *err,
         "for i = 1, k do out[i] = v[k + 1 - i] end\n"
         "redis.call('LPUSH', KEYS[2], unpack(out))\n"
         "return out\n";
-    redisReply  *r;
     const char  *argv[6];
     size_t       argvlen[6], i;
     char         num[32];
-    int          rc;
-
-    *drained = 0;
 
     snprintf(num, sizeof(num), "%zu", want);
 
@@ -798,7 +849,30 @@ consumer_take(consumer_t *c, size_t want, int *drained, char *err,
         argvlen[i] = strlen(argv[i]);
     }
 
-    r = redisCommandArgv(c->rc, 6, argv, argvlen);
+    if (redisAppendCommandArgv(c->rc, 6, argv, argvlen) != REDIS_OK) {
+        snprintf(err, errlen, "take script: %s", c->rc->errstr);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* The take script's answer: its events join the batch. */
+static int
+consumer_take_reply(consumer_t *c, size_t want, int *drained, char *err,
+    size_t errlen)
+{
+    redisReply  *r;
+    void        *reply;
+    size_t       i;
+    int          rc;
+
+    *drained = 0;
+
+    reply = NULL;
+    (void) redisGetReply(c->rc, &reply);
+    r = reply;
 
     if (redis_reply_check(c->rc, r, err, errlen) != 0
         || r->type != REDIS_REPLY_ARRAY)
