@@ -645,7 +645,7 @@ consumer_collect(consumer_t *c, char *err, size_t errlen)
             break;
         }
 
-    /* the queue keeps giving: ask for more per round trip */
+        /* the queue keeps giving: ask for more per round trip */
         chunk = chunk * 2 > CONSUMER_CHUNK_MAX ? CONSUMER_CHUNK_MAX
                                                : chunk * 2;
     }
