@@ -31,8 +31,8 @@
 # Environment: CLIENTS ("100 1000"), RATE events/s (20), SECONDS (10),
 # ROUNDS (3), STACKS ("module node"; also "module-ws": our plain
 # `websocket` protocol), WORKERS nginx worker processes (1), PROCS client
-# processes (1), CLIENT (c; raw or ws: Node clients, plain websocket
-# only), MONITOR=1 also times each event's enqueue and PUBLISH in Redis
+# processes (1), PIN (1: servers and harness on separate CPUs, below),
+# CLIENT (c; raw or ws: Node clients, plain websocket only), MONITOR=1 also times each event's enqueue and PUBLISH in Redis
 # (MONITOR: a diagnostic that costs Redis some work).
 
 set -euo pipefail
