@@ -32,8 +32,9 @@
 # ROUNDS (3), STACKS ("module node"; also "module-ws": our plain
 # `websocket` protocol), WORKERS nginx worker processes (1), PROCS client
 # processes (1), PIN (1: servers and harness on separate CPUs, below),
-# CLIENT (c; raw or ws: Node clients, plain websocket only), MONITOR=1 also times each event's enqueue and PUBLISH in Redis
-# (MONITOR: a diagnostic that costs Redis some work).
+# CLIENT (c; raw or ws: Node clients, plain websocket only), MONITOR=1
+# also times each event's enqueue and PUBLISH in Redis (MONITOR: a
+# diagnostic that costs Redis some work).
 
 set -euo pipefail
 
