@@ -877,20 +877,29 @@ ngx_http_activity_parse_redis_url(ngx_conf_t *cf, ngx_str_t *url,
     if (at) {
         colon = ngx_strlchr(p, at, ':');
 
+        /*
+         * percent-encoded as in the worker: "%40" for '@', "%2F" for '/';
+         * without a ':' the whole of it is the password, as redis-cli
+         * and the worker read "redis://password@host"
+         */
+
         if (colon == NULL) {
-            goto invalid;
-        }
+            if (ngx_http_activity_url_decode(cf, p, at, &addr->password)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
 
-        /* percent-encoded as in the worker: "%40" for '@', "%2F" for '/' */
-
-        if (ngx_http_activity_url_decode(cf, p, colon, &addr->username)
-            != NGX_OK
-            || ngx_http_activity_url_decode(cf, colon + 1, at,
-                                            &addr->password)
-               != NGX_OK)
+        } else if (ngx_http_activity_url_decode(cf, p, colon,
+                                                &addr->username)
+                   != NGX_OK
+                   || ngx_http_activity_url_decode(cf, colon + 1, at,
+                                                   &addr->password)
+                      != NGX_OK)
         {
             return NGX_CONF_ERROR;
         }
+
         p = at + 1;
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
 # activity_redis_url and the worker's --redis at run time: a password
-# (or a user and a password) is sent with AUTH (and a wrong one is
+# (or a user and a password; or redis://password@host) is sent with AUTH (and a wrong one is
 # refused, nothing queued), /db selects
 # the database the events land in (for the module and the worker alike),
 # and unix:/path talks over the unix socket.
@@ -147,6 +147,26 @@ $t->nginx_stop('QUIT', 'pct');
 is($rc, 0, 'the worker takes the same URL') or diag($out);
 is(scalar(grep { /p%40ss|p\@ss/ } $t->log_lines(qr/./, $t->error_log('pct'))),
     0, 'the password is not logged, encoded or not');
+
+# redis://password@host, no ':': the password alone, as redis-cli and the
+# worker read it (the module refused it at nginx -t)
+my $short = "redis://$pw\@127.0.0.1:$port/6";
+$t->write_conf(conf_with($short) =~ s/%%PORT%%/%%PORT_short%%/r, undef,
+    'short');
+$t->nginx_start(name => 'short');
+is($t->http(GET => '/api/short/1', port => $t->port('short'))->{status},
+    200, 'password\@host: request');
+my $db6 = $t->redis_client(password => $pw, db => 6);
+ok(wait_for(sub { $db6->llen('activity:events') == 1 }, 20),
+    'password\@host: AUTH with the password, the event lands in db 6')
+    or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('short')));
+$t->nginx_stop('QUIT', 'short');
+$db6->rpush('dead:short', '{"event":"{}","error":"x","attempts":1,'
+    . '"failedAt":"2026-11-27T12:00:00.000Z"}');
+($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
+    $short, '--dead', 'dead:short');
+is($rc, 0, 'the worker reads password\@host alike') or diag($out);
+is(scalar(split /\n/, $out), 1, 'and reads database 6');
 
 # a wrong password: refused, logged, nothing queued, requests still 200
 $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
