@@ -203,6 +203,8 @@ for my $n (@clients) {
                 $r->{enqueue_p99_ms} // -1,
                 '', '', '', $r->{publish_p50_ms} // -1,
                 $r->{publish_p99_ms} // -1 if $monitor;
+            printf "%-10s %8d %6d  %d of %d tracked requests failed\n",
+                $s, $n, $round, $r->{failed}, $r->{sent} if $r->{failed};
             sleep 2;
         }
     }
