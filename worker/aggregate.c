@@ -91,9 +91,7 @@ static int aggregate_result(redisReply *r, aggregate_result_t *res,
  * timestamp (epoch ms), the event's JSON text as queued.
  *
  * Reply: { new events, stats published (0/1), ms until held-back stats
- * are due (0: none), stats JSON }. A call with events never computes
- * the stats: when they are due it answers "due in 1 ms", and the call
- * without events that follows does.
+ * are due (0: none), stats JSON }.
  *
  * The first write happens only after every "seen" check, so the one
  * failure Redis can raise before it (OOM) leaves nothing behind.
@@ -272,17 +270,12 @@ static const char  aggregate_script[] =
     "end\n"
     "\n"
     "-- stats not due yet: leave them to the tick due then (saves the\n"
-    "-- window sums on every small batch); due, with events in this call:\n"
-    "-- a call of their own 1 ms on, so that the events' PUBLISH does not\n"
-    "-- wait for the sums (Redis sends it only when the script returns)\n"
+    "-- window sums on every small batch)\n"
     "local pub_key = live .. 'published'\n"
     "local last = redis.call('HMGET', pub_key, 'body', 'at')\n"
     "local since = now - (tonumber(last[2]) or 0)\n"
     "if since >= 0 and since < min_ms then\n"
     "  return { #fresh, 0, min_ms - since, '' }\n"
-    "end\n"
-    "if #ARGV >= FIRST then\n"
-    "  return { #fresh, 0, 1, '' }\n"
     "end\n"
     "\n"
     "-- the stats: whole minutes where they fit, seconds at the edges\n"
