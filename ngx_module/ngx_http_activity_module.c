@@ -1045,14 +1045,17 @@ ngx_http_activity_wait_replica(ngx_conf_t *cf, ngx_command_t *cmd,
  * the user name and its ':') and the last '@' is "***".  The last '@' of
  * the whole URL, not only of the part before the first '/': a password
  * holding a '/' is then hidden too, even in the error that refuses it,
- * and so is the password of a URL whose scheme is not known.
+ * and so is the password of a URL whose scheme is not known.  The user
+ * name is the part before a ':' that comes before the first '@': in
+ * "redis://password@host:port/x@y" the ':' is the port's, and all of
+ * "password@host:port/x" is hidden.
  */
 
 static ngx_int_t
 ngx_http_activity_hide_password(ngx_conf_t *cf, ngx_str_t *url,
     ngx_str_t *shown)
 {
-    u_char  *p, *q, *at, *colon, *last;
+    u_char  *p, *q, *at, *first, *colon, *last;
 
     *shown = *url;
 
@@ -1079,7 +1082,9 @@ ngx_http_activity_hide_password(ngx_conf_t *cf, ngx_str_t *url,
         return NGX_OK;
     }
 
-    colon = ngx_strlchr(p, at, ':');
+    first = ngx_strlchr(p, at + 1, '@');
+
+    colon = ngx_strlchr(p, first, ':');
     if (colon) {
         p = colon + 1;
     }

@@ -161,6 +161,8 @@ ok(wait_for(sub { $db6->llen('activity:events') == 1 }, 20),
     'password\@host: AUTH with the password, the event lands in db 6')
     or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('short')));
 $t->nginx_stop('QUIT', 'short');
+is(scalar $t->log_lines(qr/\Q$pw\E/, $t->error_log('short')), 0,
+    'password\@host: the password is not logged');
 $db6->rpush('dead:short', '{"event":"{}","error":"x","attempts":1,'
     . '"failedAt":"2026-11-27T12:00:00.000Z"}');
 ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
@@ -234,6 +236,9 @@ for my $case (
       qr{redis url "redis://:\*\*\*\@127\.0\.0\.1:6379/1" in "activity_redis_url"} ],
     [ 'redis+sentinel://:ab/s3cretpw@127.0.0.1:26379/mymaster',
       qr{redis url "redis\+sentinel://:\*\*\*\@127\.0\.0\.1:26379/mymaster" in "activity_redis_url"} ],
+    # password@host, no ':' but the port's, and an '@' after the path
+    [ 'redis://s3cretpw@127.0.0.1:6379/1@x',
+      qr{redis url "redis://\*\*\*\@x" in "activity_redis_url"} ],
 ) {
     my ($url, $re) = @$case;
     my ($rc, $out) = $t->nginx_test(conf_with($url));
