@@ -52,10 +52,13 @@ function nowUs() {
 // time is read right before the write(), so the load generator's own
 // request building (Node's http client: a tenth of a millisecond and
 // more on a busy box) is not counted as latency of the stack measured.
-// A request goes to an idle socket, a new one while fewer than `max`
-// are open, else it is pipelined behind the least busy one. Responses
-// are framed by Content-Length (or an empty chunked body); any status
-// but 200, and any request a socket closes under, counts as failed.
+// A request goes to an idle socket (a few are open before the first
+// one, so that requests falling due together need no TCP handshake), a
+// new one while fewer than `max` are open, else it is pipelined behind
+// the least busy one; a socket whose server said "Connection: close"
+// takes no more. Responses are framed by Content-Length (or an empty
+// chunked body); any status but 200, and any request a socket closes
+// under, counts as failed.
 class RawLoad {
     constructor(base, max) {
         const u = new URL(base);
@@ -69,14 +72,14 @@ class RawLoad {
         this.sent = 0;
     }
 
-    // one socket open before the first request, so that no send time
-    // includes a TCP handshake
-    ready() {
-        return new Promise((res, rej) => {
-            const s = this.open();
-            s.once('connect', res);
-            s.once('error', rej);
-        });
+    // n sockets connected before the first request
+    ready(n) {
+        return Promise.all(Array.from({ length: n }, () =>
+            new Promise((res, rej) => {
+                const s = this.open();
+                s.once('connect', res);
+                s.once('error', rej);
+            })));
     }
 
     get failed() {
@@ -87,6 +90,7 @@ class RawLoad {
         const s = net.connect({ host: this.host, port: this.port,
                                 noDelay: true });
         s.out = 0;
+        s.closing = false;
         s.buf = Buffer.alloc(0);
         s.on('data', (d) => {
             s.buf = s.buf.length ? Buffer.concat([s.buf, d]) : d;
@@ -119,6 +123,7 @@ class RawLoad {
             }
             if (s.buf.length < size) return;
             if (!/^HTTP\/1\.1 200 /.test(head)) this.bad++;
+            if (/\r\nconnection:\s*close/i.test(head)) s.closing = true;
             this.answered++;
             s.out--;
             s.buf = s.buf.subarray(size);
@@ -126,11 +131,10 @@ class RawLoad {
     }
 
     get(prefix, clock) {
-        let s = this.socks.find((x) => x.out === 0);
-        if (!s && this.socks.length < this.max) s = this.open();
-        if (!s) {
-            s = this.socks.reduce((x, y) => (y.out < x.out ? y : x));
-        }
+        const open = this.socks.filter((x) => !x.closing);
+        let s = open.find((x) => x.out === 0);
+        if (!s && open.length < this.max) s = this.open();
+        if (!s) s = open.reduce((x, y) => (y.out < x.out ? y : x));
         s.out++;
         this.sent++;
         s.write(`GET ${prefix}${clock()} HTTP/1.1\r\n`
@@ -417,7 +421,7 @@ async function main() {
 
     // the load: a fixed rate, spread over the second
     const load = new RawLoad(a.http, 32);
-    await load.ready();
+    await load.ready(4);
     let sent = 0;
     const total = rate * seconds;
     const start = performance.now();

@@ -5,8 +5,10 @@
  * event is at the right end of the queue:
  *
  *   BLMOVE queue processing:<id> RIGHT LEFT 1     wait for a first event
- *   EVAL <take script> 16                          in the same write: Redis
- *                                                  runs it as BLMOVE returns
+ *   EVAL <take script> 16                          in the same write (fewer
+ *                                                  when the batch is nearly
+ *                                                  full): Redis runs it as
+ *                                                  BLMOVE returns
  *   EVAL <take script> k                           LRANGE, LTRIM, LPUSH:
  *                                                  k more, until the queue
  *                                                  is empty or 500 are in
