@@ -797,6 +797,7 @@ ngx_http_activity_redis_url(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * redis://[[user]:password@]host[:port][/db], unix:/path/to/socket, or
  * redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]
  * (the password is the master's; the sentinels are asked without one);
+ * "password@" without a ':' is a password too, as redis-cli reads it;
  * host names are resolved here, at configuration time, because hiredis
  * resolves them blockingly when it connects.
  */
