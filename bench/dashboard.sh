@@ -63,11 +63,14 @@ esac
 # and the clients) on the last one; PIN=0 lets the scheduler place
 # everything (on 2 cores it then often runs nginx and the clients on
 # the same core while the other idles).
-ncpu=$(nproc)
+# the CPUs this process may use ("0,1", "2-5,8"), one a line
+cpus=$(taskset -cp $$ | sed 's/.*: //' | tr ',' '\n' \
+       | while IFS=- read -r lo hi; do seq "$lo" "${hi:-$lo}"; done)
+ncpu=$(echo "$cpus" | wc -l)
 stack_cpus=
 if [ "${PIN:-1}" = 1 ] && [ "$ncpu" -ge 2 ]; then
-    export BENCH_HARNESS_CPU=$((ncpu - 1))
-    stack_cpus="taskset -c 0-$((ncpu - 2))"
+    export BENCH_HARNESS_CPU=$(echo "$cpus" | tail -n 1)
+    stack_cpus="taskset -c $(echo "$cpus" | head -n -1 | paste -sd,)"
 fi
 
 exec $stack_cpus perl -I"$ROOT/t/lib" - "$@" <<'PERL'
