@@ -108,67 +108,61 @@ ok($c->wait_line(sub { $_->{t} eq 'message'
     'pub/sub through the authenticated subscriber reaches the dashboard');
 $c->finish(5);
 
+# A second nginx instance NAME on URL: a request's event lands in
+# database DB (the client to it is returned; the instance keeps running)
+sub queues_through {
+    my ($name, $url, $db, $what) = @_;
+    $t->write_conf(conf_with($url) =~ s/%%PORT%%/%%PORT_$name%%/r, undef,
+        $name);
+    $t->nginx_start(name => $name);
+    is($t->http(GET => "/api/$name/1", port => $t->port($name))->{status},
+        200, "$what: request");
+    my $r = $t->redis_client(password => $pw, db => $db);
+    ok(wait_for(sub { $r->llen('activity:events') == 1 }, 20),
+        "$what: AUTH succeeds, the event lands in database $db")
+        or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log($name)));
+    return $r;
+}
+
+# the worker's dlq list with URL reads the dead letter put in R
+sub worker_reads {
+    my ($url, $r, $name, $what) = @_;
+    $r->rpush("dead:$name", '{"event":"{}","error":"x","attempts":1,'
+        . '"failedAt":"2026-11-27T12:00:00.000Z"}');
+    my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list',
+        '--redis', $url, '--dead', "dead:$name");
+    is($rc, 0, "the worker takes $what too (dlq list)") or diag($out);
+    is(scalar(split /\n/, $out), 1, '... and reads the same database');
+}
+
 # a user and a password (Redis 6 ACL): AUTH user password
 $db0->acl('SETUSER', 'alice', 'on', '>alice-pw', '~*', '&*',
     '+@all');
 my $acl = "redis://alice:alice-pw\@127.0.0.1:$port/2";
-$t->write_conf(conf_with($acl) =~ s/%%PORT%%/%%PORT_acl%%/r, undef, 'acl');
-$t->nginx_start(name => 'acl');
-is($t->http(GET => '/api/acl/1', port => $t->port('acl'))->{status}, 200,
-    'user:password: request');
-my $db2 = $t->redis_client(password => $pw, db => 2);
-ok(wait_for(sub { $db2->llen('activity:events') == 1 }, 20),
-    'user:password: the event lands in database 2');
+my $db2 = queues_through('acl', $acl, 2, 'user:password');
 ok((grep { /\buser=alice\b.*\bcmd=lpush\b|\bcmd=lpush\b.*\buser=alice\b/ }
     split /\n/, $db0->client('list')), 'the LPUSH came as user alice');
 $t->nginx_stop('QUIT', 'acl');
-$db2->rpush('dead:acl', '{"event":"{}","error":"x","attempts":1,'
-    . '"failedAt":"2026-11-27T12:00:00.000Z"}');
-my ($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
-    $acl, '--dead', 'dead:acl');
-is($rc, 0, 'the worker takes user:password and /db too (dlq list)');
-is(scalar(split /\n/, $out), 1, 'and reads database 2');
+worker_reads($acl, $db2, 'acl', 'user:password and /db');
 
 # a percent-encoded user and password (review-sentinel): the module sent
 # them encoded, the worker decoded; both now send "p@ss/w%rd:1"
 $db0->acl('SETUSER', 'b:o%b', 'on', '>p@ss/w%rd:1', '~*', '&*', '+@all');
 my $pct = "redis://b%3Ao%25b:p%40ss%2Fw%25rd%3A1\@127.0.0.1:$port/4";
-$t->write_conf(conf_with($pct) =~ s/%%PORT%%/%%PORT_pct%%/r, undef, 'pct');
-$t->nginx_start(name => 'pct');
-is($t->http(GET => '/api/pct/1', port => $t->port('pct'))->{status}, 200,
-    'percent-encoded user:password: request');
-my $db4 = $t->redis_client(password => $pw, db => 4);
-ok(wait_for(sub { $db4->llen('activity:events') == 1 }, 20),
-    'percent-encoded user:password: AUTH succeeds, the event lands in db 4')
-    or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('pct')));
+my $db4 = queues_through('pct', $pct, 4, 'percent-encoded user:password');
 $t->nginx_stop('QUIT', 'pct');
-($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
-    $pct, '--dead', 'dead:pct');
-is($rc, 0, 'the worker takes the same URL') or diag($out);
+worker_reads($pct, $db4, 'pct', 'the same URL');
 is(scalar(grep { /p%40ss|p\@ss/ } $t->log_lines(qr/./, $t->error_log('pct'))),
     0, 'the password is not logged, encoded or not');
 
 # redis://password@host, no ':': the password alone, as redis-cli and the
 # worker read it (the module refused it at nginx -t)
 my $short = "redis://$pw\@127.0.0.1:$port/6";
-$t->write_conf(conf_with($short) =~ s/%%PORT%%/%%PORT_short%%/r, undef,
-    'short');
-$t->nginx_start(name => 'short');
-is($t->http(GET => '/api/short/1', port => $t->port('short'))->{status},
-    200, 'password\@host: request');
-my $db6 = $t->redis_client(password => $pw, db => 6);
-ok(wait_for(sub { $db6->llen('activity:events') == 1 }, 20),
-    'password\@host: AUTH with the password, the event lands in db 6')
-    or diag(join "\n", $t->log_lines(qr/activity/, $t->error_log('short')));
+my $db6 = queues_through('short', $short, 6, 'password@host');
 $t->nginx_stop('QUIT', 'short');
 is(scalar $t->log_lines(qr/\Q$pw\E/, $t->error_log('short')), 0,
-    'password\@host: the password is not logged');
-$db6->rpush('dead:short', '{"event":"{}","error":"x","attempts":1,'
-    . '"failedAt":"2026-11-27T12:00:00.000Z"}');
-($rc, $out) = $t->run_cmd($t->{bin}{worker}, 'dlq', 'list', '--redis',
-    $short, '--dead', 'dead:short');
-is($rc, 0, 'the worker reads password\@host alike') or diag($out);
-is(scalar(split /\n/, $out), 1, 'and reads database 6');
+    'password@host: the password is not logged');
+worker_reads($short, $db6, 'short', 'password@host');
 
 # a wrong password: refused, logged, nothing queued, requests still 200
 $t->write_conf(conf_with("redis://:wrong-Qv4\@127.0.0.1:$port/5")
