@@ -105,13 +105,15 @@ ok(wait_for(sub { $t->row_count == 3 }, 30), 'three rows stored');
 is($r->llen('activity:dead'), 0, 'nothing dead-lettered');
 
 my $row = $t->dbh->selectrow_hashref(
-    "SELECT * FROM activity_logs WHERE endpoint LIKE '/p%'");
+    "SELECT * FROM activity_logs WHERE endpoint LIKE '/p%'"
+    . " AND endpoint <> '/pushed'");
 is($row->{endpoint}, "/p${R}${R}x${R}y", 'endpoint: U+FFFD for each');
 is($row->{user_agent}, "ua${R}${R}${R}${R}",
     'user agent: a truncated 4-byte sequence is one U+FFFD');
 is($row->{user_id}, "u${R}v", 'userId ($remote_user)');
 is($t->sql_value("SELECT details->>'header' FROM activity_logs"
-    . " WHERE endpoint LIKE '/p%'"), "m${R}${R}${R}",
+    . " WHERE endpoint LIKE '/p%' AND endpoint <> '/pushed'"),
+    "m${R}${R}${R}",
     'activity_meta value: a surrogate is three U+FFFD');
 
 is($t->sql_value("SELECT details->>'body' FROM activity_logs"
